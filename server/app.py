@@ -1,0 +1,72 @@
+"""The application factory: configuration, extensions, blueprints, error handling, CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import import_module
+from typing import Any
+
+from flask import Flask, g, request
+from flask_babel import Babel
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from server import config as config_module
+from server import db, errors, logs
+
+LANGUAGES = ("fr", "en")
+
+# Each blueprint module exposes ``bp`` (a Blueprint) and may expose ``init_app(app)``.
+# The order matters only for URL rules that overlap; none do.
+BLUEPRINTS = ("server.health",)
+
+# Extensions other packages provide; each module exposes ``init_app(app)``.
+EXTENSIONS = ("server.storage.service",)
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application from the environment, then ``overrides`` (tests, CLI)."""
+    app = Flask(__name__, static_folder=None)
+    app.config.update(config_module.load(overrides=overrides))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
+    # Multipart parts without a file name (Collect's *isIncomplete* flag, small fields) are
+    # held in memory; the XML part may come without a file name from other clients.
+    app.config["MAX_FORM_MEMORY_SIZE"] = 16 * 1024 * 1024
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = app.config["SECURE_COOKIES"]
+    app.json.sort_keys = False
+    if app.config["TRUST_PROXY"]:
+        n = app.config["TRUST_PROXY"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+    logs.init_app(app)
+    Babel(app, locale_selector=select_locale, default_domain="messages")
+    db.init_app(app)
+    errors.register(app)
+    for name in EXTENSIONS:
+        import_module(name).init_app(app)
+    for name in BLUEPRINTS:
+        module = import_module(name)
+        if hasattr(module, "init_app"):
+            module.init_app(app)
+        app.register_blueprint(module.bp)
+    return app
+
+
+def select_locale() -> str:
+    """Pick the language of this request: explicit choice, then the client's, then the default.
+
+    ODK Collect sends no Accept-Language, so tablets get the default language (French).
+    """
+    chosen = g.get("locale")
+    if chosen in LANGUAGES:
+        return chosen
+    cookie = request.cookies.get("lang")
+    if cookie in LANGUAGES:
+        return cookie
+    from flask import current_app
+
+    default = current_app.config["DEFAULT_LANGUAGE"]
+    if request.path.startswith("/v1/") and request.accept_languages:
+        return request.accept_languages.best_match(LANGUAGES, default=default)
+    return default

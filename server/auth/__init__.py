@@ -1,0 +1,1 @@
+"""Accounts and access: users, app users (devices), sessions, roles and assignments."""

@@ -1,0 +1,202 @@
+"""Database plumbing: the declarative Base, column types shared by every model, engines, sessions.
+
+SQLite (embedded default) and PostgreSQL (production) must behave the same. Two things differ
+underneath and are evened out here:
+
+* time: SQLite keeps no time zone, so :class:`UTCDateTime` stores UTC and gives back aware values;
+* locking: SQLite has one writer at a time. Write sessions start with ``BEGIN IMMEDIATE`` so that
+  two writers queue (``busy_timeout``) instead of failing with "database is locked" when both
+  try to upgrade a read lock. Read-only sessions (exports) keep a deferred ``BEGIN`` and, in WAL
+  mode, never block writers.
+
+Services receive a :class:`~sqlalchemy.orm.Session` as their first argument; views get the
+request's session from :func:`session`. Services that change data commit themselves, at the point
+where their change must be durable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app, g
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Base class of every model."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always returned time-zone aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# Identifiers of the tables that grow with every record: 64-bit on PostgreSQL. SQLite only
+# auto-increments a column declared exactly INTEGER PRIMARY KEY, hence the variant.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def create_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
+    """Create an engine with the settings this server relies on for the given database."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **kwargs,
+        )
+        _prepare_sqlite(engine, immediate=not readonly)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    if "poolclass" not in kwargs:
+        # One worker serves up to MERIT_THREADS requests at once; most hold a connection
+        # only briefly (uploads are read before the transaction starts).
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
+    return sa.create_engine(url, **kwargs)
+
+
+def _prepare_sqlite(engine: Engine, *, immediate: bool) -> None:
+    """Turn on WAL, foreign keys and a busy timeout; make writers take the lock at BEGIN."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The engines and session factories of one application."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        # Exports read in a long transaction: on SQLite it must not hold the write lock.
+        self.read_engine = create_engine(url, readonly=True) if self.is_sqlite else self.engine
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """Open a session outside a request (CLI, background jobs); roll back what is left."""
+        maker = self.read_sessionmaker if readonly else self.sessionmaker
+        with maker() as db_session:
+            try:
+                yield db_session
+            finally:
+                db_session.rollback()
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after fork, at shutdown, in tests)."""
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def init_app(app: Flask) -> Database:
+    """Attach a :class:`Database` to the app and close each request's session at teardown."""
+    database = Database(app.config["DATABASE_URL"])
+    app.extensions["merit.db"] = database
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        for name in ("_merit_session", "_merit_read_session"):
+            db_session = g.pop(name, None)
+            if db_session is not None:
+                db_session.rollback()
+                db_session.close()
+
+    return database
+
+
+def database() -> Database:
+    """Return the current application's :class:`Database`."""
+    return current_app.extensions["merit.db"]
+
+
+def session() -> Session:
+    """Return the session of the current request (or app context), opening it on first use."""
+    db_session = g.get("_merit_session")
+    if db_session is None:
+        db_session = database().sessionmaker()
+        g._merit_session = db_session
+    return db_session
+
+
+def read_session() -> Session:
+    """Return a read-only session for long reads (exports) that must not block writers."""
+    db_session = g.get("_merit_read_session")
+    if db_session is None:
+        db_session = database().read_sessionmaker()
+        g._merit_read_session = db_session
+    return db_session
+
+
+def insert_or_ignore(
+    db_session: Session, table: sa.Table, values: dict[str, Any], conflict: list[str]
+) -> None:
+    """Insert a row unless one with the same ``conflict`` columns exists (race-safe)."""
+    dialect = db_session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+    db_session.execute(statement)

@@ -1,0 +1,426 @@
+"""Problems: every failure a client can see, with a stable code, rendered in one place.
+
+Codes follow ODK Central's scheme: a decimal whose integer part is the HTTP status (``409.3``
+means 409, "already exists"), so pyodk and Central's documentation read them unchanged.
+Messages are English templates translated at render time (French is the default on tablets);
+``details`` carries the facts a program needs (field, row, sheet...).
+
+    Problem
+     ├── BadRequest          400.x  the request cannot be read or breaks a rule
+     ├── Unauthorized        401.x  who you are is unknown (challenge follows)
+     ├── Forbidden           403.x  who you are may not do this
+     ├── NotFound            404.x
+     ├── NotAcceptable       406.x
+     ├── Conflict            409.x  the state of the server forbids it
+     ├── PayloadTooLarge     413.x
+     ├── TooManyRequests     429.x
+     └── Unavailable         503.x  try again later (Retry-After)
+
+The three renderers live here too: JSON for ``/v1`` (Central's ``{code, message, details}``),
+an ``OpenRosaResponse`` document for ODK Collect, and an HTML page for the console. Which one a
+request gets is decided by the blueprint that served it (see :func:`register`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, render_template_string, request
+from flask_babel import lazy_gettext
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """A failure with a stable code, a translatable message and machine-readable details."""
+
+    code: str = "500.1"
+    message: str = lazy_gettext("An unexpected problem occurred on the server. Try again later.")
+    headers: dict[str, str]
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        **details: Any,
+    ) -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+        self.headers = dict(headers or {})
+        super().__init__(self.render_message())
+
+    @property
+    def status(self) -> int:
+        """HTTP status: the integer part of the code."""
+        return int(self.code.split(".", 1)[0])
+
+    def render_message(self) -> str:
+        """Return the message in the current language, with details filled in."""
+        template = str(self.message)
+        try:
+            return template % self.details if self.details and "%(" in template else template
+        except (KeyError, TypeError, ValueError):
+            return template
+
+    def to_json(self) -> dict[str, Any]:
+        """Return Central's JSON error body."""
+        # Central sends the code as a JSON number; no code's minor part ends in 0, so a float
+        # never confuses 400.1 with 400.10 (a unit test keeps it so).
+        body: dict[str, Any] = {"code": float(self.code), "message": self.render_message()}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+# ---- 400 -------------------------------------------------------------------------------------
+
+
+class BadRequest(Problem):
+    code = "400.1"
+    message = lazy_gettext("The request could not be read: %(reason)s")
+
+
+class Unparseable(BadRequest):
+    code = "400.1"
+    message = lazy_gettext("The data sent could not be read as %(format)s: %(reason)s")
+
+
+class MissingParameter(BadRequest):
+    code = "400.2"
+    message = lazy_gettext("The required parameter %(field)s is missing.")
+
+
+class InvalidHeader(BadRequest):
+    code = "400.6"
+    message = lazy_gettext("The header %(field)s is missing or not in the expected form.")
+
+
+class MissingMultipartField(BadRequest):
+    code = "400.7"
+    message = lazy_gettext("The upload has no part named %(field)s.")
+
+
+class UnexpectedValue(BadRequest):
+    code = "400.8"
+    message = lazy_gettext("Unexpected value for %(field)s: %(reason)s")
+
+
+class Undecryptable(BadRequest):
+    code = "400.12"
+    message = lazy_gettext(
+        "The records could not be decrypted. Check the passphrase or private key and try again."
+    )
+
+
+class XlsformInvalid(BadRequest):
+    code = "400.15"
+    message = lazy_gettext(
+        "The form %(filename)s could not be compiled. The errors are listed with their sheet, "
+        "row and column."
+    )
+
+
+class FormWarnings(BadRequest):
+    code = "400.16"
+    message = lazy_gettext(
+        "The form is valid but has warnings. Read them, and if they are acceptable send it again "
+        "with ignoreWarnings=true."
+    )
+
+
+class ExpectedDeprecation(BadRequest):
+    code = "400.19"
+    message = lazy_gettext(
+        "An edit must carry meta/deprecatedID naming the current version's instanceID."
+    )
+
+
+class PasswordTooShort(BadRequest):
+    code = "400.21"
+    message = lazy_gettext("The password or passphrase must have at least %(minimum)s characters.")
+
+
+class HostileInput(BadRequest):
+    code = "400.31"
+    message = lazy_gettext("The data sent was refused: %(reason)s")
+
+
+# ---- 401 / 403 -------------------------------------------------------------------------------
+
+
+class Unauthorized(Problem):
+    code = "401.2"
+    message = lazy_gettext("Could not authenticate with the credentials provided.")
+
+
+class HttpsOnly(Unauthorized):
+    code = "401.3"
+    message = lazy_gettext("This way of signing in is only accepted over HTTPS.")
+
+
+class AuthenticationRequired(Unauthorized):
+    code = "401.4"
+    message = lazy_gettext("This resource requires authentication.")
+
+
+class Forbidden(Problem):
+    code = "403.1"
+    message = lazy_gettext("You do not have the right to do this.")
+
+
+class BadToken(Forbidden):
+    # 403 and not 401: a 401 would make ODK Collect ask for a password an app user does not
+    # have (openrosa.md §5).
+    code = "403.1"
+    message = lazy_gettext(
+        "This device's access has been revoked or is not valid. Ask your coordinator for a new "
+        "QR code."
+    )
+
+
+class AccountLocked(Problem):
+    code = "429.1"
+    message = lazy_gettext("Too many failed sign-in attempts. Try again in %(minutes)s minutes.")
+
+
+# ---- 404 / 405 / 406 -------------------------------------------------------------------------
+
+
+class NotFound(Problem):
+    code = "404.1"
+    message = lazy_gettext("Could not find what you were looking for.")
+
+
+class FormNotFound(NotFound):
+    code = "404.1"
+    message = lazy_gettext(
+        "The form %(form_id)s does not exist on this server, or you may not submit to it."
+    )
+
+
+class DraftNotFound(NotFound):
+    code = "404.4"
+    message = lazy_gettext(
+        "This draft no longer exists or your test access has expired. Scan the draft's new QR "
+        "code, or use an app user once the form is published."
+    )
+
+
+class DeprecatedIdNotFound(NotFound):
+    code = "404.5"
+    message = lazy_gettext(
+        "This record is an edit of %(deprecated_id)s, which is not on the server."
+    )
+
+
+class FormVersionNotFound(NotFound):
+    code = "404.6"
+    message = lazy_gettext(
+        "Version %(version)s of form %(form_id)s does not exist on this server. Download the "
+        "current form and fill the record again, or ask your coordinator."
+    )
+
+
+class MethodNotAllowed(Problem):
+    code = "405.1"
+    message = lazy_gettext("This method is not allowed here.")
+
+
+class NotAcceptable(Problem):
+    code = "406.1"
+    message = lazy_gettext("The format asked for is not available; allowed: %(allowed)s.")
+
+
+# ---- 409 -------------------------------------------------------------------------------------
+
+
+class Conflict(Problem):
+    code = "409.3"
+    message = lazy_gettext("Something with %(fields)s %(values)s already exists.")
+
+
+class XmlConflict(Conflict):
+    code = "409.1"
+    message = lazy_gettext(
+        "A record with this instanceID was already received with different content. It has been "
+        "kept for your coordinator to review."
+    )
+
+
+class NotAcceptingSubmissions(Conflict):
+    code = "409.2"
+    message = lazy_gettext(
+        "The form %(form_id)s is closed and no longer accepts records. Talk to your coordinator."
+    )
+
+
+class VersionConflict(Conflict):
+    code = "409.6"
+    message = lazy_gettext(
+        "Form %(form_id)s already has a published version %(version)s with different content. "
+        "Change the version in the settings sheet and upload it again."
+    )
+
+
+class NoPublishedVersion(Conflict):
+    code = "409.7"
+    message = lazy_gettext("The form has no published version.")
+
+
+class InstanceIdConflict(Conflict):
+    code = "409.8"
+    message = lazy_gettext("The instanceID %(instance_id)s already exists on this server.")
+
+
+class StaleEdit(Conflict):
+    code = "409.9"
+    message = lazy_gettext(
+        "This edit is based on %(deprecated_id)s, which is no longer the current version of the "
+        "record. Download the current version and edit it again."
+    )
+
+
+class MissingMedia(Conflict):
+    code = "409.15"
+    message = lazy_gettext(
+        "The form cannot be published until these files are attached: %(missing)s."
+    )
+
+
+class DeletedSubmission(Conflict):
+    code = "409.18"
+    message = lazy_gettext("This record was deleted on the server and cannot be sent again.")
+
+
+# ---- 413 / 429 / 503 -------------------------------------------------------------------------
+
+
+class PayloadTooLarge(Problem):
+    code = "413.1"
+    message = lazy_gettext(
+        "The upload is too large (%(size)s bytes; the limit is %(limit)s bytes). Reduce the photo "
+        "size in the settings (image size) and send again."
+    )
+
+
+class TooManyRequests(Problem):
+    code = "429.2"
+    message = lazy_gettext("Too many requests. Wait a moment and try again.")
+
+
+class Unavailable(Problem):
+    code = "503.1"
+    message = lazy_gettext(
+        "The server cannot store this right now. Your record is safe on the tablet; it will be "
+        "sent again automatically."
+    )
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+# Which renderer a request's problems use, by blueprint (set by each blueprint at registration).
+_RENDERERS: dict[str, Callable[[Problem], Response]] = {}
+
+
+def set_renderer(blueprint_name: str, renderer: Callable[[Problem], Response]) -> None:
+    """Make problems raised in ``blueprint_name``'s views render with ``renderer``."""
+    _RENDERERS[blueprint_name] = renderer
+
+
+def render_json(problem: Problem) -> Response:
+    """Render a problem as Central's JSON error body."""
+    response = jsonify(problem.to_json())
+    response.status_code = problem.status
+    response.headers.update(problem.headers)
+    return response
+
+
+def render_html(problem: Problem) -> Response:
+    """Render a problem as a small page (the console replaces this with its own template)."""
+    body = render_template_string(
+        "<!doctype html><html lang='{{ lang }}'><meta charset='utf-8'>"
+        "<title>{{ status }}</title><h1>{{ status }}</h1><p>{{ message }}</p></html>",
+        status=problem.status,
+        message=problem.render_message(),
+        lang=_lang(),
+    )
+    response = Response(body, status=problem.status, content_type="text/html; charset=utf-8")
+    response.headers.update(problem.headers)
+    return response
+
+
+def _lang() -> str:
+    try:
+        from flask_babel import get_locale
+
+        return str(get_locale() or "fr")
+    except Exception:  # outside a request
+        return "fr"
+
+
+def _pick_renderer() -> Callable[[Problem], Response]:
+    renderer = getattr(g, "problem_renderer", None)
+    if renderer is not None:
+        return renderer
+    blueprint = request.blueprint or ""
+    # Nested blueprints are named "parent.child": try the most specific first.
+    while blueprint:
+        if blueprint in _RENDERERS:
+            return _RENDERERS[blueprint]
+        blueprint = blueprint.rpartition(".")[0]
+    if request.path.startswith("/v1/") or request.path.endswith(".json"):
+        return render_json
+    return render_html
+
+
+def render(problem: Problem) -> Response:
+    """Render a problem the way the current request's client understands."""
+    return _pick_renderer()(problem)
+
+
+def register(app: Flask) -> None:
+    """Install the handlers that turn every error into a rendered problem, never a traceback."""
+
+    @app.errorhandler(Problem)
+    def _problem(problem: Problem) -> Response:
+        if problem.status >= 500:
+            log.warning("problem %s: %s", problem.code, problem.render_message())
+        return render(problem)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc: RequestEntityTooLarge) -> Response:
+        limit = current_app.config["MAX_UPLOAD_BYTES"]
+        return render(PayloadTooLarge(size=request.content_length or "?", limit=limit))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        problem: Problem
+        if status == 404:
+            problem = NotFound()
+        elif status == 405:
+            problem = MethodNotAllowed()
+        elif status == 400:
+            problem = BadRequest(reason=exc.description or "bad request")
+        elif status == 413:
+            return _too_large(RequestEntityTooLarge())
+        elif status == 431:
+            problem = BadRequest(code="431.1", reason="request headers too large")
+        else:
+            problem = Problem(code=f"{status}.1")
+            problem.message = exc.description or exc.name
+        return render(problem)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The traceback goes to the log, with the request id; the client gets a stable message.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render(Problem())

@@ -1,0 +1,1 @@
+"""Exports for analysts: tables from the field schema, CSV/XLSX/GeoJSON writers, cleaning."""

@@ -1,0 +1,1 @@
+"""Forms: XLSForm compilation, the field schema, versions, states and media."""

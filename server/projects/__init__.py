@@ -1,0 +1,1 @@
+"""Projects: the container of forms, app users, entity lists and encryption keys."""

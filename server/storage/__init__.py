@@ -1,0 +1,1 @@
+"""Attachment storage: one BlobStore interface, a local folder and an S3 backend."""

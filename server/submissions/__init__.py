@@ -1,0 +1,1 @@
+"""Submissions: safe parsing of records, intake (dedupe, versions, split uploads), review."""

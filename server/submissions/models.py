@@ -1,0 +1,156 @@
+"""Records (submissions), their versions (edits), attachments, kept conflicts and comments.
+
+A *submission* is one record as analysts know it, named by the instanceID it first arrived
+with. Each arrival of new XML for it (the first, then every edit carrying ``deprecatedID``) is a
+*version*; exactly one version is current. Identity is (form, draft, instanceID) over every
+version, enforced by a unique constraint: two workers racing with the same record cannot both
+insert it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, BigId, JSONDocument, UTCDateTime, utcnow
+
+REVIEW_STATES = ("hasIssues", "edited", "approved", "rejected")
+
+
+class Submission(Base):
+    """One record of a form, across all its versions."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    form_id: Mapped[int] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"))
+    # Records sent to a draft while a coordinator tests it; removed when the draft is published.
+    draft: Mapped[bool] = mapped_column(default=False)
+    instance_id: Mapped[str] = mapped_column(sa.String(255))
+    review_state: Mapped[str | None] = mapped_column(sa.String(20))
+    submitter_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"), index=True)
+    device_id: Mapped[str | None] = mapped_column(sa.String(255))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("form_id", "draft", "instance_id"),
+        # Listing and exporting walk a form's records in arrival order.
+        sa.Index("ix_submissions_form_id_draft_id", "form_id", "draft", "id"),
+        sa.Index("ix_submissions_form_id_created_at", "form_id", "created_at"),
+        sa.CheckConstraint(
+            f"review_state IS NULL OR review_state IN {REVIEW_STATES!r}", name="review_state"
+        ),
+        # Ids are never reused (they serve as paging cursors): AUTOINCREMENT on SQLite.
+        {"sqlite_autoincrement": True},
+    )
+
+
+class SubmissionVersion(Base):
+    """One version of a record: the XML exactly as received and its parsed document."""
+
+    __tablename__ = "submission_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("submissions.id", ondelete="CASCADE")
+    )
+    # Repeated from the submission so that the identity constraint can span every version.
+    form_id: Mapped[int] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"))
+    draft: Mapped[bool] = mapped_column(default=False)
+    form_version_id: Mapped[int] = mapped_column(sa.ForeignKey("form_versions.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(sa.String(255))
+    deprecated_id: Mapped[str | None] = mapped_column(sa.String(255))
+    current: Mapped[bool] = mapped_column(default=True)
+    xml: Mapped[str] = mapped_column(sa.Text)
+    xml_sha256: Mapped[str] = mapped_column(sa.String(64))
+    document: Mapped[dict | None] = mapped_column(JSONDocument)
+    instance_name: Mapped[str | None] = mapped_column(sa.Text)
+    submitter_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
+    device_id: Mapped[str | None] = mapped_column(sa.String(255))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Counts kept up to date by intake so that lists and exports need no join per row.
+    attachments_expected: Mapped[int] = mapped_column(default=0)
+    attachments_present: Mapped[int] = mapped_column(default=0)
+    # Encrypted records (openrosa.md §6) are stored as received, envelope and .enc files.
+    encrypted: Mapped[bool] = mapped_column(default=False)
+    encrypted_key: Mapped[str | None] = mapped_column(sa.Text)
+    encrypted_signature: Mapped[str | None] = mapped_column(sa.Text)
+    encrypted_xml_name: Mapped[str | None] = mapped_column(sa.String(255))
+
+    __table_args__ = (
+        sa.UniqueConstraint("form_id", "draft", "instance_id"),
+        sa.Index("ix_submission_versions_submission_id", "submission_id"),
+        # Exactly one current version per record.
+        sa.Index(
+            "uq_submission_versions_current",
+            "submission_id",
+            unique=True,
+            sqlite_where=sa.text("current"),
+            postgresql_where=sa.text("current"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class SubmissionAttachment(Base):
+    """A file a version expects (named in a binary field) and, once it arrives, its blob."""
+
+    __tablename__ = "submission_attachments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    submission_version_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("submission_versions.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(255))
+    blob_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("blobs.id"), index=True)
+    content_type: Mapped[str | None] = mapped_column(sa.String(255))
+    # The client audit log (meta/audit, usually audit.csv) is exported apart.
+    is_client_audit: Mapped[bool] = mapped_column(default=False)
+    # Position in the encryption order of an encrypted record (openrosa.md §6, step 3).
+    encryption_index: Mapped[int | None]
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (sa.UniqueConstraint("submission_version_id", "name"),)
+
+
+class SubmissionConflict(Base):
+    """A payload refused because its instanceID exists with different XML, kept for review."""
+
+    __tablename__ = "submission_conflicts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    form_id: Mapped[int] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"))
+    instance_id: Mapped[str] = mapped_column(sa.String(255))
+    xml: Mapped[str] = mapped_column(sa.Text)
+    xml_sha256: Mapped[str] = mapped_column(sa.String(64))
+    reason: Mapped[str] = mapped_column(sa.String(40))
+    submitter_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
+    device_id: Mapped[str | None] = mapped_column(sa.String(255))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(255))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # A device retrying the same conflicting payload is kept once.
+        sa.UniqueConstraint("form_id", "instance_id", "xml_sha256"),
+    )
+
+
+class Comment(Base):
+    """A reviewer's note on a record. Comments are never edited or deleted."""
+
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    submission_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("submissions.id", ondelete="CASCADE"), index=True
+    )
+    actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

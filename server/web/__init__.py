@@ -1,0 +1,1 @@
+"""The web console for coordinators and analysts (server-rendered, French and English)."""

@@ -1,0 +1,97 @@
+"""Test databases: one migrated SQLite file and one PostgreSQL database per test session.
+
+Each pytest process (xdist worker) creates its own PostgreSQL database, named uniquely, so
+several runs can share one server. Between tests every table is emptied (the roles are put
+back), which keeps each test isolated even when the code under test commits, runs in a
+gunicorn process, or uses several connections.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from server import migrate
+from server.auth.roles import sync_roles
+from server.db import create_engine
+from server.models import Base
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+KEEP = {"alembic_version"}
+
+
+def pg_admin_url() -> str:
+    """URL of a PostgreSQL database we may connect to in order to create others."""
+    return os.environ.get("MERIT_TEST_DATABASE_URL", DEFAULT_PG_URL)
+
+
+def pg_available() -> tuple[bool, str]:
+    """Tell whether PostgreSQL answers at the test URL, and why not."""
+    engine = create_engine(pg_admin_url(), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True, ""
+    except sa.exc.OperationalError as exc:
+        return False, str(exc).splitlines()[0]
+    finally:
+        engine.dispose()
+
+
+def create_pg_database(worker: str) -> str:
+    """Create and migrate a fresh PostgreSQL database; return its URL."""
+    admin_url = sa.engine.make_url(pg_admin_url().replace("postgresql://", "postgresql+psycopg://"))
+    name = f"merit_test_{worker}_{secrets.token_hex(4)}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    migrate.upgrade(url)
+    return url
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by :func:`create_pg_database`."""
+    parsed = sa.engine.make_url(url.replace("postgresql://", "postgresql+psycopg://"))
+    admin_url = sa.engine.make_url(pg_admin_url().replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def create_sqlite_database(directory: Path) -> str:
+    """Create and migrate a SQLite database file; return its URL."""
+    url = f"sqlite:///{directory / 'merit-test.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+def reset(url: str) -> None:
+    """Empty every table and put the system roles back."""
+    engine = create_engine(url, poolclass=sa.pool.NullPool)
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in KEEP]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                sa.text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+                )
+            )
+        else:
+            # Foreign keys stay on: tables are emptied children first, and the two cycles
+            # (forms <-> form_versions) are broken before.
+            connection.execute(
+                sa.text("UPDATE forms SET current_version_id = NULL, draft_version_id = NULL")
+            )
+            for table in tables:
+                connection.execute(sa.text(f'DELETE FROM "{table}"'))  # noqa: S608 - our names
+            connection.execute(sa.text("DELETE FROM sqlite_sequence"))  # AUTOINCREMENT counters
+    with sa.orm.Session(engine) as db_session:
+        sync_roles(db_session)
+    engine.dispose()

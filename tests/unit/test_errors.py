@@ -1,0 +1,35 @@
+"""Problem codes and their JSON form."""
+
+from __future__ import annotations
+
+import inspect
+
+from server import errors
+
+
+def all_problem_classes():
+    return [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.Problem)
+    ]
+
+
+def test_no_code_minor_ends_in_zero_so_json_numbers_stay_distinct():
+    for cls in all_problem_classes():
+        _, _, minor = cls.code.partition(".")
+        assert minor and not minor.endswith("0"), cls.__name__
+
+
+def test_status_is_the_integer_part_of_the_code():
+    assert errors.XmlConflict().status == 409
+    assert errors.FormVersionNotFound(version="3", form_id="x").status == 404
+    assert errors.PayloadTooLarge(size=1, limit=0).status == 413
+
+
+def test_json_body_has_code_message_and_details(bare_app):
+    with bare_app.test_request_context("/v1/x"):
+        body = errors.Conflict(fields="email", values="a@b.org").to_json()
+    assert body["code"] == 409.3
+    assert "a@b.org" in body["message"]
+    assert body["details"] == {"fields": "email", "values": "a@b.org"}

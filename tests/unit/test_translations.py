@@ -1,0 +1,36 @@
+"""Everything a coordinator or enumerator reads exists in French and English."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+from babel.messages.mofile import read_mo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import i18n
+
+
+def test_every_string_has_a_french_translation():
+    missing = i18n.missing()
+    assert not missing, (
+        "untranslated strings (run `python scripts/i18n.py update`, translate them in "
+        f"{i18n.PO.relative_to(i18n.ROOT)}, then `python scripts/i18n.py compile`): {missing}"
+    )
+
+
+def test_compiled_catalogue_matches_the_po_file():
+    compiled = read_mo(io.BytesIO(i18n.MO.read_bytes()))
+    source = i18n.load()
+    expected = {m.id: m.string for m in source if m.id and m.string and not m.fuzzy}
+    actual = {m.id: m.string for m in compiled if m.id}
+    assert actual == expected, "the .mo is stale: run `python scripts/i18n.py compile`"
+
+
+def test_placeholders_survive_translation():
+    for message in i18n.load():
+        if not message.id or not isinstance(message.id, str):
+            continue
+        for token in ("%(", ")s"):
+            assert message.id.count(token) == message.string.count(token), message.id
