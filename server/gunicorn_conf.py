@@ -29,3 +29,6 @@ errorlog = "-"
 loglevel = _settings["LOG_LEVEL"].lower()
 preload_app = False
 proc_name = "merit-collect"
+# gunicorn 24+ opens a control socket at one fixed path per user; several servers on one
+# machine (tests, a second instance) would fight over it, and nothing here uses it.
+control_socket_disable = True
