@@ -17,10 +17,16 @@ LANGUAGES = ("fr", "en")
 
 # Each blueprint module exposes ``bp`` (a Blueprint) and may expose ``init_app(app)``.
 # The order matters only for URL rules that overlap; none do.
-BLUEPRINTS = ("server.health",)
+BLUEPRINTS = (
+    "server.health",
+    "server.api.blueprint",
+)
 
 # Extensions other packages provide; each module exposes ``init_app(app)``.
-EXTENSIONS = ("server.storage.service",)
+EXTENSIONS = (
+    "server.auth.authenticate",
+    "server.storage.service",
+)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

@@ -17,11 +17,14 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 _TOKEN_IN_PATH = re.compile(r"^(/v1/(?:key|test)/)[^/]+")
+# Any other path segment that looks like a token (``DELETE /v1/sessions/<token>``, draft
+# tokens): long runs of token characters. instanceIDs (``uuid:...``) do not match.
+_TOKEN_SEGMENT = re.compile(r"(?<=/)[A-Za-z0-9_$!-]{32,}(?=/|$)")
 
 
 def redact_path(path: str) -> str:
-    """Mask the token of ``/v1/key/<token>/...`` and ``/v1/test/<token>/...`` paths."""
-    return _TOKEN_IN_PATH.sub(r"\1***", path)
+    """Mask tokens in a path: ``/v1/key/<token>/...``, ``/v1/sessions/<token>``..."""
+    return _TOKEN_SEGMENT.sub("***", _TOKEN_IN_PATH.sub(r"\1***", path))
 
 
 class JsonFormatter(logging.Formatter):

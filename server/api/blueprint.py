@@ -1,0 +1,18 @@
+"""The ``api`` blueprint; importing this module registers every resource's routes."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from flask import Blueprint
+
+from server import errors
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+errors.set_renderer("api", errors.render_json)
+
+# Resource modules, each adding its routes to ``bp`` when imported.
+RESOURCES = ("server.api.sessions",)
+
+for _name in RESOURCES:
+    import_module(_name)

@@ -1,0 +1,63 @@
+"""App users: one device account per tablet, authenticated by a token in its server URL."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.auth.models import Actor, AppUser
+from server.auth.tokens import new_token, seal, token_hash, unseal
+from server.db import utcnow
+
+
+def create(
+    db_session: Session,
+    project_id: int,
+    display_name: str,
+    *,
+    secret_key: str,
+    created_by: int | None = None,
+) -> tuple[AppUser, str]:
+    """Create an app user of a project; return it and its token (not committed)."""
+    token = new_token()
+    actor = Actor(type="field_key", display_name=display_name)
+    app_user = AppUser(
+        actor=actor,
+        project_id=project_id,
+        token_hash=token_hash(token),
+        token_sealed=seal(secret_key, token),
+        created_by=created_by,
+    )
+    db_session.add(app_user)
+    db_session.flush()
+    return app_user, token
+
+
+def find_by_token(db_session: Session, token: str) -> AppUser | None:
+    """Return the live app user holding this token (None if unknown or revoked)."""
+    return db_session.execute(
+        sa.select(AppUser)
+        .join(Actor, Actor.id == AppUser.actor_id)
+        .where(
+            AppUser.token_hash == token_hash(token),
+            AppUser.revoked_at.is_(None),
+            Actor.deleted_at.is_(None),
+        )
+    ).scalar_one_or_none()
+
+
+def token_of(app_user: AppUser, *, secret_key: str) -> str | None:
+    """Return an app user's token for showing it again (None once revoked)."""
+    if app_user.revoked_at is not None or app_user.token_sealed is None:
+        return None
+    return unseal(secret_key, app_user.token_sealed)
+
+
+def revoke(db_session: Session, app_user: AppUser) -> None:
+    """Revoke an app user's access: its token stops working at once (not committed).
+
+    The actor stays, so the records it sent keep their submitter.
+    """
+    app_user.revoked_at = utcnow()
+    app_user.token_hash = None
+    app_user.token_sealed = None

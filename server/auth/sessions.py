@@ -1,0 +1,91 @@
+"""Signing in with email and password, and the sessions (bearer tokens, cookies) it opens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server import errors
+from server.auth import throttle
+from server.auth.models import Actor, AuthSession, User
+from server.auth.passwords import hash_password, needs_rehash, verify_password
+from server.auth.services import find_user, normalise_email
+from server.auth.tokens import new_token, token_hash
+from server.db import utcnow
+
+
+def check_password(
+    db_session: Session, email: str, password: str, *, max_failures: int, lock_minutes: int
+) -> User:
+    """Return the user whose email and password these are; count failures, honour locks.
+
+    Raises Unauthorized (same answer for an unknown email and a wrong password) or
+    AccountLocked.
+    """
+    key = normalise_email(email)
+    throttle.check(db_session, key)
+    user = find_user(db_session, key)
+    if user is None or not verify_password(user.password_hash, password):
+        db_session.rollback()
+        throttle.record_failure(
+            db_session, key, max_failures=max_failures, lock_minutes=lock_minutes
+        )
+        raise errors.Unauthorized()
+    if needs_rehash(user.password_hash or ""):
+        user.password_hash = hash_password(password)
+    throttle.clear(db_session, key)
+    return user
+
+
+def open_session(
+    db_session: Session, actor_id: int, *, hours: int, kind: str = "bearer"
+) -> tuple[AuthSession, str]:
+    """Create a session for an actor; return it and its secret token (commits)."""
+    token = new_token()
+    auth_session = AuthSession(
+        token_hash=token_hash(token),
+        actor_id=actor_id,
+        kind=kind,
+        csrf=secrets.token_urlsafe(32),
+        expires_at=utcnow() + dt.timedelta(hours=hours),
+    )
+    db_session.add(auth_session)
+    db_session.commit()
+    return auth_session, token
+
+
+def find_session(db_session: Session, token: str, *, kind: str | None = None) -> AuthSession | None:
+    """Return the live session with this token (not expired, actor not deleted)."""
+    query = (
+        sa.select(AuthSession)
+        .join(Actor, Actor.id == AuthSession.actor_id)
+        .where(
+            AuthSession.token_hash == token_hash(token),
+            AuthSession.expires_at > utcnow(),
+            Actor.deleted_at.is_(None),
+        )
+    )
+    if kind is not None:
+        query = query.where(AuthSession.kind == kind)
+    return db_session.execute(query).scalar_one_or_none()
+
+
+def end_session(db_session: Session, auth_session: AuthSession) -> None:
+    """End a session (sign out) now (commits)."""
+    db_session.delete(auth_session)
+    db_session.commit()
+
+
+def end_all_sessions(db_session: Session, actor_id: int) -> None:
+    """End every session of an actor, e.g. after a password change (not committed)."""
+    db_session.execute(sa.delete(AuthSession).where(AuthSession.actor_id == actor_id))
+
+
+def purge_expired(db_session: Session) -> int:
+    """Delete expired sessions; return how many (commits)."""
+    result = db_session.execute(sa.delete(AuthSession).where(AuthSession.expires_at <= utcnow()))
+    db_session.commit()
+    return result.rowcount or 0
