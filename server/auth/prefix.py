@@ -16,8 +16,8 @@ from typing import Any
 
 from flask import request
 
-KEY_TOKEN = "merit.key_token"
-DRAFT_TOKEN = "merit.draft_token"
+KEY_TOKEN = "merit.key_token"  # noqa: S105 - a WSGI environ key, not a secret
+DRAFT_TOKEN = "merit.draft_token"  # noqa: S105 - a WSGI environ key
 PREFIX = "merit.url_prefix"
 
 _PATTERN = re.compile(r"^/v1/(key|test)/([^/]+)(/.*)?$")
