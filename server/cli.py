@@ -22,7 +22,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from server.app import create_app
 
 # Command groups other packages provide: "module:attribute".
-COMMAND_GROUPS: tuple[str, ...] = ()
+COMMAND_GROUPS: tuple[str, ...] = ("server.storage.cli:storage",)
 
 
 def _create_app():

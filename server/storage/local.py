@@ -7,8 +7,9 @@ returns loses nothing. For a programme with many tablets, prefer an S3-compatibl
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from server.storage.base import (
     StagedFile,
     StorageUnavailable,
     fsync_directory,
+    is_sha256,
+    read_range,
 )
 
 
@@ -30,27 +33,44 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def from_url(cls, url: str) -> LocalStore:
+        """Open the store a folder path (or ``file://`` URL) names."""
+        return cls(url.removeprefix("file://"))
+
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        """Return where the blob named ``sha256`` lives."""
+        if not is_sha256(sha256):
             raise ValueError("not a SHA-256 hex digest")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put(self, staged: StagedFile) -> None:
+        try:
+            self._put(staged)
+        except OSError as exc:
+            # A full or read-only disk is an outage like any other: the service spools.
+            raise StorageUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
+
+    def _put(self, staged: StagedFile) -> None:
         target = self.path(staged.sha256)
         if target.exists() and target.stat().st_size == staged.size:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # Unique per call: threads of one worker may store the same photo at the same moment.
+        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
-            os.link(staged.path, temp)
-        except OSError:
-            shutil.copyfile(staged.path, temp)
-            with temp.open("rb+") as handle:
-                os.fsync(handle.fileno())
-        if temp.stat().st_size != staged.size:
+            try:
+                # Same file system: the staged copy (hashed and fsync'd as it was written)
+                # becomes the stored one, with no second copy of the bytes.
+                os.link(staged.path, temp)
+                size = temp.stat().st_size
+            except OSError:
+                size = _copy_verified(staged, temp)
+            if size != staged.size:
+                raise ChecksumMismatch(staged.sha256)
+            os.replace(temp, target)
+        finally:
             temp.unlink(missing_ok=True)
-            raise ChecksumMismatch(staged.sha256)
-        os.replace(temp, target)
         fsync_directory(target.parent)
 
     def open(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -59,7 +79,9 @@ class LocalStore:
             handle = path.open("rb")
         except FileNotFoundError as exc:
             raise BlobMissing(sha256) from exc
-        return _read_range(handle, start, end)
+        except OSError as exc:
+            raise StorageUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
+        return read_range(handle, start, end)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
@@ -77,31 +99,35 @@ class LocalStore:
         if not self.root.exists():
             return
         for path in self.root.glob("??/??/*"):
-            if len(path.name) == 64 and not path.name.startswith("."):
+            if is_sha256(path.name):
                 yield path.name
 
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe.{os.getpid()}"
+            probe = self.root / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
             raise StorageUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
 
-    def presigned_url(self, sha256: str, filename: str, content_type: str) -> str | None:
+    def presigned_url(
+        self, sha256: str, filename: str, content_type: str, *, inline: bool = False
+    ) -> str | None:
         return None
 
 
-def _read_range(handle, start: int, end: int | None) -> Iterator[bytes]:
-    """Yield bytes ``start``..``end`` (inclusive) of an open file, then close it."""
-    with handle:
-        handle.seek(start)
-        remaining = None if end is None else end - start + 1
-        while remaining is None or remaining > 0:
-            chunk = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not chunk:
-                break
-            if remaining is not None:
-                remaining -= len(chunk)
-            yield chunk
+def _copy_verified(staged: StagedFile, temp: Path) -> int:
+    """Copy a staged file to ``temp`` (another disk), fsync it, check its SHA-256; return size."""
+    digest = hashlib.sha256()
+    size = 0
+    with staged.open() as source, temp.open("xb") as out:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    if digest.hexdigest() != staged.sha256:
+        raise ChecksumMismatch(staged.sha256)
+    return size
