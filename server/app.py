@@ -20,6 +20,7 @@ LANGUAGES = ("fr", "en")
 BLUEPRINTS = (
     "server.health",
     "server.api.blueprint",
+    "server.openrosa.views",
 )
 
 # Extensions other packages provide; each module exposes ``init_app(app)``.

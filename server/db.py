@@ -4,10 +4,11 @@ SQLite (embedded default) and PostgreSQL (production) must behave the same. Two 
 underneath and are evened out here:
 
 * time: SQLite keeps no time zone, so :class:`UTCDateTime` stores UTC and gives back aware values;
-* locking: SQLite has one writer at a time. Write sessions start with ``BEGIN IMMEDIATE`` so that
-  two writers queue (``busy_timeout``) instead of failing with "database is locked" when both
-  try to upgrade a read lock. Read-only sessions (exports) keep a deferred ``BEGIN`` and, in WAL
-  mode, never block writers.
+* locking: SQLite has one writer at a time. Sessions of requests that change data (POST, PUT,
+  PATCH, DELETE) and of commands start with ``BEGIN IMMEDIATE``, so that two writers queue
+  (``busy_timeout``) instead of failing with "database is locked" when both try to upgrade a
+  read lock. Sessions of GET requests and exports keep a deferred ``BEGIN`` and, in WAL mode,
+  never block writers (fifty tablets listing forms do not wait for one upload).
 
 Services receive a :class:`~sqlalchemy.orm.Session` as their first argument; views get the
 request's session from :func:`session`. Services that change data commit themselves, at the point
@@ -171,11 +172,22 @@ def database() -> Database:
     return current_app.extensions["merit.db"]
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def session() -> Session:
-    """Return the session of the current request (or app context), opening it on first use."""
+    """Return the session of the current request (or app context), opening it on first use.
+
+    On SQLite, a GET request's session reads without taking the write lock; a request that
+    changes data takes it at its first statement.
+    """
     db_session = g.get("_merit_session")
     if db_session is None:
-        db_session = database().sessionmaker()
+        from flask import has_request_context, request
+
+        reading = has_request_context() and request.method in SAFE_METHODS
+        maker = database().read_sessionmaker if reading else database().sessionmaker
+        db_session = maker()
         g._merit_session = db_session
     return db_session
 

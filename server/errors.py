@@ -397,7 +397,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc: RequestEntityTooLarge) -> Response:
-        limit = current_app.config["MAX_UPLOAD_BYTES"]
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
         return render(PayloadTooLarge(size=request.content_length or "?", limit=limit))
 
     @app.errorhandler(HTTPException)

@@ -96,8 +96,12 @@ def _push_request_context():
 
 @pytest.fixture
 def db_session(app: Flask):
-    """A session on the test database, outside any request (inside an application context)."""
-    with app.app_context(), db.database().session() as db_session:
+    """A session on the test database, outside any request (inside an application context).
+
+    On SQLite it reads without taking the write lock, so that requests the test makes are not
+    blocked by the test's own open transaction; it writes when told to commit.
+    """
+    with app.app_context(), db.database().session(readonly=True) as db_session:
         yield db_session
 
 

@@ -1,0 +1,234 @@
+"""Reading a submission's XML safely, and turning it into the document exports work from.
+
+ODK Collect's records never carry a DTD, so any ``<!DOCTYPE`` or ``<!ENTITY`` is refused
+before parsing: no entity expansion, no external fetch, no billion laughs. The parser itself
+is configured the same way (no entities, no network, no huge trees) as a second wall, and the
+document's depth and element count are bounded.
+
+The parsed *document* mirrors the XML: a dict per element with children, the text of each leaf
+(None when empty), and a list for every repeat the form's field schema names, even when the
+record holds one instance or none. Values stay text; exports type them from the schema.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from server import errors
+
+MAX_XML_BYTES = 20 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ELEMENTS = 200_000
+
+_FORBIDDEN = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    collect_ids=False,
+)
+
+ENCRYPTED_NAMESPACES = {
+    "http://www.opendatakit.org/xforms/encrypted",
+    "http://opendatakit.org/submissions",
+}
+
+
+@dataclass
+class ParsedSubmission:
+    """What intake needs from a submission's XML."""
+
+    root: etree._Element
+    form_id: str
+    version: str
+    instance_id: str | None
+    deprecated_id: str | None
+    instance_name: str | None
+    encrypted: bool = False
+    encrypted_key: str | None = None
+    encrypted_signature: str | None = None
+    encrypted_xml_name: str | None = None
+    encrypted_media: list[str] = field(default_factory=list)
+
+
+def local(tag: Any) -> str:
+    """Return the local name of an element tag (``{ns}name`` -> ``name``)."""
+    if not isinstance(tag, str):
+        return ""
+    return tag.rpartition("}")[2]
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Parse untrusted XML bytes; raise a 400 problem saying what is wrong."""
+    if len(data) > MAX_XML_BYTES:
+        raise errors.HostileInput(reason=f"the XML is larger than {MAX_XML_BYTES} bytes")
+    if _FORBIDDEN.search(data):
+        raise errors.HostileInput(reason="XML with a DOCTYPE or ENTITY declaration is refused")
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise errors.Unparseable(format="XML", reason=str(exc)) from None
+    if root is None:
+        raise errors.Unparseable(format="XML", reason="empty document")
+    _check_shape(root)
+    return root
+
+
+def _check_shape(root: etree._Element) -> None:
+    """Refuse documents too deep or too large to be a form's record."""
+    count = 0
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise errors.HostileInput(reason=f"the XML is nested deeper than {MAX_DEPTH} levels")
+        if count > MAX_ELEMENTS:
+            raise errors.HostileInput(reason=f"the XML has more than {MAX_ELEMENTS} elements")
+        stack.extend((child, depth + 1) for child in element if isinstance(child.tag, str))
+
+
+def _child(element: etree._Element, name: str) -> etree._Element | None:
+    for child in element:
+        if local(child.tag) == name:
+            return child
+    return None
+
+
+def _text(element: etree._Element | None) -> str | None:
+    if element is None:
+        return None
+    text = (element.text or "").strip()
+    return text or None
+
+
+def read_submission(data: bytes) -> ParsedSubmission:
+    """Parse a submission and read its identity (openrosa.md §4.4 and §6)."""
+    root = parse_xml(data)
+    form_id = root.get("id")
+    if not form_id:
+        raise errors.UnexpectedValue(
+            field="id", reason="the root element of the record has no id attribute (formID)"
+        )
+    version = root.get("version")
+    if version is None:
+        version = root.get("{http://openrosa.org/xforms}version", "")
+    meta = _child(root, "meta")
+    instance_id = _text(_child(meta, "instanceID")) if meta is not None else None
+    if instance_id is None:
+        # Some clients put instanceID at the root (Central accepts it there too).
+        instance_id = _text(_child(root, "instanceID"))
+    deprecated_id = _text(_child(meta, "deprecatedID")) if meta is not None else None
+    instance_name = _text(_child(meta, "instanceName")) if meta is not None else None
+    parsed = ParsedSubmission(
+        root=root,
+        form_id=form_id,
+        version=version,
+        instance_id=instance_id,
+        deprecated_id=deprecated_id,
+        instance_name=instance_name,
+    )
+    namespace = root.tag.partition("}")[0].lstrip("{") if root.tag.startswith("{") else ""
+    if root.get("encrypted", "").lower() == "yes" or namespace in ENCRYPTED_NAMESPACES:
+        _read_envelope(root, parsed)
+    return parsed
+
+
+def _read_envelope(root: etree._Element, parsed: ParsedSubmission) -> None:
+    """Read the plaintext manifest of an encrypted record (openrosa.md §6)."""
+    parsed.encrypted = True
+    parsed.encrypted_key = _text(_child(root, "base64EncryptedKey"))
+    parsed.encrypted_signature = _text(_child(root, "base64EncryptedElementSignature"))
+    parsed.encrypted_xml_name = _text(_child(root, "encryptedXmlFile"))
+    parsed.encrypted_media = [
+        name
+        for media in root
+        if local(media.tag) == "media"
+        for file in media
+        if local(file.tag) == "file"
+        if (name := _text(file))
+    ]
+    if not parsed.encrypted_key or not parsed.encrypted_xml_name:
+        raise errors.UnexpectedValue(
+            field="encrypted record",
+            reason="base64EncryptedKey and encryptedXmlFile are required",
+        )
+    if not parsed.instance_id:
+        raise errors.UnexpectedValue(
+            field="instanceID", reason="an encrypted record must carry meta/instanceID"
+        )
+
+
+def build_document(root: etree._Element, repeat_paths: frozenset[str]) -> dict[str, Any]:
+    """Return the record as nested dicts and lists (repeats always lists)."""
+    root_path = "/" + local(root.tag)
+    document = _element_dict(root, root_path, repeat_paths)
+    # Repeats with no instance in this record still get an empty list, so that readers never
+    # have to tell "absent" from "zero instances".
+    for path in repeat_paths:
+        parts = path.split("/")[2:]
+        if not parts:
+            continue
+        container: Any = document
+        for part in parts[:-1]:
+            container = container.get(part) if isinstance(container, dict) else None
+            if not isinstance(container, dict):
+                break
+        else:
+            if isinstance(container, dict):
+                container.setdefault(parts[-1], [])
+    return document
+
+
+def _element_dict(element: etree._Element, path: str, repeats: frozenset[str]) -> dict:
+    result: dict[str, Any] = {}
+    for child in element:
+        name = local(child.tag)
+        if not name:
+            continue
+        child_path = f"{path}/{name}"
+        if len(child):
+            value: Any = _element_dict(child, child_path, repeats)
+        else:
+            text = child.text
+            value = text if text else None
+        if child_path in repeats:
+            if not len(child) and value is None:
+                value = {}
+            result.setdefault(name, []).append(value)
+        elif name not in result:
+            result[name] = value
+    return result
+
+
+def binary_values(document: dict[str, Any], binary_paths: list[str]) -> list[tuple[str, str]]:
+    """Return (field path, file name) for every binary field answered in the document."""
+    found: list[tuple[str, str]] = []
+    for path in binary_paths:
+        parts = path.split("/")[2:]
+        for value in _values_at(document, parts):
+            if isinstance(value, str) and value.strip():
+                found.append((path, value.strip()))
+    return found
+
+
+def _values_at(node: Any, parts: list[str]) -> list[Any]:
+    if not parts:
+        return [node]
+    if isinstance(node, list):
+        return [v for item in node for v in _values_at(item, parts)]
+    if not isinstance(node, dict):
+        return []
+    head, rest = parts[0], parts[1:]
+    if head not in node:
+        return []
+    return _values_at(node[head], rest)

@@ -1,0 +1,340 @@
+"""Intake over the OpenRosa endpoint, replaying what ODK Collect sends (openrosa.md §4).
+
+Each test is named after the rule it checks. Every one runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import sqlalchemy as sa
+
+from server.storage.models import Blob
+from server.submissions.models import (
+    Submission,
+    SubmissionAttachment,
+    SubmissionConflict,
+    SubmissionVersion,
+)
+from tests.support import factories
+from tests.support.openrosa import (
+    OPENROSA,
+    jpeg,
+    message_of,
+    multipart,
+    new_instance_id,
+    publish_form,
+    record,
+)
+
+
+@pytest.fixture
+def device(db_session):
+    """A project with the form published and one tablet (app user) assigned to it."""
+    project = factories.project(db_session)
+    app_user, token = factories.app_user(db_session, project.id)
+    form = publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
+    return {
+        "project": project,
+        "app_user": app_user,
+        "token": token,
+        "form": form,
+        "base": f"/v1/key/{token}/projects/{project.id}",
+    }
+
+
+def post(client, device, xml, files=None, **kwargs):
+    return client.post(
+        f"{device['base']}/submission?deviceID=collect%3AAbC123dEf456GhIj",
+        data=multipart(xml, files, **kwargs),
+        headers=OPENROSA,
+        content_type="multipart/form-data",
+    )
+
+
+def count(db_session, model):
+    db_session.expire_all()
+    return db_session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_a_new_record_is_stored_and_answered_201_with_an_openrosa_message(
+    client, device, db_session
+):
+    iid = new_instance_id()
+    photo, audit = jpeg(1), b"event,node,start,end\nform start,,1,\n"
+    response = post(client, device, record(iid), {"1715090512345.jpg": photo, "audit.csv": audit})
+    assert response.status_code == 201, response.data
+    assert response.content_type == "text/xml; charset=utf-8"
+    assert response.headers["X-OpenRosa-Version"] == "1.0"
+    assert message_of(response) == "Fiche reçue : Awa Traoré."  # French by default
+    submission = db_session.scalars(sa.select(Submission)).one()
+    assert submission.instance_id == iid
+    assert submission.device_id == "collect:AbC123dEf456GhIj"
+    assert submission.submitter_id == device["app_user"].actor_id
+    version = db_session.scalars(sa.select(SubmissionVersion)).one()
+    assert version.current and version.xml.encode() == record(iid)
+    assert version.document["name"] == "Awa Traoré"
+    assert version.document["members"] == []
+    assert (version.attachments_expected, version.attachments_present) == (2, 2)
+    slots = {a.name: a for a in db_session.scalars(sa.select(SubmissionAttachment))}
+    assert set(slots) == {"1715090512345.jpg", "audit.csv"}
+    assert slots["audit.csv"].is_client_audit and not slots["1715090512345.jpg"].is_client_audit
+    assert slots["1715090512345.jpg"].content_type == "image/jpeg"
+    blob = db_session.get(Blob, slots["1715090512345.jpg"].blob_id)
+    assert blob.sha256 == hashlib.sha256(photo).hexdigest()
+
+
+def test_a_record_split_over_three_posts_becomes_one_complete_record(client, device, db_session):
+    iid = new_instance_id()
+    members = (("Fanta", "m1.jpg"), ("Oumar", "m2.jpg"))
+    xml = record(iid, members=members)
+    files = {
+        "1715090512345.jpg": jpeg(1),
+        "m1.jpg": jpeg(2),
+        "m2.jpg": jpeg(3),
+        "audit.csv": b"event\n",
+    }
+    names = list(files)
+    first = post(client, device, xml, {n: files[n] for n in names[:2]}, incomplete=True)
+    assert first.status_code == 201
+    assert "2" in message_of(first) and "4" in message_of(first)  # 2 of 4 files so far
+    second = post(client, device, xml, {names[2]: files[names[2]]}, incomplete=True)
+    third = post(client, device, xml, {names[3]: files[names[3]]})
+    assert second.status_code == third.status_code == 201
+    assert count(db_session, Submission) == 1
+    version = db_session.scalars(sa.select(SubmissionVersion)).one()
+    assert (version.attachments_expected, version.attachments_present) == (4, 4)
+    assert [m["member_name"] for m in version.document["members"]] == ["Fanta", "Oumar"]
+
+
+def test_a_retry_after_a_lost_response_is_201_and_stores_nothing_twice(client, device, db_session):
+    iid = new_instance_id()
+    files = {"1715090512345.jpg": jpeg(1), "audit.csv": b"event\n"}
+    assert post(client, device, record(iid), files).status_code == 201
+    again = post(client, device, record(iid), files)
+    assert again.status_code == 201
+    assert message_of(again) == "Cette fiche avait déjà été reçue. Rien n'a été perdu."
+    assert count(db_session, Submission) == 1
+    assert count(db_session, SubmissionVersion) == 1
+    assert count(db_session, SubmissionAttachment) == 2
+    assert count(db_session, Blob) == 3  # two attachments and the form's CSV
+
+
+def test_resending_the_whole_instance_folder_ignores_files_the_record_does_not_name(
+    client, device, db_session
+):
+    iid = new_instance_id()
+    response = post(
+        client,
+        device,
+        record(iid, audit=None),
+        {"1715090512345.jpg": jpeg(1), "stale-photo.jpg": jpeg(9), "../../etc/passwd": b"root"},
+    )
+    assert response.status_code == 201
+    assert [a.name for a in db_session.scalars(sa.select(SubmissionAttachment))] == [
+        "1715090512345.jpg"
+    ]
+    assert count(db_session, Blob) == 2
+
+
+def test_same_instance_id_with_different_xml_is_409_and_the_payload_is_kept(
+    client, device, db_session
+):
+    iid = new_instance_id()
+    assert post(client, device, record(iid, photo=None, audit=None)).status_code == 201
+    changed = record(iid, age="35", photo=None, audit=None)
+    response = post(client, device, changed)
+    assert response.status_code == 409
+    assert "instanceID" in message_of(response)
+    conflict = db_session.scalars(sa.select(SubmissionConflict)).one()
+    assert conflict.xml.encode() == changed and conflict.instance_id == iid
+    assert post(client, device, changed).status_code == 409
+    assert count(db_session, SubmissionConflict) == 1  # a device retrying is kept once
+    version = db_session.scalars(sa.select(SubmissionVersion)).one()
+    assert version.document["age"] == "34"  # the stored record is untouched
+
+
+def test_an_edit_becomes_a_new_version_and_carries_attachments_forward(client, device, db_session):
+    first_id, second_id = new_instance_id(), new_instance_id()
+    photo = jpeg(1)
+    assert (
+        post(
+            client, device, record(first_id), {"1715090512345.jpg": photo, "audit.csv": b"a\n"}
+        ).status_code
+        == 201
+    )
+    edit = record(second_id, age="35", deprecated_id=first_id)
+    response = post(client, device, edit, {"audit.csv": b"b\n"})
+    assert response.status_code == 201
+    assert message_of(response) == "Fiche modifiée reçue."
+    submission = db_session.scalars(sa.select(Submission)).one()
+    assert submission.instance_id == first_id and submission.review_state == "edited"
+    versions = db_session.scalars(sa.select(SubmissionVersion).order_by(SubmissionVersion.id)).all()
+    assert [(v.instance_id, v.current) for v in versions] == [(first_id, False), (second_id, True)]
+    assert versions[1].deprecated_id == first_id
+    assert (versions[1].attachments_expected, versions[1].attachments_present) == (2, 2)
+    slots = {
+        a.name: a
+        for a in db_session.scalars(
+            sa.select(SubmissionAttachment).where(
+                SubmissionAttachment.submission_version_id == versions[1].id
+            )
+        )
+    }
+    photo_blob = db_session.get(Blob, slots["1715090512345.jpg"].blob_id)
+    assert photo_blob.sha256 == hashlib.sha256(photo).hexdigest()
+    audit_blob = db_session.get(Blob, slots["audit.csv"].blob_id)
+    assert audit_blob.sha256 == hashlib.sha256(b"b\n").hexdigest()
+
+
+def test_an_edit_of_a_version_that_is_no_longer_current_is_409(client, device, db_session):
+    a, b, c = new_instance_id(), new_instance_id(), new_instance_id()
+    post(client, device, record(a, photo=None, audit=None))
+    assert (
+        post(client, device, record(b, deprecated_id=a, photo=None, audit=None)).status_code == 201
+    )
+    stale = post(client, device, record(c, deprecated_id=a, photo=None, audit=None))
+    assert stale.status_code == 409
+    assert count(db_session, SubmissionVersion) == 2
+
+
+def test_an_edit_of_an_unknown_record_is_404(client, device):
+    response = post(
+        client,
+        device,
+        record(new_instance_id(), deprecated_id=new_instance_id(), photo=None, audit=None),
+    )
+    assert response.status_code == 404
+
+
+def test_the_edit_resent_after_a_lost_response_is_a_duplicate(client, device, db_session):
+    a, b = new_instance_id(), new_instance_id()
+    post(client, device, record(a, photo=None, audit=None))
+    edit = record(b, deprecated_id=a, photo=None, audit=None)
+    assert post(client, device, edit).status_code == 201
+    assert post(client, device, edit).status_code == 201
+    assert count(db_session, SubmissionVersion) == 2
+
+
+def test_unknown_form_is_404_with_a_message(client, device):
+    response = post(client, device, record(new_instance_id(), form_id="inconnu"))
+    assert response.status_code == 404
+    assert "inconnu" in message_of(response)
+
+
+def test_unknown_form_version_is_404_6(client, device):
+    response = post(client, device, record(new_instance_id(), version="1999"))
+    assert response.status_code == 404
+    assert "1999" in message_of(response)
+
+
+def test_closed_form_refuses_records_and_closing_form_accepts_them(client, device, db_session):
+    form = device["form"]
+    form.state = "closing"
+    db_session.merge(form)
+    db_session.commit()
+    assert (
+        post(client, device, record(new_instance_id(), photo=None, audit=None)).status_code == 201
+    )
+    form.state = "closed"
+    db_session.merge(form)
+    db_session.commit()
+    response = post(client, device, record(new_instance_id(), photo=None, audit=None))
+    assert response.status_code == 409
+    assert "fermé" in message_of(response)
+
+
+def test_a_form_the_device_is_not_assigned_to_is_refused(client, device, db_session):
+    publish_form(db_session, device["project"].id, form_id="autre")
+    response = post(client, device, record(new_instance_id(), form_id="autre"))
+    assert response.status_code == 404
+    assert count(db_session, Submission) == 0
+
+
+def test_a_bad_token_is_403_never_401(client, device):
+    response = client.post(
+        f"/v1/key/{'z' * 64}/projects/{device['project'].id}/submission",
+        data=multipart(record(new_instance_id())),
+        headers=OPENROSA,
+    )
+    assert response.status_code == 403
+    assert "WWW-Authenticate" not in response.headers
+    assert "QR" in message_of(response)
+
+
+def test_a_record_without_the_xml_part_is_400_with_a_message(client, device):
+    response = client.post(
+        f"{device['base']}/submission",
+        headers=OPENROSA,
+        data={"photo.jpg": (__import__("io").BytesIO(b"x"), "photo.jpg")},
+    )
+    assert response.status_code == 400
+    assert "xml_submission_file" in message_of(response)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+        b'<data id="menage">&b;</data>',
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b'<data id="menage">&x;</data>',
+        b"<data id='menage'><unclosed></data>",
+        b"<data id='menage'>" + b"<a>" * 100 + b"</a>" * 100 + b"</data>",
+        b"\xff\xfe not xml",
+    ],
+)
+def test_hostile_or_malformed_xml_is_400_and_stores_nothing(client, device, db_session, hostile):
+    response = post(client, device, hostile)
+    assert response.status_code == 400
+    assert message_of(response)
+    assert count(db_session, Submission) == 0
+
+
+def test_a_body_above_the_limit_is_413_with_an_openrosa_message(client, device, app, db_session):
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"] = 50_000
+    head = client.head(f"{device['base']}/submission", headers=OPENROSA)
+    assert head.headers["X-OpenRosa-Accept-Content-Length"] == "50000"
+    response = post(
+        client, device, record(new_instance_id()), {"1715090512345.jpg": jpeg(1, size=60_000)}
+    )
+    assert response.status_code == 413
+    assert response.headers["X-OpenRosa-Version"] == "1.0"
+    assert "50000" in message_of(response)
+    assert count(db_session, Submission) == 0
+
+
+def test_utf8_file_names_are_matched(client, device, db_session):
+    iid = new_instance_id()
+    name = "photo_Ségou_été.jpg"
+    response = post(client, device, record(iid, photo=name, audit=None), {name: jpeg(4)})
+    assert response.status_code == 201
+    slot = db_session.scalars(sa.select(SubmissionAttachment)).one()
+    assert slot.name == name and slot.blob_id is not None
+
+
+def test_identical_attachments_of_two_records_are_stored_once(client, device, db_session):
+    photo = jpeg(7)
+    post(client, device, record(new_instance_id(), audit=None), {"1715090512345.jpg": photo})
+    post(client, device, record(new_instance_id(), audit=None), {"1715090512345.jpg": photo})
+    assert count(db_session, Submission) == 2
+    assert count(db_session, Blob) == 2  # the photo once, and the form's CSV
+
+
+def test_a_deleted_record_sent_again_is_409(client, device, db_session):
+    iid = new_instance_id()
+    post(client, device, record(iid, photo=None, audit=None))
+    from server.db import utcnow
+
+    submission = db_session.scalars(sa.select(Submission)).one()
+    submission.deleted_at = utcnow()
+    db_session.commit()
+    response = post(client, device, record(iid, photo=None, audit=None))
+    assert response.status_code == 409
+
+
+def test_a_record_without_instance_id_gets_one(client, device, db_session):
+    xml = record("", photo=None, audit=None).replace(b"<instanceID></instanceID>", b"")
+    assert post(client, device, xml).status_code == 201
+    assert db_session.scalars(sa.select(Submission)).one().instance_id.startswith("uuid:")
