@@ -1,13 +1,13 @@
 """The local-folder blob store: the embedded default, for a laptop or a single machine.
 
 Blobs live at ``<root>/<aa>/<bb>/<sha256>``. A put links the staged file into place (same
-file system) or copies it, fsyncs, and fsyncs the directory, so a crash right after ``put``
-returns loses nothing. For a programme with many tablets, prefer an S3-compatible store.
+file system) or copies it, checks the SHA-256 of what it is about to store, renames it into
+place and fsyncs the directory, so a crash right after ``put`` returns loses nothing. For a
+programme with many tablets, prefer an S3-compatible store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -20,6 +20,7 @@ from server.storage.base import (
     StagedFile,
     StorageUnavailable,
     fsync_directory,
+    hash_stream,
     is_sha256,
     read_range,
 )
@@ -32,6 +33,9 @@ class LocalStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.root})"
 
     @classmethod
     def from_url(cls, url: str) -> LocalStore:
@@ -60,13 +64,16 @@ class LocalStore:
         temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             try:
-                # Same file system: the staged copy (hashed and fsync'd as it was written)
-                # becomes the stored one, with no second copy of the bytes.
+                # Same file system: the staged copy (fsync'd as it was written) becomes the
+                # stored one, with no second copy of the bytes.
                 os.link(staged.path, temp)
-                size = temp.stat().st_size
             except OSError:
-                size = _copy_verified(staged, temp)
-            if size != staged.size:
+                _copy(staged, temp)
+            # Read back what will be stored (from the page cache, for a photo just received):
+            # it must hash to its name, whatever happened to the staged file since.
+            with temp.open("rb") as stored:
+                sha256, _md5, size = hash_stream(stored)
+            if sha256 != staged.sha256 or size != staged.size:
                 raise ChecksumMismatch(staged.sha256)
             os.replace(temp, target)
         finally:
@@ -117,17 +124,10 @@ class LocalStore:
         return None
 
 
-def _copy_verified(staged: StagedFile, temp: Path) -> int:
-    """Copy a staged file to ``temp`` (another disk), fsync it, check its SHA-256; return size."""
-    digest = hashlib.sha256()
-    size = 0
+def _copy(staged: StagedFile, temp: Path) -> None:
+    """Copy a staged file to ``temp`` (on another disk) and fsync it."""
     with staged.open() as source, temp.open("xb") as out:
         while chunk := source.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())
-    if digest.hexdigest() != staged.sha256:
-        raise ChecksumMismatch(staged.sha256)
-    return size

@@ -369,8 +369,11 @@ class _errors:
         if isinstance(exc, ClientError):
             code = _code(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in ("NoSuchKey", "404", "NotFound") and self.sha256:
-                raise BlobMissing(self.sha256) from exc
+            if code in ("NoSuchKey", "404", "NotFound"):
+                if self.sha256:
+                    raise BlobMissing(self.sha256) from exc
+                # No object was asked for: what is missing is the bucket.
+                raise StorageUnavailable(f"S3 {code}: the bucket does not exist") from exc
             if code in _DIGEST_CODES:
                 raise ChecksumMismatch(self.sha256 or code) from exc
             if code in _UNAVAILABLE_CODES or code in ("403", "500", "503") or status >= 500:

@@ -297,14 +297,23 @@ class Spool:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False  # another drainer is moving it right now
-            if os.fstat(handle.fileno()).st_nlink == 0:
-                return False  # moved and removed between our open and our lock
+            # Moved by another drainer between our open and our lock (and perhaps spooled
+            # again since, as a new file under the same name)? Then it is not ours to move.
+            # Link counts cannot tell: a local store hard-links the very same inode.
+            held = os.fstat(handle.fileno())
+            try:
+                named = os.stat(path)
+            except FileNotFoundError:
+                return False
+            if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+                return False
             actual, md5, size = hash_stream(handle)
             if actual != sha256:
                 self._set_aside(path, sha256, actual)
                 raise ChecksumMismatch(sha256)
             store.put(StagedFile(path, sha256, md5, size))
-            # The store holds the bytes now: only then may the spool forget them.
+            # The store holds the bytes now: only then may the spool forget them. The name
+            # still points at the file we hold: only a drainer holding its lock removes it.
             path.unlink(missing_ok=True)
         return True
 
