@@ -11,7 +11,7 @@ from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import config as config_module
-from server import db, errors, logs
+from server import db, errors, logs, models  # noqa: F401 - models: every table known at start
 
 LANGUAGES = ("fr", "en")
 

@@ -237,7 +237,10 @@ def receive(
             if path in facts.audit_paths:
                 audit_names.add(name)
     expected_names = [n for n in expected if n]
-    received, ignored = _store_attachments(db_session, files, set(expected_names))
+    # End the read transaction before the slow part: on SQLite it holds the write lock, and
+    # copying a photo to the object store must not make every other upload wait.
+    db_session.commit()
+    durable, ignored = _make_durable(files, set(expected_names))
     if ignored:
         log.info(
             "ignored files not named in the record",
@@ -257,13 +260,14 @@ def receive(
         xml_sha=xml_sha,
         expected=expected_names,
         audit_names=audit_names,
-        received=received,
+        received={},
         actor_id=actor_id,
         device_id=device_id,
         user_agent=(user_agent or "")[:255] or None,
     )
     for attempt in (1, 2):
         try:
+            context.received = _catalogue(db_session, durable)
             receipt = _apply(context)
             db_session.commit()
         except IntegrityError:
@@ -302,32 +306,63 @@ class _Context:
     user_agent: str | None
 
 
-def _store_attachments(
-    db_session: Session, files: list[IncomingFile], expected: set[str]
-) -> tuple[dict[str, tuple[int, str | None]], list[str]]:
-    """Make the referenced files durable; return name -> (blob id, type) and ignored names."""
-    received: dict[str, tuple[int, str | None]] = {}
+@dataclass
+class _Durable:
+    """An attachment whose bytes are durable (store or spool), not yet catalogued."""
+
+    name: str
+    sha256: str
+    md5: str
+    size: int
+    content_type: str
+
+
+def _make_durable(
+    files: list[IncomingFile], expected: set[str]
+) -> tuple[list[_Durable], list[str]]:
+    """Stage and store the files the record names; return them and the names ignored."""
+    durable: list[_Durable] = []
+    seen: set[str] = set()
     ignored: list[str] = []
     for incoming in files:
         name = clean_filename(incoming.name)
         if name not in expected:
             ignored.append(name)
             continue
-        if name in received:
+        if name in seen:
             continue
+        seen.add(name)
         content_type = incoming.content_type
         if not content_type or content_type == "application/octet-stream":
             content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         staged = storage.stage_stream(incoming.stream)
         try:
-            known = db_session.execute(
-                sa.select(Blob.id).where(Blob.sha256 == staged.sha256)
-            ).scalar_one_or_none()
-            blob_id = known if known is not None else storage.save(db_session, staged).id
+            storage.make_durable(staged)  # raises a 503 problem when nothing can take it
         finally:
             staged.discard()
-        received[name] = (blob_id, content_type)
-    return received, ignored
+        durable.append(_Durable(name, staged.sha256, staged.md5, staged.size, content_type))
+    return durable, ignored
+
+
+def _catalogue(db_session: Session, durable: list[_Durable]) -> dict[str, tuple[int, str | None]]:
+    """Record durable files in the blob catalogue; return name -> (blob id, content type)."""
+    if not durable:
+        return {}
+    from server.db import insert_or_ignore
+
+    for item in durable:
+        insert_or_ignore(
+            db_session,
+            Blob.__table__,
+            {"sha256": item.sha256, "md5": item.md5, "size": item.size},
+            conflict=["sha256"],
+        )
+    ids = dict(
+        db_session.execute(
+            sa.select(Blob.sha256, Blob.id).where(Blob.sha256.in_({d.sha256 for d in durable}))
+        ).all()
+    )
+    return {item.name: (ids[item.sha256], item.content_type) for item in durable}
 
 
 def _apply(ctx: _Context) -> Receipt:

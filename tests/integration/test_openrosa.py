@@ -242,3 +242,19 @@ def test_a_wrong_draft_token_is_404_4(client, device, db_session):
     assert response.status_code == 404
     assert "essai_x" not in message_of(response)
     assert "QR" in message_of(response)
+
+
+def test_media_download_gives_the_bytes_whose_md5_the_manifest_announced(client, device):
+    manifest = etree.fromstring(client.get(f"{device['base']}/forms/menage/manifest").data)
+    media = manifest.find("m:mediaFile", MANIFEST_NS)
+    url = media.findtext("m:downloadUrl", namespaces=MANIFEST_NS).replace("http://localhost", "")
+    response = client.get(url + "?deviceID=collect%3Aabc")
+    assert response.status_code == 200
+    assert response.data == VILLAGES_CSV
+    assert "md5:" + hashlib.md5(response.data).hexdigest() == media.findtext(
+        "m:hash", namespaces=MANIFEST_NS
+    )
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert response.headers["ETag"]
+    again = client.get(url, headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304

@@ -60,7 +60,7 @@ class ServerProcess:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 pass
             time.sleep(0.1)
         self.stop()
