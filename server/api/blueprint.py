@@ -12,7 +12,10 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 errors.set_renderer("api", errors.render_json)
 
 # Resource modules, each adding its routes to ``bp`` when imported.
-RESOURCES = ("server.api.sessions",)
+RESOURCES = (
+    "server.api.sessions",
+    "server.api.app_users",
+)
 
 for _name in RESOURCES:
     import_module(_name)

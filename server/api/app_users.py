@@ -1,0 +1,253 @@
+"""App users (device accounts), their Collect settings, and role assignments.
+
+GET, POST       /v1/projects/<p>/app-users
+DELETE          /v1/projects/<p>/app-users/<id>
+GET             /v1/projects/<p>/app-users/<id>/collect-settings      (ours: the QR payload)
+GET             /v1/projects/<p>/forms/<f>/assignments[/<roleId>]
+POST, DELETE    /v1/projects/<p>/forms/<f>/assignments/<roleId>/<actorId>
+GET             /v1/projects/<p>/assignments[/<roleId>]
+POST, DELETE    /v1/projects/<p>/assignments/<roleId>/<actorId>
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import current_app, g, jsonify, request
+
+from server import db, errors
+from server.api.blueprint import bp
+from server.api.render import iso, json_body, success
+from server.auth import access, app_users
+from server.auth import services as accounts
+from server.auth.models import Actor, AppUser, Assignment, Role
+from server.openrosa import settings as collect
+from server.openrosa.protocol import base_url
+from server.projects.models import Project
+from server.submissions.intake import find_form
+
+
+def _project(project_id: int) -> Project:
+    project = db.session().get(Project, project_id)
+    if project is None or project.deleted_at is not None:
+        raise errors.NotFound()
+    return project
+
+
+def app_user_json(app_user: AppUser) -> dict:
+    """Render an app user as Central does (``token`` null once revoked)."""
+    actor = app_user.actor
+    return {
+        "projectId": app_user.project_id,
+        "id": actor.id,
+        "type": "field_key",
+        "displayName": actor.display_name,
+        "token": app_users.token_of(app_user, secret_key=current_app.config["SECRET_KEY"]),
+        "createdAt": iso(actor.created_at),
+        "updatedAt": iso(actor.updated_at),
+        "deletedAt": iso(actor.deleted_at),
+    }
+
+
+def _app_user(project_id: int, actor_id: int) -> AppUser:
+    app_user = db.session().get(AppUser, actor_id)
+    if app_user is None or app_user.project_id != project_id or app_user.actor.deleted_at:
+        raise errors.NotFound()
+    return app_user
+
+
+@bp.get("/projects/<int:project_id>/app-users")
+def list_app_users(project_id: int):
+    """List a project's app users, newest first."""
+    _project(project_id)
+    access.require("field_key.list", project_id=project_id)
+    rows = db.session().scalars(
+        sa.select(AppUser)
+        .join(Actor, Actor.id == AppUser.actor_id)
+        .where(AppUser.project_id == project_id, Actor.deleted_at.is_(None))
+        .order_by(Actor.created_at.desc(), Actor.id.desc())
+    )
+    return jsonify([app_user_json(a) for a in rows])
+
+
+@bp.post("/projects/<int:project_id>/app-users")
+def create_app_user(project_id: int):
+    """Create an app user (one per tablet); the answer carries its token."""
+    _project(project_id)
+    actor = access.require("field_key.create", project_id=project_id)
+    name = json_body().get("displayName")
+    if not isinstance(name, str) or not name.strip():
+        raise errors.MissingParameter(field="displayName")
+    app_user, _ = app_users.create(
+        db.session(),
+        project_id,
+        name.strip()[:255],
+        secret_key=current_app.config["SECRET_KEY"],
+        created_by=actor.id,
+    )
+    db.session().commit()
+    return jsonify(app_user_json(app_user))
+
+
+@bp.delete("/projects/<int:project_id>/app-users/<int:actor_id>")
+def delete_app_user(project_id: int, actor_id: int):
+    """Delete an app user: its token stops working at once; its records keep its name."""
+    access.require("field_key.delete", project_id=project_id)
+    app_user = _app_user(project_id, actor_id)
+    app_users.revoke(db.session(), app_user)
+    from server.db import utcnow
+
+    app_user.actor.deleted_at = utcnow()
+    db.session().commit()
+    return jsonify(success())
+
+
+@bp.get("/projects/<int:project_id>/app-users/<int:actor_id>/collect-settings")
+def collect_settings(project_id: int, actor_id: int):
+    """Return the settings that configure ODK Collect for this app user, and the QR text.
+
+    Query options: form_update_mode, autosend, image_size, periodic_form_updates_check,
+    app_language, admin_pw. POST them instead when an admin password is set, to keep it out
+    of URLs.
+    """
+    project = _project(project_id)
+    access.require("field_key.list", project_id=project_id)
+    app_user = _app_user(project_id, actor_id)
+    token = app_users.token_of(app_user, secret_key=current_app.config["SECRET_KEY"])
+    if token is None:
+        raise errors.NotFound()
+    source = request.args
+    defaults = collect.CollectOptions()
+    options = collect.CollectOptions(
+        form_update_mode=source.get("form_update_mode", defaults.form_update_mode),
+        periodic_form_updates_check=source.get(
+            "periodic_form_updates_check", defaults.periodic_form_updates_check
+        ),
+        autosend=source.get("autosend", defaults.autosend),
+        image_size=source.get("image_size", defaults.image_size),
+        app_language=source.get("app_language", defaults.app_language),
+        admin_password=source.get("admin_pw") or None,
+    )
+    try:
+        options.check()
+    except ValueError as exc:
+        raise errors.UnexpectedValue(field="settings", reason=str(exc)) from None
+    server_url = f"{base_url()}/v1/key/{token}/projects/{project_id}"
+    body = collect.settings(server_url, project.name, app_user.actor.display_name, options)
+    return jsonify({"settings": body, "payload": collect.encode(body)})
+
+
+# ---- assignments -----------------------------------------------------------------------------
+
+
+def _role(role_id_or_system: str) -> Role:
+    query = sa.select(Role)
+    query = (
+        query.where(Role.id == int(role_id_or_system))
+        if role_id_or_system.isdigit()
+        else (query.where(Role.system == role_id_or_system))
+    )
+    role = db.session().scalars(query).one_or_none()
+    if role is None:
+        raise errors.NotFound()
+    return role
+
+
+def _assignable_actor(project_id: int, actor_id: int) -> Actor:
+    actor = db.session().get(Actor, actor_id)
+    if actor is None or actor.deleted_at is not None:
+        raise errors.NotFound()
+    if actor.type == "field_key":
+        app_user = db.session().get(AppUser, actor_id)
+        if app_user is None or app_user.project_id != project_id:
+            raise errors.NotFound()
+    return actor
+
+
+def _form_id(project_id: int, xml_form_id: str) -> int:
+    form = find_form(db.session(), project_id, xml_form_id)
+    if form is None:
+        raise errors.NotFound()
+    return form.id
+
+
+def _assignments(actee: str, role: Role | None):
+    query = sa.select(Assignment).where(Assignment.actee == actee)
+    if role is not None:
+        query = query.where(Assignment.role_id == role.id)
+    rows = db.session().scalars(query.order_by(Assignment.id))
+    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in rows])
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/assignments")
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/assignments/<role>")
+def list_form_assignments(project_id: int, xml_form_id: str, role: str | None = None):
+    """List who holds which role on a form."""
+    form_id = _form_id(project_id, xml_form_id)
+    access.require("assignment.list", project_id=project_id, form_id=form_id)
+    return _assignments(f"form:{form_id}", _role(role) if role else None)
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/assignments/<role>/<int:actor_id>")
+def assign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
+    """Give an actor a role on a form (pyodk: role 2 gives an app user access to a form)."""
+    form_id = _form_id(project_id, xml_form_id)
+    access.require("assignment.create", project_id=project_id, form_id=form_id)
+    actor = _assignable_actor(project_id, actor_id)
+    accounts.assign(db.session(), actor.id, _role(role).id, form_id=form_id)
+    db.session().commit()
+    return jsonify(success())
+
+
+@bp.delete("/projects/<int:project_id>/forms/<xml_form_id>/assignments/<role>/<int:actor_id>")
+def unassign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
+    """Take a role on a form away from an actor."""
+    form_id = _form_id(project_id, xml_form_id)
+    access.require("assignment.delete", project_id=project_id, form_id=form_id)
+    _unassign(actor_id, _role(role), f"form:{form_id}")
+    return jsonify(success())
+
+
+@bp.get("/projects/<int:project_id>/assignments")
+@bp.get("/projects/<int:project_id>/assignments/<role>")
+def list_project_assignments(project_id: int, role: str | None = None):
+    """List who holds which role on a project."""
+    _project(project_id)
+    access.require("assignment.list", project_id=project_id)
+    return _assignments(f"project:{project_id}", _role(role) if role else None)
+
+
+@bp.post("/projects/<int:project_id>/assignments/<role>/<int:actor_id>")
+def assign_on_project(project_id: int, role: str, actor_id: int):
+    """Give an actor a role on a project (manager, viewer, data collector)."""
+    _project(project_id)
+    access.require("assignment.create", project_id=project_id)
+    target = _role(role)
+    if target.system in ("admin", "app-user"):
+        raise errors.UnexpectedValue(field="roleId", reason="not a project role")
+    actor = _assignable_actor(project_id, actor_id)
+    accounts.assign(db.session(), actor.id, target.id, project_id=project_id)
+    db.session().commit()
+    return jsonify(success())
+
+
+@bp.delete("/projects/<int:project_id>/assignments/<role>/<int:actor_id>")
+def unassign_on_project(project_id: int, role: str, actor_id: int):
+    """Take a project role away from an actor."""
+    _project(project_id)
+    access.require("assignment.delete", project_id=project_id)
+    _unassign(actor_id, _role(role), f"project:{project_id}")
+    return jsonify(success())
+
+
+def _unassign(actor_id: int, role: Role, actee: str) -> None:
+    deleted = db.session().execute(
+        sa.delete(Assignment).where(
+            Assignment.actor_id == actor_id,
+            Assignment.role_id == role.id,
+            Assignment.actee == actee,
+        )
+    )
+    if not deleted.rowcount:
+        raise errors.NotFound()
+    db.session().commit()
+    g.pop("_grants", None)
