@@ -338,3 +338,39 @@ def test_a_record_without_instance_id_gets_one(client, device, db_session):
     xml = record("", photo=None, audit=None).replace(b"<instanceID></instanceID>", b"")
     assert post(client, device, xml).status_code == 201
     assert db_session.scalars(sa.select(Submission)).one().instance_id.startswith("uuid:")
+
+
+def encrypted_envelope(instance_id: str) -> bytes:
+    return (
+        '<data xmlns="http://www.opendatakit.org/xforms/encrypted" id="menage" '
+        'version="2024050701" encrypted="yes"><base64EncryptedKey>Qk9PTQ==</base64EncryptedKey>'
+        '<orx:meta xmlns:orx="http://openrosa.org/xforms">'
+        f"<orx:instanceID>{instance_id}</orx:instanceID></orx:meta>"
+        "<media><file>1715090512345.jpg.enc</file></media>"
+        "<encryptedXmlFile>submission.xml.enc</encryptedXmlFile>"
+        "<base64EncryptedElementSignature>Zm9v</base64EncryptedElementSignature></data>"
+    ).encode()
+
+
+def test_an_encrypted_record_is_stored_as_received_and_marked_encrypted(client, device,
+                                                                       db_session):
+    iid = new_instance_id()
+    files = {"1715090512345.jpg.enc": b"\x01" * 4000, "submission.xml.enc": b"\x02" * 900}
+    response = post(client, device, encrypted_envelope(iid), files)
+    assert response.status_code == 201
+    version = db_session.scalars(sa.select(SubmissionVersion)).one()
+    assert version.encrypted and version.document is None
+    assert version.encrypted_key == "Qk9PTQ==" and version.encrypted_signature == "Zm9v"
+    assert version.encrypted_xml_name == "submission.xml.enc"
+    assert (version.attachments_expected, version.attachments_present) == (2, 2)
+    slots = db_session.scalars(sa.select(SubmissionAttachment).order_by(
+        SubmissionAttachment.encryption_index)).all()
+    assert [(s.name, s.encryption_index) for s in slots] == [
+        ("1715090512345.jpg.enc", 0), ("submission.xml.enc", 1)]
+
+
+def test_an_encrypted_record_without_instance_id_is_refused(client, device, db_session):
+    xml = encrypted_envelope("x").replace(b"<orx:instanceID>x</orx:instanceID>", b"")
+    response = post(client, device, xml)
+    assert response.status_code == 400
+    assert count(db_session, Submission) == 0
