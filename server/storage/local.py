@@ -49,6 +49,7 @@ class LocalStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put(self, staged: StagedFile) -> None:
+        """Store the staged file under its SHA-256; return once it is durable and verified."""
         try:
             self._put(staged)
         except OSError as exc:
@@ -81,6 +82,7 @@ class LocalStore:
         fsync_directory(target.parent)
 
     def open(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of a blob (``start``..``end`` inclusive), in chunks."""
         path = self.path(sha256)
         try:
             handle = path.open("rb")
@@ -91,18 +93,22 @@ class LocalStore:
         return read_range(handle, start, end)
 
     def exists(self, sha256: str) -> bool:
+        """Tell whether a blob is stored."""
         return self.path(sha256).exists()
 
     def size(self, sha256: str) -> int:
+        """Return the size of a stored blob (raises :class:`BlobMissing`)."""
         try:
             return self.path(sha256).stat().st_size
         except FileNotFoundError as exc:
             raise BlobMissing(sha256) from exc
 
     def delete(self, sha256: str) -> None:
+        """Remove a blob if present."""
         self.path(sha256).unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
+        """Yield the SHA-256 of every stored blob."""
         if not self.root.exists():
             return
         for path in self.root.glob("??/??/*"):
@@ -110,6 +116,7 @@ class LocalStore:
                 yield path.name
 
     def check(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the folder can be written."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
@@ -121,6 +128,7 @@ class LocalStore:
     def presigned_url(
         self, sha256: str, filename: str, content_type: str, *, inline: bool = False
     ) -> str | None:
+        """Return None: a local folder has no URL of its own."""
         return None
 
 

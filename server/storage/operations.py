@@ -175,9 +175,11 @@ class ChunkReader(io.RawIOBase):
         self._pending = b""
 
     def readable(self) -> bool:
+        """Say this file can be read."""
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        """Fill ``buffer`` from the chunks; return how many bytes were put in."""
         while not self._pending:
             try:
                 self._pending = next(self._chunks)
@@ -189,6 +191,7 @@ class ChunkReader(io.RawIOBase):
         return count
 
     def close(self) -> None:
+        """Close the underlying iterator (the store's connection) too."""
         close = getattr(self._chunks, "close", None)
         if close:
             close()

@@ -121,6 +121,7 @@ class S3Store:
     # ---- writing ---------------------------------------------------------------------------
 
     def put(self, staged: StagedFile) -> None:
+        """Store the staged file under its SHA-256; return once it is durable and verified."""
         key = self.key(staged.sha256)
         with _errors(staged.sha256):
             if self._stored_size(key) == staged.size:
@@ -217,6 +218,7 @@ class S3Store:
     # ---- reading ---------------------------------------------------------------------------
 
     def open(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of a blob (``start``..``end`` inclusive), in chunks."""
         arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(sha256)}
         if end is not None and end < start:
             return iter(())
@@ -242,10 +244,12 @@ class S3Store:
             raise
 
     def exists(self, sha256: str) -> bool:
+        """Tell whether a blob is stored."""
         with _errors(sha256):
             return self._stored_size(self.key(sha256)) is not None
 
     def size(self, sha256: str) -> int:
+        """Return the size of a stored blob (raises :class:`BlobMissing`)."""
         with _errors(sha256):
             size = self._stored_size(self.key(sha256))
         if size is None:
@@ -253,10 +257,12 @@ class S3Store:
         return size
 
     def delete(self, sha256: str) -> None:
+        """Remove a blob if present."""
         with _errors(sha256):
             self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
 
     def keys(self) -> Iterator[str]:
+        """Yield the SHA-256 of every stored blob."""
         prefix = f"{self.prefix}/" if self.prefix else ""
         with _errors(None):
             paginator = self.client.get_paginator("list_objects_v2")
@@ -283,6 +289,7 @@ class S3Store:
     def presigned_url(
         self, sha256: str, filename: str, content_type: str, *, inline: bool = False
     ) -> str | None:
+        """Return a URL that downloads the blob directly from the bucket for a few minutes."""
         with _errors(sha256):
             return self.client.generate_presigned_url(
                 "get_object",
