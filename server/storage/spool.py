@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import fcntl
 import logging
 import os
@@ -146,10 +145,11 @@ class Spool:
         try:
             # The staged file was fsync'd as it was written: linking it is enough.
             os.link(staged.path, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            # Another disk: copy, fsync, check, then link the complete copy into place.
+        except FileExistsError:
+            pass  # same name, same content
+        except OSError:
+            # Another disk (or a file system without hard links): copy, fsync, check, then
+            # link the complete copy into place.
             temp = self.tmp_dir / f"{staged.sha256}.{os.getpid()}.{secrets.token_hex(4)}"
             try:
                 with staged.open() as source, temp.open("xb") as out:
