@@ -1,0 +1,737 @@
+"""From an uploaded file to XForm text, with every problem located by sheet, row and column.
+
+This is the only module of the server that imports pyxform. It accepts:
+
+* an XLSForm as ``.xlsx`` (or ``.xlsm``), ``.xls``, ``.csv`` or Markdown (``.md``, the
+  notation of pyxform's own tests), compiled with ``pyxform.xls2xform.convert``;
+* an XForm (``.xml``), checked to be a well-formed XForm with a hardened parser.
+
+Every failure is :class:`server.errors.XlsformInvalid` (400.15) naming the file, with details
+``{"filename", "errors": [...], "warnings": [...]}``; each error and warning is a
+:class:`Message` ``{"message", "sheet", "row", "column"}`` (``None`` where unknown). pyxform
+raises more than ``PyXFormError`` on real files (``TypeError``, ``KeyError``, zip errors...):
+all of them end here as a 400, never a 500.
+
+Hostile files are refused before pyxform reads them: the upload is capped, a workbook's zip is
+checked member by member (total uncompressed size, no DTD), and every sheet's rows and columns
+are counted by a streaming parse, so that a zip bomb or a sheet of a million rows costs neither
+memory nor minutes.
+
+ODK Validate (the JavaRosa jar pyxform ships) runs when asked and Java is present, with a
+timeout. Its verdict is ``"passed"``, ``"failed"`` (an error, as in ODK Central) or
+``"skipped"`` (no Java, no jar, or out of time), kept with the form version.
+
+The XLSForm ``pii`` column (yes/no) is unknown to pyxform; it is read from the spreadsheet
+here and returned as the set of field paths below the root (``grp/q``) marked personal.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from flask_babel import gettext
+from lxml import etree
+
+from server import errors
+from server.forms import xform
+
+log = logging.getLogger(__name__)
+
+SPREADSHEET_TYPES = (".xlsx", ".xlsm", ".xls", ".csv", ".md")
+ACCEPTED_TYPES = (*SPREADSHEET_TYPES, ".xml")
+
+CONTENT_TYPES = {
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.ms-excel.sheet.macroenabled.12": ".xlsm",
+    "application/vnd.ms-excel": ".xls",
+    "application/xml": ".xml",
+    "text/xml": ".xml",
+    "text/csv": ".csv",
+    "text/markdown": ".md",
+}
+
+# Limits on what pyxform is given. Real XLSForms are small: the 40 forms of the shared corpus
+# are all under 1 MB, the largest sheet has about 3,000 rows.
+MAX_SOURCE_BYTES = 20_000_000
+MAX_XLS_BYTES = 10_000_000  # xlrd holds a whole .xls in memory, cell by cell
+MAX_TEXT_BYTES = 5_000_000  # .csv and .md
+MAX_UNZIPPED_BYTES = 100_000_000
+MAX_ZIP_MEMBERS = 2_000
+MAX_SHEET_ROWS = 50_000
+MAX_SHEET_COLUMNS = 1_000
+MAX_CELLS = 2_000_000
+VALIDATE_TIMEOUT_SECONDS = 100.0  # what pyxform itself allows ODK Validate
+
+_YES = frozenset({"yes", "true", "1", "y", "oui", "vrai"})
+# Spellings of group and repeat boundaries in the survey sheet's type column.
+_BEGIN = re.compile(r"^begin[ _](group|repeat|loop)\b")
+_END = re.compile(r"^end[ _](group|repeat|loop)\b")
+
+Verdict = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One error or warning, located where pyxform says it is."""
+
+    message: str
+    sheet: str | None = None
+    row: int | None = None
+    column: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the message as the API shows it."""
+        return {
+            "message": self.message,
+            "sheet": self.sheet,
+            "row": self.row,
+            "column": self.column,
+        }
+
+
+@dataclass
+class Validation:
+    """ODK Validate's verdict on one XForm, and what it printed."""
+
+    verdict: Verdict
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompiledForm:
+    """A form ready to be stored: its XForm text and what was learnt compiling it."""
+
+    xml: str
+    form_id: str
+    version: str
+    title: str
+    filename: str
+    file_type: str  # ".xlsx", ".xls", ".csv", ".md" or ".xml"
+    warnings: list[Message] = field(default_factory=list)
+    pii: frozenset[str] = frozenset()
+    # The CSV pyxform builds from an ``external_choices`` sheet; served as ``itemsets.csv``.
+    itemsets: bytes | None = None
+    validation: Validation = field(default_factory=lambda: Validation("skipped"))
+
+    @property
+    def from_spreadsheet(self) -> bool:
+        """Tell whether the upload was an XLSForm (kept as the version's source file)."""
+        return self.file_type != ".xml"
+
+
+# ---- locating pyxform's messages -------------------------------------------------------------
+
+_ROW = re.compile(r"\[row\s*:\s*(\d+)\s*\]", re.IGNORECASE)
+_SHEET = re.compile(r"\[sheet\s*:\s*([^\]]+?)\s*\]", re.IGNORECASE)
+_COLUMN = re.compile(r"\[column\s*:\s*([^\]]+?)\s*\]", re.IGNORECASE)
+_ON_SHEET = re.compile(r"On the '([^']+)' sheet(?:, the '([^']+)' (?:value|column))?")
+_FOR_SHEET = re.compile(r"for sheet: '([^']+)'")
+_XLS_DATE = re.compile(r"on the (\S+) sheet, under the (.+?) column on row number (\d+)")
+_NAMED_SHEET = re.compile(r"\b(survey|choices|settings|external_choices|entities) sheet\b")
+
+
+def locate(text: str, context: dict[str, Any] | None = None) -> Message:
+    """Turn one pyxform message into a :class:`Message`, finding its sheet, row and column."""
+    context = context or {}
+    row: int | None = None
+    sheet: str | None = None
+    column: str | None = None
+    if isinstance(context.get("row"), int):
+        row = context["row"]
+    if isinstance(context.get("sheet"), str):
+        sheet = context["sheet"]
+    if isinstance(context.get("column"), str):
+        column = context["column"]
+    if row is None and (match := _ROW.search(text)):
+        row = int(match.group(1))
+    if sheet is None and (match := _SHEET.search(text)):
+        sheet = match.group(1)
+    if column is None and (match := _COLUMN.search(text)):
+        column = match.group(1)
+    if match := _ON_SHEET.search(text):
+        sheet = sheet or match.group(1)
+        column = column or match.group(2)
+    if sheet is None and (match := _FOR_SHEET.search(text)):
+        sheet = match.group(1)
+    if match := _XLS_DATE.search(text):
+        sheet, column = sheet or match.group(1), column or match.group(2)
+        row = row or int(match.group(3))
+    if sheet is None and (match := _NAMED_SHEET.search(text)):
+        sheet = match.group(1)
+    return Message(message=text.strip(), sheet=sheet, row=row, column=column)
+
+
+def _messages(texts: Iterable[str]) -> list[Message]:
+    return [locate(text) for text in texts if text and text.strip()]
+
+
+def _invalid(
+    filename: str,
+    problems: list[Message],
+    warnings: Iterable[Message] = (),
+) -> errors.XlsformInvalid:
+    return errors.XlsformInvalid(
+        filename=filename,
+        errors=[m.to_json() for m in problems],
+        warnings=[m.to_json() for m in warnings],
+    )
+
+
+def _refuse(filename: str, text: str, **where: Any) -> errors.XlsformInvalid:
+    return _invalid(filename, [Message(text, **where)])
+
+
+# ---- choosing the reader ---------------------------------------------------------------------
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def file_type(data: bytes, filename: str | None = None, content_type: str | None = None) -> str:
+    """Decide how to read an upload: ``.xlsx``, ``.xls``, ``.csv``, ``.md`` or ``.xml``.
+
+    The bytes decide between the two Excel formats (coordinators rename files); the declared
+    type or the extension decide the rest. Raises 400.15 when none fits.
+    """
+    declared = None
+    if content_type:
+        declared = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+    suffix = Path(filename or "").suffix.lower() or None
+    candidate = declared or (suffix if suffix in ACCEPTED_TYPES else None)
+    if data.startswith(_ZIP_MAGIC):
+        return ".xlsm" if candidate == ".xlsm" else ".xlsx"
+    if data.startswith(_OLE_MAGIC):
+        return ".xls"
+    if candidate in (".xlsx", ".xlsm", ".xls"):
+        raise _refuse(
+            filename or "form",
+            gettext(
+                "The file is not an Excel workbook (.xlsx or .xls): its content is not in "
+                "either format. Save it again from Excel and upload the saved file."
+            ),
+        )
+    if candidate is None and data.lstrip()[:1] == b"<":
+        return ".xml"
+    if candidate is None:
+        raise _refuse(
+            filename or "form",
+            gettext(
+                "Unsupported file type. Send an XLSForm (.xlsx, .xls, .csv or .md) or an "
+                "XForm (.xml)."
+            ),
+        )
+    return candidate
+
+
+# ---- hostile input ---------------------------------------------------------------------------
+
+
+def _check_size(data: bytes, limit: int, filename: str) -> None:
+    if len(data) > limit:
+        raise _refuse(
+            filename,
+            gettext(
+                "The file is too large for a form (%(size)s bytes; the limit is %(limit)s).",
+                size=len(data),
+                limit=limit,
+            ),
+        )
+
+
+def _column_number(reference: str) -> int:
+    """Return the 1-based column of a cell reference such as ``AB12``."""
+    number = 0
+    for char in reference:
+        if not char.isalpha():
+            break
+        number = number * 26 + (ord(char.upper()) - 64)
+    return number
+
+
+def _sheet_names(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Map each worksheet's zip member to the name the coordinator sees on its tab."""
+    names: dict[str, str] = {}
+    try:
+        workbook = xform.parse(archive.read("xl/workbook.xml"))
+        rels = xform.parse(archive.read("xl/_rels/workbook.xml.rels"))
+    except (KeyError, xform.XFormError):
+        return names
+    targets = {rel.get("Id"): rel.get("Target", "") for rel in rels if isinstance(rel.tag, str)}
+    for sheet in workbook.iter("{*}sheet"):
+        rel_id = sheet.get(
+            "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+        )
+        target = targets.get(rel_id, "")
+        if target:
+            target = target.lstrip("/")
+            member = target if target.startswith("xl/") else f"xl/{target}"
+            names[member] = sheet.get("name", member)
+    return names
+
+
+def _check_workbook(data: bytes, filename: str) -> None:
+    """Refuse zip bombs, DTDs and oversized sheets in an .xlsx before openpyxl opens it."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise _refuse(
+            filename,
+            gettext("The workbook could not be opened: %(reason)s", reason=str(exc)),
+        ) from None
+    with archive:
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise _refuse(
+                filename,
+                gettext("The workbook holds too many parts (%(count)s).", count=len(members)),
+            )
+        unzipped = sum(member.file_size for member in members)
+        if unzipped > MAX_UNZIPPED_BYTES:
+            raise _refuse(
+                filename,
+                gettext(
+                    "The workbook is too large once unpacked (%(size)s bytes; the limit is "
+                    "%(limit)s).",
+                    size=unzipped,
+                    limit=MAX_UNZIPPED_BYTES,
+                ),
+            )
+        sheet_names = _sheet_names(archive)
+        cells = 0
+        for member in members:
+            if not member.filename.lower().endswith((".xml", ".rels", ".vml")):
+                continue
+            is_sheet = member.filename.startswith("xl/worksheets/")
+            sheet = sheet_names.get(member.filename, member.filename)
+            cells += _scan_part(archive, member, sheet if is_sheet else None, filename)
+            if cells > MAX_CELLS:
+                raise _refuse(
+                    filename,
+                    gettext(
+                        "The workbook has too many filled cells (more than %(limit)s).",
+                        limit=MAX_CELLS,
+                    ),
+                )
+
+
+def _scan_part(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, sheet: str | None, filename: str
+) -> int:
+    """Stream one XML part: refuse DTDs; for a worksheet, count rows, columns and cells."""
+    counter = _SheetCounter(sheet, filename) if sheet is not None else None
+    tail = b""
+    try:
+        with archive.open(member) as stream:
+            while chunk := stream.read(1 << 16):
+                window = (tail + chunk).upper()
+                if b"<!DOCTYPE" in window or b"<!ENTITY" in window:
+                    raise _refuse(
+                        filename, gettext("The workbook contains a DTD, which is not allowed.")
+                    )
+                tail = chunk[-16:]
+                if counter is not None:
+                    counter.feed(chunk)
+        return counter.close() if counter is not None else 0
+    except errors.XlsformInvalid:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, etree.XMLSyntaxError) as exc:
+        raise _refuse(
+            filename,
+            gettext("The workbook could not be opened: %(reason)s", reason=str(exc)),
+        ) from None
+
+
+class _SheetCounter:
+    """Count a worksheet's filled rows, cells and widest column as its XML streams by."""
+
+    def __init__(self, sheet: str, filename: str) -> None:
+        self.sheet = sheet
+        self.filename = filename
+        self.rows = self.cells = self.max_column = 0
+        self._filled = 0
+        self._last_ref = ""
+        # Only values and rows raise events: empty (styled) cells cost no Python at all.
+        self.parser = etree.XMLPullParser(
+            events=("end",),
+            tag=("{*}row", "{*}v", "{*}is"),
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse the next piece of the sheet; raise 400.15 as soon as a limit is passed."""
+        self.parser.feed(chunk)
+        self._count()
+
+    def close(self) -> int:
+        """Finish the sheet; return its number of filled cells."""
+        self.parser.close()
+        self._count()
+        return self.cells
+
+    def _count(self) -> None:
+        for _event, element in self.parser.read_events():
+            if etree.QName(element).localname != "row":
+                self._filled += 1
+                cell = element.getparent()
+                if cell is not None:
+                    self._last_ref = cell.get("r", "")
+                continue
+            if self._filled:
+                self.rows += 1
+                self.cells += self._filled
+                self.max_column = max(self.max_column, _column_number(self._last_ref))
+            self._filled = 0
+            # Forget rows already counted: memory stays flat however long the sheet is.
+            element.clear()
+            parent = element.getparent()
+            while parent is not None and element.getprevious() is not None:
+                del parent[0]
+        if self.rows > MAX_SHEET_ROWS:
+            raise _refuse(
+                self.filename,
+                gettext("The sheet has too many rows (more than %(limit)s).", limit=MAX_SHEET_ROWS),
+                sheet=self.sheet,
+            )
+        if self.max_column > MAX_SHEET_COLUMNS:
+            raise _refuse(
+                self.filename,
+                gettext(
+                    "The sheet has too many columns (more than %(limit)s).",
+                    limit=MAX_SHEET_COLUMNS,
+                ),
+                sheet=self.sheet,
+            )
+
+
+def _check_xls(data: bytes, filename: str) -> None:
+    """Refuse an .xls whose sheets exceed the limits, loading one sheet at a time."""
+    import xlrd  # pyxform's own reader for .xls
+
+    try:
+        book = xlrd.open_workbook(file_contents=data, on_demand=True)
+    except Exception as exc:  # xlrd raises many kinds on damaged files
+        raise _refuse(
+            filename,
+            gettext("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
+        ) from None
+    try:
+        for index in range(book.nsheets):
+            try:
+                sheet = book.sheet_by_index(index)
+            except Exception as exc:
+                raise _refuse(
+                    filename,
+                    gettext("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
+                ) from None
+            if sheet.nrows > MAX_SHEET_ROWS or sheet.ncols > MAX_SHEET_COLUMNS:
+                raise _refuse(
+                    filename,
+                    gettext(
+                        "The sheet is too large (%(rows)s rows, %(columns)s columns).",
+                        rows=sheet.nrows,
+                        columns=sheet.ncols,
+                    ),
+                    sheet=sheet.name,
+                )
+            book.unload_sheet(index)
+    finally:
+        book.release_resources()
+
+
+def _check_text(data: bytes, filename: str) -> None:
+    if data.count(b"\n") > MAX_SHEET_ROWS * 3:
+        raise _refuse(
+            filename,
+            gettext("The file has too many lines (more than %(limit)s).", limit=MAX_SHEET_ROWS),
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _refuse(
+            filename,
+            gettext(
+                'The file is not UTF-8 text (%(reason)s). Save it as "CSV UTF-8" and upload '
+                "it again.",
+                reason=str(exc),
+            ),
+        ) from None
+
+
+def check_hostile(data: bytes, kind: str, filename: str) -> None:
+    """Refuse, with a 400, a file too large or too deep for pyxform to read safely."""
+    if kind in (".xlsx", ".xlsm"):
+        _check_size(data, MAX_SOURCE_BYTES, filename)
+        _check_workbook(data, filename)
+    elif kind == ".xls":
+        _check_size(data, MAX_XLS_BYTES, filename)
+        _check_xls(data, filename)
+    elif kind in (".csv", ".md"):
+        _check_size(data, MAX_TEXT_BYTES, filename)
+        _check_text(data, filename)
+    else:
+        _check_size(data, xform.MAX_XFORM_BYTES, filename)
+
+
+# ---- compiling -------------------------------------------------------------------------------
+
+
+def pii_paths(survey: Iterable[dict[str, Any]] | None) -> frozenset[str]:
+    """Return the paths below the root (``grp/q``) of survey rows whose ``pii`` is yes."""
+    paths: set[str] = set()
+    stack: list[str] = []
+    for row in survey or ():
+        if not row:
+            continue
+        values = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+        kind = str(values.get("type") or "").strip().lower()
+        name = str(values.get("name") or "").strip()
+        if _END.match(kind):
+            if stack:
+                stack.pop()
+            continue
+        if _BEGIN.match(kind):
+            stack.append(name)
+        if name and str(values.get("pii") or "").strip().lower() in _YES:
+            paths.add("/".join([*stack[:-1], name] if _BEGIN.match(kind) else [*stack, name]))
+    return frozenset(paths)
+
+
+def _safe_form_id(candidate: str | None) -> str | None:
+    """Make a usable formID from a file name (Central uses the name when settings has none)."""
+    if not candidate:
+        return None
+    cleaned = re.sub(r"[^\w.-]+", "_", candidate.strip(), flags=re.UNICODE).strip("_.")
+    return cleaned[:255] or None
+
+
+def _run_pyxform(
+    data: bytes, kind: str, filename: str, fallback: str | None
+) -> tuple[str, list[str], frozenset[str], bytes | None]:
+    """Convert with pyxform; return the XForm, pyxform's warnings, pii paths and itemsets."""
+    from pyxform.errors import PyXFormError
+    from pyxform.xls2json_backends import get_xlsform
+    from pyxform.xls2xform import convert
+
+    warnings: list[str] = []
+    try:
+        workbook = get_xlsform(xlsform=data, file_type=kind)
+        pii = pii_paths(workbook.survey)
+        definition = {f.name: getattr(workbook, f.name) for f in fields(workbook)}
+        definition["fallback_form_name"] = fallback
+        result = convert(xlsform=definition, warnings=warnings, validate=False)
+        itemsets = result.itemsets.encode("utf-8") if result.itemsets is not None else None
+        return result.xform, list(result.warnings), pii, itemsets
+    except PyXFormError as exc:
+        context = exc.context if isinstance(getattr(exc, "context", None), dict) else None
+        raise _invalid(filename, [locate(str(exc), context)], _messages(warnings)) from None
+    except RecursionError:
+        raise _refuse(filename, gettext("The form is nested too deeply to be read.")) from None
+    except Exception as exc:
+        # pyxform's readers let TypeError, KeyError, AttributeError, zip and XML errors escape
+        # on real files (the shared corpus has a TypeError): a damaged form is the user's
+        # problem to fix, never a server error.
+        log.info("pyxform raised %s on %s", type(exc).__name__, filename, exc_info=True)
+        text = gettext(
+            "pyxform could not convert this form (%(error)s). Check the rows and columns near "
+            "the feature named, or simplify it.",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise _invalid(filename, [locate(text)], _messages(warnings)) from None
+
+
+_FORBIDDEN_ID = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+
+
+def _check_identity(ident: xform.Identity, filename: str) -> None:
+    """Refuse formIDs and versions that would break URLs or the database columns."""
+    where = {"sheet": "settings", "column": "form_id"}
+    if len(ident.form_id) > 255 or _FORBIDDEN_ID.search(ident.form_id):
+        raise _refuse(
+            filename,
+            gettext(
+                "The form_id %(form_id)s cannot be used: keep it under 255 characters, without "
+                "/, \\, ?, #, %% or control characters.",
+                form_id=repr(ident.form_id),
+            ),
+            **where,
+        )
+    if ident.form_id.lower().endswith((".xml", ".xls", ".xlsx")):
+        raise _refuse(
+            filename,
+            gettext(
+                "The form_id %(form_id)s cannot end in .xml, .xls or .xlsx.",
+                form_id=repr(ident.form_id),
+            ),
+            **where,
+        )
+    if len(ident.version) > 255:
+        raise _refuse(
+            filename,
+            gettext("The version is longer than 255 characters."),
+            sheet="settings",
+            column="version",
+        )
+
+
+def read_xform(data: bytes, filename: str) -> tuple[str, xform.Identity]:
+    """Check an uploaded XForm; return its text (UTF-8, unchanged) and its identity."""
+    try:
+        root = xform.parse(data)
+        ident = xform.identity(root)
+        xform.primary_instance(root)
+    except xform.XFormError as exc:
+        raise _refuse(
+            filename, gettext("This is not a valid XForm: %(reason)s", reason=str(exc))
+        ) from None
+    encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
+    if encoding not in ("UTF-8", "UTF8"):
+        raise _refuse(
+            filename,
+            gettext(
+                "The XForm must be encoded in UTF-8 (it declares %(encoding)s).", encoding=encoding
+            ),
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _refuse(
+            filename,
+            gettext("The XForm is not valid UTF-8: %(reason)s", reason=str(exc)),
+        ) from None
+    return text, ident
+
+
+def compile_upload(
+    data: bytes,
+    *,
+    filename: str | None = None,
+    content_type: str | None = None,
+    form_id_fallback: str | None = None,
+    validate: bool = False,
+    validate_timeout: float = VALIDATE_TIMEOUT_SECONDS,
+) -> CompiledForm:
+    """Compile an uploaded XLSForm (or check an XForm) and return the form to store.
+
+    ``form_id_fallback`` is the formID used when the settings sheet has none (ODK Central's
+    ``X-XlsForm-FormId-Fallback``); without it, the file name is used. Raises 400.15
+    (:class:`~server.errors.XlsformInvalid`) on any problem, including a failed ODK Validate.
+    """
+    kind = file_type(data, filename, content_type)
+    shown = filename or f"form{kind}"
+    if not data.strip():
+        raise _refuse(shown, gettext("The file is empty."))
+    check_hostile(data, kind, shown)
+    warnings: list[Message] = []
+    pii: frozenset[str] = frozenset()
+    itemsets = None
+    if kind == ".xml":
+        text, ident = read_xform(data, shown)
+    else:
+        fallback = _safe_form_id(form_id_fallback) or _safe_form_id(
+            Path(filename).stem if filename else None
+        )
+        text, raw_warnings, pii, itemsets = _run_pyxform(data, kind, shown, fallback)
+        warnings = _messages(raw_warnings)
+        try:
+            ident = xform.identity(xform.parse(text.encode("utf-8")))
+        except xform.XFormError as exc:
+            raise _refuse(
+                shown, gettext("pyxform produced an unreadable XForm: %(reason)s", reason=str(exc))
+            ) from None
+    _check_identity(ident, shown)
+    validation = Validation("skipped", [gettext("ODK Validate was not run (turned off).")])
+    if validate:
+        validation = odk_validate(text, timeout=validate_timeout)
+        if validation.verdict == "failed":
+            raise _invalid(
+                shown,
+                [Message(m) for m in validation.messages] or [Message("ODK Validate failed.")],
+                warnings,
+            )
+    return CompiledForm(
+        xml=text,
+        form_id=ident.form_id,
+        version=ident.version,
+        title=ident.title,
+        filename=shown,
+        file_type=".xlsx" if kind == ".xlsm" else kind,
+        warnings=warnings,
+        pii=pii,
+        itemsets=itemsets,
+        validation=validation,
+    )
+
+
+# ---- ODK Validate ----------------------------------------------------------------------------
+
+
+def validator_jar() -> Path | None:
+    """Return the ODK Validate jar that pyxform ships, if it is there."""
+    from pyxform.validators.odk_validate import ODK_VALIDATE_PATH
+
+    path = Path(ODK_VALIDATE_PATH)
+    return path if path.is_file() else None
+
+
+def java_available() -> bool:
+    """Tell whether a ``java`` command is on the PATH."""
+    return shutil.which("java") is not None
+
+
+def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Validation:
+    """Run ODK Validate on an XForm; ``skipped`` when Java or the jar is missing or too slow."""
+    from pyxform.validators.error_cleaner import ErrorCleaner
+
+    java = shutil.which("java")
+    if java is None:
+        return Validation("skipped", [gettext("ODK Validate was not run: Java is not installed.")])
+    jar = validator_jar()
+    if jar is None:
+        return Validation("skipped", [gettext("ODK Validate was not run: its jar is missing.")])
+    with tempfile.TemporaryDirectory(prefix="merit-validate-") as folder:
+        path = Path(folder) / "form.xml"
+        path.write_text(xml, encoding="utf-8")
+        try:
+            result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [java, "-Djava.awt.headless=true", "-Xmx768m", "-jar", str(jar), str(path)],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return Validation(
+                "skipped",
+                [
+                    gettext(
+                        "ODK Validate did not finish within %(seconds)s seconds.",
+                        seconds=int(timeout),
+                    )
+                ],
+            )
+        except OSError as exc:
+            return Validation(
+                "skipped",
+                [gettext("ODK Validate could not be started: %(reason)s", reason=str(exc))],
+            )
+    stderr = result.stderr.decode("utf-8", errors="replace").replace(str(path), "form.xml")
+    if result.returncode == 0:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        return Validation("passed", lines)
+    cleaned = ErrorCleaner.odk_validate(stderr)
+    lines = [line.strip() for line in cleaned.splitlines() if line and line.strip()]
+    if result.returncode < 0:
+        return Validation("skipped", [f"ODK Validate stopped ({result.returncode}).", *lines])
+    return Validation("failed", lines or ["ODK Validate rejected the form."])
