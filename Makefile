@@ -28,7 +28,11 @@ $(TEST_STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@ $(STAMP)
 
 run: $(STAMP) ## Install, migrate, build the forms and serve on 127.0.0.1:8080 (MERIT_PORT)
+	$(BIN)/merit forms build
 	$(BIN)/merit serve
+
+forms: $(STAMP) ## Compile xlsforms/ into forms/ (XForms, media, build records)
+	$(BIN)/merit forms build
 
 test: $(TEST_STAMP) ## Install the test extra and run the whole suite (SQLite and PostgreSQL)
 	$(BIN)/ruff check server tests scripts

@@ -38,6 +38,7 @@ def setup(app: Flask) -> SetupReport:
         sync_roles(db_session)
         report = _ensure_admin(app, db_session)
         report.project_created = _ensure_default_project(app, db_session)
+        report.forms = _publish_forms(app, db_session)
         return report
 
 
@@ -77,3 +78,10 @@ def _ensure_default_project(app: Flask, db_session: sa.orm.Session) -> bool:
         )
     db_session.commit()
     return True
+
+
+def _publish_forms(app: Flask, db_session: sa.orm.Session) -> list[str]:
+    """Publish the built forms (``MERIT_FORMS_DIR``) into the default project."""
+    from server.forms.repository import publish_folder
+
+    return publish_folder(db_session, Path(app.config["FORMS_DIR"]), DEFAULT_PROJECT_ID)

@@ -22,7 +22,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from server.app import create_app
 
 # Command groups other packages provide: "module:attribute".
-COMMAND_GROUPS: tuple[str, ...] = ("server.storage.cli:storage",)
+COMMAND_GROUPS: tuple[str, ...] = ("server.storage.cli:storage", "server.forms.cli:forms")
 
 
 def _create_app():

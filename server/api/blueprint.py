@@ -15,6 +15,7 @@ errors.set_renderer("api", errors.render_json)
 RESOURCES = (
     "server.api.sessions",
     "server.api.app_users",
+    "server.api.forms",
 )
 
 for _name in RESOURCES:

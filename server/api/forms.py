@@ -1,0 +1,334 @@
+"""Forms, drafts, versions and form media, in ODK Central's shapes.
+
+POST            /v1/projects/<p>/forms                      upload (?publish, ?ignoreWarnings)
+GET             /v1/projects/<p>/forms                      list
+GET, PATCH      /v1/projects/<p>/forms/<f>                  one form; PATCH {state}
+GET             /v1/projects/<p>/forms/<f>.xml              the XForm, exact stored bytes
+GET             /v1/projects/<p>/forms/<f>.xlsx | .xls      the source spreadsheet
+GET             /v1/projects/<p>/forms/<f>/versions         published versions, newest first
+GET             /v1/projects/<p>/forms/<f>/versions/<v>.xml one published version's XForm
+GET             /v1/projects/<p>/forms/<f>/attachments      the published version's media
+GET, POST, DEL  /v1/projects/<p>/forms/<f>/draft            the draft (POST: new draft)
+POST            /v1/projects/<p>/forms/<f>/draft/publish    publish (?version=)
+GET             /v1/projects/<p>/forms/<f>/draft/attachments
+POST, DELETE    /v1/projects/<p>/forms/<f>/draft/attachments/<name>
+
+The draft's XForm, manifest and media downloads for tablets live with the OpenRosa routes
+(:mod:`server.openrosa.views`). Views are thin: access, one service call, JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import unquote
+
+from flask import Response, jsonify, request
+
+from server import db, errors
+from server.api.blueprint import bp
+from server.api.render import iso, json_body, query_bool, success
+from server.auth import access
+from server.forms import services
+from server.forms.models import Form, FormAttachment, FormVersion
+from server.openrosa import protocol
+from server.projects.models import Project
+from server.storage.models import Blob
+
+XML_TYPE = "application/xml"
+_FILENAME = re.compile(r"filename\*?=(?:UTF-8'')?\"?([^\";]+)\"?", re.IGNORECASE)
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def form_json(form: Form, version: FormVersion | None, draft: FormVersion | None = None) -> dict:
+    """Render a form as Central does, from the version shown (published, else the draft)."""
+    return {
+        "projectId": form.project_id,
+        "xmlFormId": form.xml_form_id,
+        "state": form.state,
+        "enketoId": version.enketo_id if version else None,
+        "enketoOnceId": None,
+        "name": version.title if version else None,
+        "version": version.version if version else None,
+        "keyId": form.key_id,
+        "hash": version.hash if version else None,
+        # Central's ``sha`` is the SHA-1 of the XForm; cheap enough to compute when shown.
+        "sha": hashlib.sha1(version.xml.encode("utf-8"), usedforsecurity=False).hexdigest()
+        if version
+        else None,
+        "sha256": version.sha256 if version else None,
+        "draftToken": draft.draft_token if draft else None,
+        "publishedAt": iso(version.published_at) if version else None,
+        "createdAt": iso(form.created_at),
+        "updatedAt": iso(form.updated_at),
+    }
+
+
+def _form_json(form: Form) -> dict:
+    db_session = db.session()
+    current = services.current_version(db_session, form)
+    draft = services.draft_version(db_session, form)
+    return form_json(form, current or draft, draft)
+
+
+def attachment_json(attachment: FormAttachment, blob: Blob | None) -> dict:
+    """Render a form attachment as Central does."""
+    return {
+        "name": attachment.name,
+        "type": attachment.type,
+        "hash": blob.md5 if blob is not None else None,
+        "exists": blob is not None or attachment.dataset_id is not None,
+        "blobExists": blob is not None,
+        "datasetExists": attachment.dataset_id is not None,
+        "updatedAt": iso(attachment.updated_at),
+    }
+
+
+# ---- lookups ---------------------------------------------------------------------------------
+
+
+def _project(project_id: int) -> Project:
+    project = db.session().get(Project, project_id)
+    if project is None or getattr(project, "deleted_at", None) is not None:
+        raise errors.NotFound()
+    return project
+
+
+def _form(project_id: int, xml_form_id: str) -> Form:
+    form = services.find_form(db.session(), project_id, xml_form_id)
+    if form is None:
+        raise errors.NotFound()
+    return form
+
+
+def _readable(project_id: int, xml_form_id: str) -> Form:
+    """Return a form the actor may read; a device gets 404 for forms not assigned to it."""
+    form = _form(project_id, xml_form_id)
+    access.require_actor()
+    if not access.can("form.read", project_id=project_id, form_id=form.id):
+        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    return form
+
+
+def _draft(form: Form) -> FormVersion:
+    draft = services.draft_version(db.session(), form)
+    if draft is None:
+        raise errors.NotFound()
+    return draft
+
+
+def _upload() -> services.Upload:
+    """Read a form upload's body, its declared type and file name (if the sender gave one)."""
+    data = request.get_data(cache=False)
+    filename = None
+    disposition = request.headers.get("Content-Disposition")
+    if disposition and (match := _FILENAME.search(disposition)):
+        filename = unquote(match.group(1)).replace("\\", "/").rsplit("/", 1)[-1] or None
+    return services.Upload(data=data, filename=filename, content_type=request.mimetype or None)
+
+
+def _fallback() -> str | None:
+    # Central decodes this header (pyodk sends the file name, percent-encoded).
+    raw = request.headers.get("X-XlsForm-FormId-Fallback")
+    return unquote(raw).strip() or None if raw else None
+
+
+def _xml_response(version: FormVersion) -> Response:
+    response = Response(services.xml_bytes(version), content_type=XML_TYPE)
+    response.headers["ETag"] = f'"{version.hash}"'
+    return protocol.add_headers(response)
+
+
+# ---- forms -----------------------------------------------------------------------------------
+
+
+@bp.post("/projects/<int:project_id>/forms")
+def create_form(project_id: int):
+    """Upload an XLSForm or XForm: a new form with a draft, or published with ``?publish``."""
+    _project(project_id)
+    actor = access.require("form.create", project_id=project_id)
+    upload = _upload()
+    if not upload.data:
+        raise errors.MissingParameter(field="body (the XLSForm or XForm file)")
+    form = services.create_form(
+        db.session(),
+        project_id,
+        upload,
+        actor_id=actor.id,
+        publish=query_bool("publish"),
+        ignore_warnings=query_bool("ignoreWarnings"),
+        form_id_fallback=_fallback(),
+    )
+    return jsonify(_form_json(form))
+
+
+@bp.get("/projects/<int:project_id>/forms")
+def list_forms(project_id: int):
+    """List the project's forms."""
+    _project(project_id)
+    access.require("form.list", project_id=project_id)
+    return jsonify([_form_json(form) for form in services.list_forms(db.session(), project_id)])
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>")
+def get_form(project_id: int, xml_form_id: str):
+    """Return one form (its published version, else its draft)."""
+    return jsonify(_form_json(_readable(project_id, xml_form_id)))
+
+
+@bp.patch("/projects/<int:project_id>/forms/<xml_form_id>")
+def update_form(project_id: int, xml_form_id: str):
+    """Change a form's state: ``open``, ``closing`` or ``closed``."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    state = json_body().get("state")
+    if not isinstance(state, str):
+        raise errors.MissingParameter(field="state")
+    services.set_state(db.session(), form, state, actor_id=actor.id)
+    return jsonify(_form_json(form))
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>.xml")
+def form_xml(project_id: int, xml_form_id: str):
+    """Serve the published XForm, byte for byte what its hash was computed on."""
+    form = _readable(project_id, xml_form_id)
+    version = services.current_version(db.session(), form)
+    if version is None:
+        raise errors.NotFound()
+    return _xml_response(version)
+
+
+def _send_source(version: FormVersion | None) -> Response:
+    from server.storage import downloads
+
+    source = services.source_file(db.session(), version) if version is not None else None
+    if source is None:
+        raise errors.NotFound()
+    blob, filename, content_type = source
+    return downloads.send_blob(blob, filename, content_type)
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>.xlsx")
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>.xls")
+def form_source(project_id: int, xml_form_id: str):
+    """Serve the spreadsheet the published version was compiled from (404 for XML uploads)."""
+    form = _readable(project_id, xml_form_id)
+    return _send_source(services.current_version(db.session(), form))
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions")
+def list_versions(project_id: int, xml_form_id: str):
+    """List every published version, newest first."""
+    form = _readable(project_id, xml_form_id)
+    versions = services.published_versions(db.session(), form)
+    return jsonify([form_json(form, version) for version in versions])
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<version>.xml")
+def version_xml(project_id: int, xml_form_id: str, version: str):
+    """Serve one published version's XForm (``___`` names the empty version, as in Central)."""
+    form = _readable(project_id, xml_form_id)
+    found = services.version_for_submission(
+        db.session(), form, "" if version == "___" else version, draft=False
+    )
+    if found is None:
+        raise errors.NotFound()
+    return _xml_response(found)
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/attachments")
+def list_attachments(project_id: int, xml_form_id: str):
+    """List the published version's media files."""
+    form = _readable(project_id, xml_form_id)
+    version = services.current_version(db.session(), form)
+    if version is None:
+        raise errors.NotFound()
+    rows = services.attachments(db.session(), version)
+    return jsonify([attachment_json(a, blob) for a, blob in rows])
+
+
+# ---- drafts ----------------------------------------------------------------------------------
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/draft")
+def create_draft(project_id: int, xml_form_id: str):
+    """Set a new draft from an upload, or copy the published version when there is no body."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    upload = _upload()
+    services.set_draft(
+        db.session(),
+        form,
+        upload if upload.data else None,
+        actor_id=actor.id,
+        ignore_warnings=query_bool("ignoreWarnings"),
+    )
+    return jsonify(success())
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/draft")
+def get_draft(project_id: int, xml_form_id: str):
+    """Return the draft as a form (with its draftToken for testing on a tablet)."""
+    form = _form(project_id, xml_form_id)
+    access.require("form.update", project_id=project_id, form_id=form.id)
+    draft = _draft(form)
+    return jsonify(form_json(form, draft, draft))
+
+
+@bp.delete("/projects/<int:project_id>/forms/<xml_form_id>/draft")
+def delete_draft(project_id: int, xml_form_id: str):
+    """Abandon the draft (a form never published is removed with it)."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    services.delete_draft(db.session(), form, actor_id=actor.id)
+    return jsonify(success())
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/draft/publish")
+def publish_draft(project_id: int, xml_form_id: str):
+    """Publish the draft, optionally setting a new version (``?version=``)."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    version = request.args.get("version")
+    services.publish_draft(
+        db.session(), form, version=version if version else None, actor_id=actor.id
+    )
+    return jsonify(success())
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/draft/attachments")
+def list_draft_attachments(project_id: int, xml_form_id: str):
+    """List the media files the draft references, present or not."""
+    form = _form(project_id, xml_form_id)
+    access.require("form.update", project_id=project_id, form_id=form.id)
+    rows = services.attachments(db.session(), _draft(form))
+    return jsonify([attachment_json(a, blob) for a, blob in rows])
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/draft/attachments/<path:name>")
+def upload_draft_attachment(project_id: int, xml_form_id: str, name: str):
+    """Store one of the draft's media files (the body is the file)."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    attachment = services.attach(
+        db.session(),
+        form,
+        name,
+        request.stream,
+        content_type=request.mimetype or None,
+        actor_id=actor.id,
+    )
+    blob = db.session().get(Blob, attachment.blob_id)
+    # pyodk reads ``success`` (before Central v2025.1) or the attachment's ``exists`` (after).
+    return jsonify({**attachment_json(attachment, blob), **success()})
+
+
+@bp.delete("/projects/<int:project_id>/forms/<xml_form_id>/draft/attachments/<path:name>")
+def clear_draft_attachment(project_id: int, xml_form_id: str, name: str):
+    """Remove one of the draft's media files."""
+    form = _form(project_id, xml_form_id)
+    actor = access.require("form.update", project_id=project_id, form_id=form.id)
+    services.clear_attachment(db.session(), form, name, actor_id=actor.id)
+    return jsonify(success())

@@ -1,0 +1,743 @@
+"""The life of a form: upload, draft, publish, versions, states and media.
+
+Services take a SQLAlchemy session first, never see the HTTP request, raise
+:mod:`server.errors` problems and commit where their change must be durable. Rules (ODK
+Central's, and openrosa.md §8.17):
+
+* an upload creates a form with a **draft**; ``publish=True`` publishes it at once;
+* one draft per form; a new draft replaces the previous one (its test records go with it);
+  without an upload, a new draft is a copy of the published version;
+* publishing makes the draft the version tablets receive. A formID + version published once
+  is that XForm forever: publishing different XML (or different media) under a version
+  already published is refused (409.6); publishing byte-identical content again is harmless
+  and answers the existing version;
+* publishing is refused (409.15) while a media file the XForm references is missing;
+* an XLSForm with warnings needs ``ignore_warnings`` (400.16), as in Central;
+* every published version keeps its XForm text (served unchanged, ``hash`` = its MD5), its
+  source spreadsheet, its field schema and its media; records filled on any of them are
+  accepted (:func:`version_for_submission`);
+* states: ``open``; ``closing`` (hidden from Collect's form list, still accepting records);
+  ``closed`` (neither).
+
+Compiling can take seconds (pyxform, then ODK Validate in Java): it runs after the read
+transaction has ended, so that on SQLite no other writer waits for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import sqlalchemy as sa
+from flask import current_app, has_app_context
+from flask_babel import gettext
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server import errors
+from server.audit.services import record
+from server.auth.tokens import new_token
+from server.db import utcnow
+from server.forms import compiler, schema, xform
+from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
+from server.projects.models import Project
+from server.storage import service as storage
+from server.storage.models import Blob
+from server.submissions.models import Submission
+
+log = logging.getLogger(__name__)
+
+# Media files a form may have: images, audio, video, CSV and other data files.
+MAX_MEDIA_BYTES = 100_000_000
+# Choice files read back from storage to fill the schema's lists (select_one_from_file).
+MAX_CHOICE_FILE_BYTES = 20_000_000
+
+
+@dataclass
+class Upload:
+    """A form file as received: its bytes, and what the sender said it is."""
+
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+    # Fields known to be personal beyond what the file says (an XForm carries no pii column).
+    pii: frozenset[str] = frozenset()
+
+
+# ---- lookups (intake, exports and the API call these) ----------------------------------------
+
+
+def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | None:
+    """Return the live form with this formID in the project."""
+    return db_session.execute(
+        sa.select(Form).where(
+            Form.project_id == project_id,
+            Form.xml_form_id == xml_form_id,
+            Form.deleted_at.is_(None),
+        )
+    ).scalar_one_or_none()
+
+
+def list_forms(db_session: Session, project_id: int) -> list[Form]:
+    """Return the project's live forms, by formID."""
+    return list(
+        db_session.scalars(
+            sa.select(Form)
+            .where(Form.project_id == project_id, Form.deleted_at.is_(None))
+            .order_by(Form.xml_form_id)
+        )
+    )
+
+
+def current_version(db_session: Session, form: Form) -> FormVersion | None:
+    """Return the published version tablets receive, if any."""
+    if form.current_version_id is None:
+        return None
+    return db_session.get(FormVersion, form.current_version_id)
+
+
+def draft_version(db_session: Session, form: Form) -> FormVersion | None:
+    """Return the form's draft, if any."""
+    if form.draft_version_id is None:
+        return None
+    return db_session.get(FormVersion, form.draft_version_id)
+
+
+def version_for_submission(
+    db_session: Session, form: Form, version: str, *, draft: bool
+) -> FormVersion | None:
+    """Return the version a record says it was filled on: the draft, or any published one.
+
+    Records filled on an older published version are still accepted: tablets keep old forms
+    until they next update.
+    """
+    if draft:
+        candidate = draft_version(db_session, form)
+        return candidate if candidate is not None and candidate.version == version else None
+    return db_session.execute(
+        sa.select(FormVersion).where(
+            FormVersion.form_id == form.id,
+            FormVersion.version == version,
+            FormVersion.published_at.is_not(None),
+        )
+    ).scalar_one_or_none()
+
+
+def published_versions(db_session: Session, form: Form) -> list[FormVersion]:
+    """Return every published version of the form, newest first."""
+    return list(
+        db_session.scalars(
+            sa.select(FormVersion)
+            .where(FormVersion.form_id == form.id, FormVersion.published_at.is_not(None))
+            .order_by(FormVersion.published_at.desc(), FormVersion.id.desc())
+        )
+    )
+
+
+def attachments(
+    db_session: Session, version: FormVersion
+) -> list[tuple[FormAttachment, Blob | None]]:
+    """Return a version's media files, by name, with their blobs (None while missing)."""
+    rows = db_session.execute(
+        sa.select(FormAttachment, Blob)
+        .outerjoin(Blob, Blob.id == FormAttachment.blob_id)
+        .where(FormAttachment.form_version_id == version.id)
+        .order_by(FormAttachment.name)
+    ).all()
+    return [(attachment, blob) for attachment, blob in rows]
+
+
+def find_attachment(
+    db_session: Session, version: FormVersion, name: str
+) -> tuple[FormAttachment, Blob | None] | None:
+    """Return one media file of a version by name, with its blob (None while missing)."""
+    for attachment, blob in attachments(db_session, version):
+        if attachment.name == name:
+            return attachment, blob
+    return None
+
+
+def missing_media(db_session: Session, version: FormVersion) -> list[str]:
+    """Return the names of the media files the version references and does not have yet."""
+    return [a.name for a, blob in attachments(db_session, version) if blob is None]
+
+
+def source_file(db_session: Session, version: FormVersion) -> tuple[Blob, str, str] | None:
+    """Return the spreadsheet a version was compiled from: blob, file name, content type."""
+    if version.xls_blob_id is None:
+        return None
+    blob = db_session.get(Blob, version.xls_blob_id)
+    if blob is None:
+        return None
+    filename = version.xls_filename or "form.xlsx"
+    content_type = version.xls_content_type or (
+        mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    )
+    return blob, filename, content_type
+
+
+def xml_bytes(version: FormVersion) -> bytes:
+    """Return the exact bytes served for a version (its ``hash`` is their MD5)."""
+    return version.xml.encode("utf-8")
+
+
+# ---- creating forms and drafts ---------------------------------------------------------------
+
+
+def _validate_default(validate: bool | None) -> bool:
+    if validate is not None:
+        return validate
+    return bool(has_app_context() and current_app.config.get("ODK_VALIDATE"))
+
+
+def _compile(
+    upload: Upload, *, fallback: str | None, validate: bool | None
+) -> compiler.CompiledForm:
+    return compiler.compile_upload(
+        upload.data,
+        filename=upload.filename,
+        content_type=upload.content_type,
+        form_id_fallback=fallback,
+        validate=_validate_default(validate),
+    )
+
+
+def _check_warnings(compiled: compiler.CompiledForm, ignore_warnings: bool) -> None:
+    if compiled.warnings and not ignore_warnings:
+        raise errors.FormWarnings(
+            filename=compiled.filename,
+            warnings=[w.to_json() for w in compiled.warnings],
+        )
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _store_source(
+    db_session: Session, upload: Upload, compiled: compiler.CompiledForm
+) -> Blob | None:
+    """Keep the spreadsheet with the version (durable before any row refers to it)."""
+    if not compiled.from_spreadsheet:
+        return None
+    return storage.save_stream(db_session, io.BytesIO(upload.data))
+
+
+def _content_type(name: str, declared: str | None = None) -> str:
+    if declared and declared != "application/octet-stream":
+        return declared.split(";", 1)[0].strip()
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _new_version(
+    db_session: Session,
+    form: Form,
+    compiled: compiler.CompiledForm,
+    upload: Upload,
+    *,
+    actor_id: int | None,
+    token: str | None,
+) -> FormVersion:
+    """Add a draft version for a compiled upload (flushed, not committed)."""
+    source = _store_source(db_session, upload, compiled)
+    filename = upload.filename or f"{compiled.form_id}{compiled.file_type}"
+    version = FormVersion(
+        form_id=form.id,
+        version=compiled.version,
+        title=compiled.title or None,
+        xml=compiled.xml,
+        hash=_md5(compiled.xml),
+        sha256=_sha256(compiled.xml),
+        schema=schema.extract(compiled.xml, pii=compiled.pii | upload.pii),
+        xls_blob_id=source.id if source is not None else None,
+        xls_filename=filename if source is not None else None,
+        xls_content_type=_content_type(filename, upload.content_type)
+        if source is not None
+        else None,
+        validation=compiled.validation.verdict,
+        validation_messages=list(compiled.validation.messages),
+        warnings=[w.to_json() for w in compiled.warnings],
+        draft_token=token or new_token(),
+        created_by=actor_id,
+    )
+    db_session.add(version)
+    db_session.flush()
+    return version
+
+
+def _carry_candidates(db_session: Session, form: Form) -> list[FormVersion]:
+    """Versions whose media a new draft inherits by name: the old draft, then the current."""
+    candidates = []
+    for version in (draft_version(db_session, form), current_version(db_session, form)):
+        if version is not None:
+            candidates.append(version)
+    return candidates
+
+
+def _attach_media(
+    db_session: Session,
+    form: Form,
+    version: FormVersion,
+    *,
+    previous: list[FormVersion],
+    provided: Mapping[str, bytes] | None,
+    itemsets: bytes | None,
+) -> None:
+    """Create the version's attachment rows: given files, carried-forward ones, or missing."""
+    inherited: dict[str, FormAttachment] = {}
+    for old in previous:
+        for attachment, blob in attachments(db_session, old):
+            if blob is not None:
+                inherited.setdefault(attachment.name, attachment)
+    provided = dict(provided or {})
+    if itemsets is not None:
+        provided.setdefault("itemsets.csv", itemsets)
+    now = utcnow()
+    for entry in version.schema.get("media", []):
+        name = entry["name"]
+        row = FormAttachment(
+            form_id=form.id, form_version_id=version.id, name=name, type=entry["type"]
+        )
+        if name in provided:
+            if len(provided[name]) > MAX_MEDIA_BYTES:
+                raise errors.PayloadTooLarge(size=len(provided[name]), limit=MAX_MEDIA_BYTES)
+            blob = storage.save_stream(db_session, io.BytesIO(provided[name]))
+            row.blob_id = blob.id
+            row.content_type = _content_type(name)
+            row.updated_at = now
+        elif name in inherited:
+            row.blob_id = inherited[name].blob_id
+            row.content_type = inherited[name].content_type
+            row.dataset_id = inherited[name].dataset_id
+            row.updated_at = inherited[name].updated_at
+        db_session.add(row)
+    db_session.flush()
+    _refresh_choices(db_session, version)
+
+
+def _refresh_choices(db_session: Session, version: FormVersion) -> None:
+    """Recompute the schema's file-based choice lists from the attached files."""
+    wanted = set(schema.file_choice_files(version.schema))
+    if not wanted:
+        return
+    files: dict[str, bytes] = {}
+    for attachment, blob in attachments(db_session, version):
+        if attachment.name in wanted and blob is not None and blob.size <= MAX_CHOICE_FILE_BYTES:
+            try:
+                files[attachment.name] = storage.read_all(blob)
+            except Exception:  # a store outage must not block the upload; lists stay empty
+                log.warning("could not read %s to fill its choices", attachment.name, exc_info=True)
+    # A new dict: JSON columns only notice reassignment, not mutation.
+    version.schema = schema.extract(version.xml, pii=schema.pii_paths(version.schema), files=files)
+
+
+def _discard_draft(db_session: Session, form: Form, draft: FormVersion) -> None:
+    """Remove a draft and the test records sent to it."""
+    db_session.execute(
+        sa.delete(Submission).where(Submission.form_id == form.id, Submission.draft.is_(True))
+    )
+    form.draft_version_id = None
+    db_session.flush()
+    db_session.delete(draft)
+    db_session.flush()
+
+
+def _conflict_for(project_id: int, form_id: str) -> errors.Conflict:
+    return errors.Conflict(fields="projectId, xmlFormId", values=f"{project_id}, {form_id}")
+
+
+def create_form(
+    db_session: Session,
+    project_id: int,
+    upload: Upload,
+    *,
+    actor_id: int | None = None,
+    publish: bool = False,
+    ignore_warnings: bool = False,
+    form_id_fallback: str | None = None,
+    validate: bool | None = None,
+    media: Mapping[str, bytes] | None = None,
+) -> Form:
+    """Create a form from an uploaded XLSForm or XForm, as a draft unless ``publish``.
+
+    ``form_id_fallback`` is the formID when the settings sheet has none (Central's
+    ``X-XlsForm-FormId-Fallback``). ``media`` gives files the form references, by name.
+    Uploading content identical to the form's published version returns the form unchanged;
+    anything else under an existing formID is 409.3 (upload a new draft instead). Commits.
+    """
+    project = db_session.get(Project, project_id)
+    if project is None:
+        raise errors.NotFound()
+    db_session.commit()  # end the read transaction: compiling takes a while
+    compiled = _compile(upload, fallback=form_id_fallback, validate=validate)
+    _check_warnings(compiled, ignore_warnings)
+    existing = db_session.execute(
+        sa.select(Form).where(Form.project_id == project_id, Form.xml_form_id == compiled.form_id)
+    ).scalar_one_or_none()
+    if existing is not None:
+        current = current_version(db_session, existing)
+        if (
+            existing.deleted_at is None
+            and current is not None
+            and current.hash == _md5(compiled.xml)
+        ):
+            return existing
+        raise _conflict_for(project_id, compiled.form_id)
+    try:
+        form = Form(
+            project_id=project_id, xml_form_id=compiled.form_id, state="open", created_by=actor_id
+        )
+        db_session.add(form)
+        db_session.flush()
+        version = _new_version(db_session, form, compiled, upload, actor_id=actor_id, token=None)
+        _attach_media(
+            db_session, form, version, previous=[], provided=media, itemsets=compiled.itemsets
+        )
+        form.draft_version_id = version.id
+        record(
+            db_session,
+            "form.create",
+            actor_id=actor_id,
+            project_id=project_id,
+            form_id=form.id,
+            details={"xmlFormId": form.xml_form_id, "version": version.version},
+        )
+        if publish:
+            _publish(db_session, form, version, actor_id=actor_id)
+        db_session.commit()
+    except IntegrityError:
+        db_session.rollback()
+        raise _conflict_for(project_id, compiled.form_id) from None
+    except BaseException:
+        db_session.rollback()
+        raise
+    return form
+
+
+def set_draft(
+    db_session: Session,
+    form: Form,
+    upload: Upload | None = None,
+    *,
+    actor_id: int | None = None,
+    ignore_warnings: bool = False,
+    validate: bool | None = None,
+    media: Mapping[str, bytes] | None = None,
+) -> FormVersion:
+    """Give a form a new draft: from an upload, or a copy of its published version.
+
+    The draft keeps the previous draft's token (tablets testing it keep working), inherits
+    media by name from the previous draft and the published version, and replaces the
+    previous draft and its test records. The upload's formID must be the form's. Commits.
+    """
+    current = current_version(db_session, form)
+    if upload is None:
+        if current is None:
+            raise errors.NoPublishedVersion()
+        compiled = None
+    else:
+        db_session.commit()  # end the read transaction: compiling takes a while
+        compiled = _compile(upload, fallback=form.xml_form_id, validate=validate)
+        if compiled.form_id != form.xml_form_id:
+            raise errors.UnexpectedValue(
+                field="formId",
+                reason=gettext(
+                    "the uploaded form's form_id is %(found)s, not %(expected)s",
+                    found=compiled.form_id,
+                    expected=form.xml_form_id,
+                ),
+            )
+        _check_warnings(compiled, ignore_warnings)
+    try:
+        old_draft = draft_version(db_session, form)
+        # A copy takes the published version's media; an upload inherits the draft's first.
+        previous = [current] if compiled is None else _carry_candidates(db_session, form)
+        token = old_draft.draft_token if old_draft is not None else None
+        if old_draft is not None:
+            # The token moves to the new draft; the unique column must be free first.
+            old_draft.draft_token = None
+            db_session.flush()
+        if compiled is None:
+            assert current is not None
+            version = _copy_version(db_session, form, current, actor_id=actor_id, token=token)
+            itemsets = None
+        else:
+            version = _new_version(
+                db_session, form, compiled, upload, actor_id=actor_id, token=token
+            )
+            itemsets = compiled.itemsets
+        _attach_media(
+            db_session, form, version, previous=previous, provided=media, itemsets=itemsets
+        )
+        if old_draft is not None:
+            _discard_draft(db_session, form, old_draft)
+        form.draft_version_id = version.id
+        form.updated_at = utcnow()
+        record(
+            db_session,
+            "form.update.draft.set",
+            actor_id=actor_id,
+            project_id=form.project_id,
+            form_id=form.id,
+            details={"version": version.version, "copied": compiled is None},
+        )
+        db_session.commit()
+    except BaseException:
+        db_session.rollback()
+        raise
+    return version
+
+
+def _copy_version(
+    db_session: Session, form: Form, source: FormVersion, *, actor_id: int | None, token: str | None
+) -> FormVersion:
+    version = FormVersion(
+        form_id=form.id,
+        version=source.version,
+        title=source.title,
+        xml=source.xml,
+        hash=source.hash,
+        sha256=source.sha256,
+        schema=dict(source.schema),
+        xls_blob_id=source.xls_blob_id,
+        xls_filename=source.xls_filename,
+        xls_content_type=source.xls_content_type,
+        validation=source.validation,
+        validation_messages=list(source.validation_messages or []),
+        warnings=list(source.warnings or []),
+        key_id=source.key_id,
+        draft_token=token or new_token(),
+        created_by=actor_id,
+    )
+    db_session.add(version)
+    db_session.flush()
+    return version
+
+
+# ---- publishing ------------------------------------------------------------------------------
+
+
+def _media_map(db_session: Session, version: FormVersion) -> dict[str, int | None]:
+    return {a.name: a.blob_id for a, _ in attachments(db_session, version)}
+
+
+def _publish(
+    db_session: Session, form: Form, draft: FormVersion, *, actor_id: int | None
+) -> FormVersion:
+    """Publish a draft (flushed, not committed); see :func:`publish_draft`."""
+    missing = missing_media(db_session, draft)
+    if missing:
+        raise errors.MissingMedia(missing=", ".join(missing), files=missing)
+    same = version_for_submission(db_session, form, draft.version, draft=False)
+    if same is not None:
+        if same.hash == draft.hash and _media_map(db_session, same) == _media_map(
+            db_session, draft
+        ):
+            # The same XForm and media again: nothing new for tablets.
+            _discard_draft(db_session, form, draft)
+            return same
+        raise errors.VersionConflict(form_id=form.xml_form_id, version=draft.version or '""')
+    draft.published_at = utcnow()
+    draft.draft_token = None
+    form.current_version_id = draft.id
+    form.draft_version_id = None
+    form.updated_at = utcnow()
+    # Test records belong to the draft (Central removes them on publish too).
+    db_session.execute(
+        sa.delete(Submission).where(Submission.form_id == form.id, Submission.draft.is_(True))
+    )
+    record(
+        db_session,
+        "form.update.publish",
+        actor_id=actor_id,
+        project_id=form.project_id,
+        form_id=form.id,
+        details={"version": draft.version, "hash": draft.hash},
+    )
+    db_session.flush()
+    return draft
+
+
+def publish_draft(
+    db_session: Session,
+    form: Form,
+    *,
+    version: str | None = None,
+    actor_id: int | None = None,
+) -> FormVersion:
+    """Publish the form's draft, optionally under a new ``version`` (rewritten in the XForm).
+
+    Raises 404 without a draft, 409.15 while media is missing, 409.6 when the version was
+    already published with different content. Publishing identical content again returns
+    the existing version. Commits.
+    """
+    draft = draft_version(db_session, form)
+    if draft is None:
+        raise errors.NotFound()
+    try:
+        if version is not None and version != draft.version:
+            _set_version(draft, version)
+        published = _publish(db_session, form, draft, actor_id=actor_id)
+        db_session.commit()
+    except IntegrityError:
+        # Another publish of the same version won the race (unique index on published versions).
+        db_session.rollback()
+        raise errors.VersionConflict(
+            form_id=form.xml_form_id, version=version or draft.version
+        ) from None
+    except BaseException:
+        db_session.rollback()
+        raise
+    return published
+
+
+def _set_version(draft: FormVersion, version: str) -> None:
+    if len(version) > 255 or not version.strip():
+        raise errors.UnexpectedValue(
+            field="version", reason=gettext("expected 1 to 255 characters")
+        )
+    try:
+        text = xform.set_version(draft.xml, version)
+    except xform.XFormError as exc:
+        raise errors.UnexpectedValue(field="version", reason=str(exc)) from None
+    draft.xml = text
+    draft.version = version
+    draft.hash = _md5(text)
+    draft.sha256 = _sha256(text)
+    draft.schema = {**draft.schema, "version": version}
+
+
+def delete_draft(db_session: Session, form: Form, *, actor_id: int | None = None) -> None:
+    """Abandon the form's draft; a form never published goes with it. Commits."""
+    draft = draft_version(db_session, form)
+    if draft is None:
+        raise errors.NotFound()
+    try:
+        _discard_draft(db_session, form, draft)
+        record(
+            db_session,
+            "form.update.draft.delete",
+            actor_id=actor_id,
+            project_id=form.project_id,
+            form_id=form.id,
+            details={"version": draft.version},
+        )
+        if form.current_version_id is None:
+            db_session.delete(form)
+        db_session.commit()
+    except BaseException:
+        db_session.rollback()
+        raise
+
+
+def set_state(db_session: Session, form: Form, state: str, *, actor_id: int | None = None) -> Form:
+    """Open, close (``closed``) or half-close (``closing``) a form. Commits."""
+    if state not in FORM_STATES:
+        raise errors.UnexpectedValue(
+            field="state", reason=gettext("expected one of open, closing, closed")
+        )
+    if form.state != state:
+        form.state = state
+        form.updated_at = utcnow()
+        record(
+            db_session,
+            "form.update.state",
+            actor_id=actor_id,
+            project_id=form.project_id,
+            form_id=form.id,
+            details={"state": state},
+        )
+    db_session.commit()
+    return form
+
+
+# ---- media on the draft ----------------------------------------------------------------------
+
+
+def attach(
+    db_session: Session,
+    form: Form,
+    name: str,
+    stream: BinaryIO,
+    *,
+    content_type: str | None = None,
+    actor_id: int | None = None,
+) -> FormAttachment:
+    """Store a media file the draft references (replacing any previous one). Commits.
+
+    404 when the form has no draft or its XForm does not reference ``name``. A CSV that a
+    choice list comes from fills that list in the schema.
+    """
+    draft = draft_version(db_session, form)
+    if draft is None:
+        raise errors.NotFound()
+    found = find_attachment(db_session, draft, name)
+    if found is None:
+        raise errors.NotFound()
+    attachment, _ = found
+    db_session.commit()  # end the read transaction while the file goes to the store
+    try:
+        blob = storage.save_stream(db_session, stream, limit=MAX_MEDIA_BYTES)
+    except ValueError:
+        raise errors.PayloadTooLarge(size="?", limit=MAX_MEDIA_BYTES) from None
+    try:
+        attachment.blob_id = blob.id
+        attachment.content_type = _content_type(name, content_type)
+        attachment.dataset_id = None
+        attachment.updated_at = utcnow()
+        db_session.add(attachment)
+        db_session.flush()
+        if name in schema.file_choice_files(draft.schema):
+            _refresh_choices(db_session, draft)
+        record(
+            db_session,
+            "form.attachment.update",
+            actor_id=actor_id,
+            project_id=form.project_id,
+            form_id=form.id,
+            details={"name": name, "blobId": blob.id, "md5": blob.md5},
+        )
+        db_session.commit()
+    except BaseException:
+        db_session.rollback()
+        raise
+    return attachment
+
+
+def clear_attachment(
+    db_session: Session, form: Form, name: str, *, actor_id: int | None = None
+) -> FormAttachment:
+    """Remove a draft's media file (the draft then cannot be published until it is back)."""
+    draft = draft_version(db_session, form)
+    found = find_attachment(db_session, draft, name) if draft is not None else None
+    if found is None:
+        raise errors.NotFound()
+    attachment, _ = found
+    try:
+        attachment.blob_id = None
+        attachment.updated_at = utcnow()
+        db_session.flush()
+        if name in schema.file_choice_files(draft.schema):
+            _refresh_choices(db_session, draft)
+        record(
+            db_session,
+            "form.attachment.update",
+            actor_id=actor_id,
+            project_id=form.project_id,
+            form_id=form.id,
+            details={"name": name, "blobId": None},
+        )
+        db_session.commit()
+    except BaseException:
+        db_session.rollback()
+        raise
+    return attachment
