@@ -46,6 +46,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         n = app.config["TRUST_PROXY"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
+    @app.before_request
+    def _fresh_request_state() -> None:
+        # In production every request has its own application context and so its own ``g``.
+        # A caller already holding a context (a test, a script) would otherwise share ``g``
+        # (the signed-in actor, its rights, the database session) between its requests.
+        g.__dict__.clear()
+
     logs.init_app(app)
     Babel(app, locale_selector=select_locale, default_domain="messages")
     db.init_app(app)

@@ -156,13 +156,17 @@ def init_app(app: Flask) -> Database:
     database = Database(app.config["DATABASE_URL"])
     app.extensions["merit.db"] = database
 
-    @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
         for name in ("_merit_session", "_merit_read_session"):
             db_session = g.pop(name, None)
             if db_session is not None:
                 db_session.rollback()
                 db_session.close()
+
+    # At the end of each request, and of each application context (commands, jobs): a
+    # request served inside a context someone else holds must still release its session.
+    app.teardown_request(_close_session)
+    app.teardown_appcontext(_close_session)
 
     return database
 

@@ -84,8 +84,9 @@ def delete_session(token: str):
 @bp.get("/users/current")
 def current_user():
     """Return the signed-in user (pyodk checks its cached token with this)."""
-    actor = access.require_actor()
-    user = db.session().get(User, actor.id)
+    principal = access.require_actor()
+    actor = db.session().get(Actor, principal.id)
+    user = db.session().get(User, principal.id)
     body = actor_json(actor, user)
     from flask import request
 

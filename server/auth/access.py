@@ -1,26 +1,45 @@
 """What an actor may do: verbs from the roles assigned over the site, a project or a form.
 
 Views call :func:`require` with the verb and the project (and form) concerned; it raises
-401 for anonymous requests and 403 otherwise. Assignments are read once per request.
+401 for anonymous requests and 403 otherwise. Assignments are read once per request; the verbs
+of each role come from :mod:`server.auth.roles` (the roles table is kept equal to it).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import g
 
 from server import db, errors
-from server.auth.models import Actor, AppUser, Assignment, Role
+from server.auth.models import Assignment
+from server.auth.roles import VERBS_BY_ROLE_ID
 
 
-def current_actor() -> Actor | None:
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an actor's id, kind and name (and an app user's project)."""
+
+    id: int
+    type: str
+    display_name: str
+    project_id: int | None = None
+
+    @property
+    def is_app_user(self) -> bool:
+        return self.type == "field_key"
+
+
+def current_actor() -> Principal | None:
     """Return the actor of the current request (None when anonymous)."""
     return g.get("actor")
 
 
-def current_app_user() -> AppUser | None:
+def current_app_user() -> Principal | None:
     """Return the app user of the current request, when a tablet is asking."""
-    return g.get("app_user")
+    actor = g.get("actor")
+    return actor if actor is not None and actor.is_app_user else None
 
 
 def _grants() -> list[tuple[str, frozenset[str]]]:
@@ -32,13 +51,16 @@ def _grants() -> list[tuple[str, frozenset[str]]]:
     grants: list[tuple[str, frozenset[str]]] = []
     if actor is not None:
         rows = db.session().execute(
-            sa.select(Assignment.actee, Role.verbs)
-            .join(Role, Role.id == Assignment.role_id)
-            .where(Assignment.actor_id == actor.id)
+            sa.select(Assignment.actee, Assignment.role_id).where(Assignment.actor_id == actor.id)
         )
-        grants = [(actee, frozenset(verbs)) for actee, verbs in rows]
+        grants = [(actee, VERBS_BY_ROLE_ID.get(role_id, frozenset())) for actee, role_id in rows]
     g._grants = grants
     return grants
+
+
+def remember_grants(grants: list[tuple[str, int]]) -> None:
+    """Keep the actor's (actee, role id) assignments read during authentication."""
+    g._grants = [(actee, VERBS_BY_ROLE_ID.get(role_id, frozenset())) for actee, role_id in grants]
 
 
 def verbs(*, project_id: int | None = None, form_id: int | None = None) -> frozenset[str]:
@@ -63,7 +85,7 @@ def can(verb: str, *, project_id: int | None = None, form_id: int | None = None)
     return verb in verbs(project_id=project_id, form_id=form_id)
 
 
-def require(verb: str, *, project_id: int | None = None, form_id: int | None = None) -> Actor:
+def require(verb: str, *, project_id: int | None = None, form_id: int | None = None) -> Principal:
     """Return the current actor if it may do ``verb`` here; raise 401 or 403 otherwise."""
     actor = current_actor()
     if actor is None:
@@ -73,7 +95,7 @@ def require(verb: str, *, project_id: int | None = None, form_id: int | None = N
     return actor
 
 
-def require_actor() -> Actor:
+def require_actor() -> Principal:
     """Return the current actor; raise 401 when the request is anonymous."""
     actor = current_actor()
     if actor is None:

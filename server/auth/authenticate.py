@@ -23,7 +23,8 @@ import hmac
 from flask import Flask, current_app, g, request
 
 from server import db, errors
-from server.auth import app_users, digest, sessions
+from server.auth import access, app_users, digest, sessions
+from server.auth.access import Principal
 from server.auth.models import Actor
 from server.auth.prefix import TokenPrefixMiddleware, key_token
 
@@ -39,7 +40,11 @@ def init_app(app: Flask) -> None:
     app.before_request(authenticate)
 
 
-def _set(actor: Actor | None, method: str | None, **extra: object) -> None:
+def _principal(actor: Actor, project_id: int | None = None) -> Principal:
+    return Principal(actor.id, actor.type, actor.display_name, project_id)
+
+
+def _set(actor: Principal | None, method: str | None, **extra: object) -> None:
     g.actor = actor
     g.actor_id = actor.id if actor is not None else None
     g.auth_method = method
@@ -49,7 +54,7 @@ def _set(actor: Actor | None, method: str | None, **extra: object) -> None:
 
 def authenticate() -> None:
     """Identify the actor of this request, or raise the problem its credentials deserve."""
-    _set(None, None, app_user=None, auth_session=None)
+    _set(None, None, auth_session=None)
     token = key_token()
     if token is not None:
         _authenticate_app_user(token)
@@ -70,10 +75,14 @@ def authenticate() -> None:
 
 
 def _authenticate_app_user(token: str) -> None:
-    app_user = app_users.find_by_token(db.session(), token)
-    if app_user is None:
+    # One small query on every tablet request: the token is checked each time, so that a
+    # revoked tablet is refused at once, by every server process.
+    row = app_users.principal_by_token(db.session(), token)
+    if row is None:
         raise errors.BadToken()
-    _set(app_user.actor, "key", app_user=app_user)
+    actor_id, project_id, display_name, grants = row
+    _set(Principal(actor_id, "field_key", display_name, project_id), "key")
+    access.remember_grants(grants)
 
 
 def _authenticate_bearer(token: str) -> None:
@@ -81,7 +90,7 @@ def _authenticate_bearer(token: str) -> None:
     if auth_session is None:
         raise errors.Unauthorized()
     actor = db.session().get(Actor, auth_session.actor_id)
-    _set(actor, "bearer", auth_session=auth_session)
+    _set(_principal(actor), "bearer", auth_session=auth_session)
 
 
 def _password_settings() -> dict[str, int]:
@@ -103,7 +112,7 @@ def _authenticate_basic(value: str) -> None:
         raise errors.Unauthorized()
     user = sessions.check_password(db.session(), email, password, **_password_settings())
     db.session().commit()
-    _set(user.actor, "basic")
+    _set(_principal(user.actor), "basic")
 
 
 def _authenticate_digest(value: str) -> None:
@@ -135,7 +144,7 @@ def _authenticate_digest(value: str) -> None:
         raise errors.Unauthorized(
             headers={"WWW-Authenticate": digest.challenge(secret, stale=True)}
         )
-    _set(user.actor, "digest")
+    _set(_principal(user.actor), "digest")
 
 
 def _authenticate_cookie(token: str) -> None:
@@ -147,7 +156,7 @@ def _authenticate_cookie(token: str) -> None:
         if not auth_session.csrf or not hmac.compare_digest(sent, auth_session.csrf):
             raise errors.Forbidden(code="403.2", message=_csrf_message())
     actor = db.session().get(Actor, auth_session.actor_id)
-    _set(actor, "cookie", auth_session=auth_session)
+    _set(_principal(actor), "cookie", auth_session=auth_session)
 
 
 def _csrf_message() -> str:

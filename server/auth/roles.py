@@ -96,6 +96,7 @@ SYSTEM_ROLES: tuple[SystemRole, ...] = (
 )
 
 ROLE_IDS = {role.system: role.id for role in SYSTEM_ROLES}
+VERBS_BY_ROLE_ID = {role.id: frozenset(role.verbs) for role in SYSTEM_ROLES}
 
 
 def sync_roles(db_session: Session) -> None:

@@ -185,7 +185,7 @@ def submission(project_id: int) -> Response:
     """Receive a record, or part of one, from ODK Collect."""
     actor = access.require_actor()
 
-    def authorize(form: Form) -> None:
+    def authorize(form: intake.FormRef) -> None:
         if not access.can("submission.create", project_id=project_id, form_id=form.id):
             raise errors.FormNotFound(form_id=form.xml_form_id)
 
@@ -330,7 +330,7 @@ def draft_submission(project_id: int, xml_form_id: str) -> Response:
     """Receive a test record for a draft (kept apart, removed when the draft is published)."""
     form, _ = _draft(project_id, xml_form_id)
 
-    def authorize(target: Form) -> None:
+    def authorize(target: intake.FormRef) -> None:
         if target.id != form.id:
             raise errors.FormNotFound(form_id=target.xml_form_id)
 

@@ -12,9 +12,17 @@ edit; it knows nothing of HTTP. The rules (openrosa.md §4.4, and ODK Central's 
    forward the attachments it does not send again.
 
 Order of durability: attachment bytes are made durable in the blob store first, then the rows
-are committed, and only then does the caller answer success. Two identical uploads racing on
-two workers are serialised by a lock on the instanceID (PostgreSQL advisory lock; SQLite takes
-its write lock at BEGIN) and backed by the unique constraint on (form, draft, instanceID).
+are committed, and only then does the caller answer success.
+
+Races: two identical uploads on two workers must give one record. On PostgreSQL a new record
+is inserted in one statement guarded by the unique constraint on (form, draft, instanceID)
+(``ON CONFLICT DO NOTHING``); whoever finds the identity taken falls back to the careful path,
+which takes an advisory lock on the instanceID and decides between retry, conflict and edit.
+On SQLite every writer holds the database's single write lock from ``BEGIN IMMEDIATE``.
+
+Speed: a record costs a handful of statements (identity of the device, its rights, the form
+and version in one query, the insert, the commit), in SQLAlchemy Core rather than the ORM; the
+field schema of a published version is read once per process.
 """
 
 from __future__ import annotations
@@ -23,17 +31,19 @@ import hashlib
 import logging
 import mimetypes
 import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
 from server import errors
 from server.audit.models import AuditEvent
-from server.db import utcnow
+from server.db import insert_or_ignore, utcnow
 from server.forms.models import Form, FormVersion
 from server.storage import service as storage
 from server.storage.models import Blob
@@ -48,6 +58,11 @@ from server.submissions.models import (
 log = logging.getLogger(__name__)
 
 Outcome = Literal["created", "duplicate", "edited"]
+
+SUBMISSIONS = Submission.__table__
+VERSIONS = SubmissionVersion.__table__
+SLOTS = SubmissionAttachment.__table__
+AUDIT = AuditEvent.__table__
 
 
 @dataclass
@@ -76,6 +91,16 @@ class Receipt:
     @property
     def complete(self) -> bool:
         return self.attachments_present >= self.attachments_expected
+
+
+@dataclass(frozen=True)
+class FormRef:
+    """The facts of a form intake needs, read in one query with the record's version."""
+
+    id: int
+    project_id: int
+    xml_form_id: str
+    state: str
 
 
 @dataclass(frozen=True)
@@ -114,22 +139,6 @@ def clean_filename(name: str) -> str:
     return name.strip()[:255]
 
 
-def _lock(db_session: Session, form_id: int, draft: bool, *instance_ids: str) -> None:
-    """Serialise work on these instanceIDs across every server process (PostgreSQL)."""
-    if db_session.get_bind().dialect.name != "postgresql":
-        return  # SQLite: BEGIN IMMEDIATE already holds the database's single write lock
-    keys = sorted(
-        int.from_bytes(
-            hashlib.blake2b(f"{form_id}:{draft}:{iid}".encode(), digest_size=8).digest(),
-            "big",
-            signed=True,
-        )
-        for iid in set(instance_ids)
-    )
-    for key in keys:
-        db_session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
 def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | None:
     """Return the live form with this formID in the project."""
     return db_session.execute(
@@ -141,44 +150,85 @@ def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | 
     ).scalar_one_or_none()
 
 
-def find_version(
-    db_session: Session, form: Form, version: str, *, draft: bool
-) -> FormVersion | None:
-    """Return the form version a record was filled on (any published one, or the draft)."""
-    if draft:
-        if form.draft_version_id is None:
-            return None
-        candidate = db_session.get(FormVersion, form.draft_version_id)
-        return candidate if candidate is not None and candidate.version == version else None
-    return db_session.execute(
-        sa.select(FormVersion)
-        .options(
-            load_only(
-                FormVersion.id,
-                FormVersion.form_id,
-                FormVersion.version,
-                FormVersion.hash,
-                FormVersion.published_at,
-            )
+def _target(
+    db_session: Session, project_id: int, xml_form_id: str, version: str, *, draft: bool
+) -> tuple[FormRef | None, int | None, str | None, bool]:
+    """Return the form, and the id, MD5 and published flag of the version a record names.
+
+    Records filled on any published version are accepted (tablets update at their own pace);
+    draft test records must name the draft's version.
+    """
+    matches = (
+        FormVersion.id == Form.draft_version_id if draft else FormVersion.published_at.is_not(None)
+    )
+    row = db_session.execute(
+        sa.select(Form.id, Form.state, FormVersion.id, FormVersion.hash, FormVersion.published_at)
+        .outerjoin(
+            FormVersion,
+            sa.and_(FormVersion.form_id == Form.id, FormVersion.version == version, matches),
         )
         .where(
-            FormVersion.form_id == form.id,
-            FormVersion.version == version,
-            FormVersion.published_at.is_not(None),
+            Form.project_id == project_id,
+            Form.xml_form_id == xml_form_id,
+            Form.deleted_at.is_(None),
         )
-    ).scalar_one_or_none()
+    ).first()
+    if row is None:
+        return None, None, None, False
+    form_id, state, version_id, version_hash, published_at = row
+    return (
+        FormRef(form_id, project_id, xml_form_id, state),
+        version_id,
+        version_hash,
+        published_at is not None,
+    )
 
 
-def _facts_for(version: FormVersion) -> SchemaFacts:
-    if version.published_at is None:
-        return schema_facts(version.schema)  # drafts change as media is attached
-    key = (version.id, version.hash)
-    facts = _FACTS.get(key)
-    if facts is None:
+def _facts(db_session: Session, version_id: int, version_hash: str, published: bool) -> SchemaFacts:
+    key = (version_id, version_hash)
+    if published and key in _FACTS:
+        return _FACTS[key]
+    schema = db_session.execute(
+        sa.select(FormVersion.schema).where(FormVersion.id == version_id)
+    ).scalar_one()
+    facts = schema_facts(schema)
+    if published:  # drafts change as media is attached: never cached
         if len(_FACTS) >= _FACTS_LIMIT:
             _FACTS.clear()
-        facts = _FACTS[key] = schema_facts(version.schema)
+        _FACTS[key] = facts
     return facts
+
+
+@dataclass
+class _Durable:
+    """An attachment whose bytes are durable (store or spool), not yet catalogued."""
+
+    name: str
+    sha256: str
+    md5: str
+    size: int
+    content_type: str
+
+
+@dataclass
+class _Context:
+    """Everything known about one upload once its XML is read and its files are durable."""
+
+    db: Session
+    form: FormRef
+    version_id: int
+    parsed: parsing.ParsedSubmission
+    draft: bool
+    document: dict | None
+    xml_text: str
+    xml_sha: str
+    expected: list[str]
+    audit_names: set[str]
+    actor_id: int | None
+    device_id: str | None
+    user_agent: str | None
+    durable: list[_Durable] = field(default_factory=list)
+    received: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 def receive(
@@ -191,88 +241,87 @@ def receive(
     device_id: str | None = None,
     user_agent: str | None = None,
     draft: bool = False,
-    authorize: Callable[[Form], None] | None = None,
+    authorize: Callable[[FormRef], None] | None = None,
     require_deprecation: bool = False,
 ) -> Receipt:
     """Store one upload of a record (or part of it); return what happened.
 
     Raises problems: 404 (unknown form or version, unknown deprecatedID), 403 (``authorize``
-    refused), 409 (closed form, conflicting XML, stale edit, deleted record), 400 (bad XML).
-    Commits before returning: the record and its attachments are durable.
+    refused), 409 (closed form, conflicting XML, stale edit, deleted record), 400 (bad XML),
+    503 (attachments cannot be stored now). Commits before returning: the record and its
+    attachments are durable.
     """
     parsed = parsing.read_submission(xml)
-    form = find_form(db_session, project_id, parsed.form_id)
+    form, version_id, version_hash, published = _target(
+        db_session, project_id, parsed.form_id, parsed.version, draft=draft
+    )
     if form is None:
         raise errors.FormNotFound(form_id=parsed.form_id)
     if authorize is not None:
         authorize(form)
     if form.state == "closed" and not draft:
         raise errors.NotAcceptingSubmissions(form_id=parsed.form_id)
-    version = find_version(db_session, form, parsed.version, draft=draft)
-    if version is None:
+    if version_id is None:
         if draft:
             raise errors.DraftNotFound()
         raise errors.FormVersionNotFound(version=parsed.version or '""', form_id=parsed.form_id)
     if parsed.instance_id is None:
         # Central and Aggregate mint one; the record is then new by construction.
-        import uuid
-
         parsed.instance_id = f"uuid:{uuid.uuid4()}"
     if require_deprecation and not parsed.deprecated_id:
         raise errors.ExpectedDeprecation()
 
-    facts = _facts_for(version)
+    facts = _facts(db_session, version_id, version_hash, published)
     if parsed.encrypted:
         document = None
-        expected = [*parsed.encrypted_media, parsed.encrypted_xml_name]
-        audit_names = {n for n in expected if n and n.lower().startswith("audit.csv")}
+        expected = [n for n in (*parsed.encrypted_media, parsed.encrypted_xml_name) if n]
+        audit_names = {n for n in expected if n.lower().startswith("audit.csv")}
     else:
         document = parsing.build_document(parsed.root, facts.repeat_paths)
-        answered = parsing.binary_values(document, list(facts.binary_paths))
-        expected = []
-        audit_names = set()
-        for path, name in answered:
+        expected, audit_names = [], set()
+        for path, name in parsing.binary_values(document, list(facts.binary_paths)):
             if name not in expected:
                 expected.append(name)
             if path in facts.audit_paths:
                 audit_names.add(name)
-    expected_names = [n for n in expected if n]
-    # End the read transaction before the slow part: on SQLite it holds the write lock, and
-    # copying a photo to the object store must not make every other upload wait.
-    db_session.commit()
-    durable, ignored = _make_durable(files, set(expected_names))
-    if ignored:
-        log.info(
-            "ignored files not named in the record",
-            extra={"fields": {"instance_id": parsed.instance_id, "files": ignored}},
-        )
 
-    xml_text = xml.decode("utf-8", errors="replace")
-    xml_sha = hashlib.sha256(xml).hexdigest()
-    context = _Context(
+    durable: list[_Durable] = []
+    ignored: list[str] = []
+    if files:
+        # End the read transaction before the slow part: on SQLite it holds the write lock,
+        # and copying a photo to the object store must not make every other upload wait.
+        db_session.commit()
+        durable, ignored = _make_durable(files, set(expected))
+        if ignored:
+            log.info(
+                "ignored files not named in the record",
+                extra={"fields": {"instance_id": parsed.instance_id, "files": ignored}},
+            )
+
+    ctx = _Context(
         db=db_session,
         form=form,
-        version=version,
+        version_id=version_id,
         parsed=parsed,
         draft=draft,
         document=document,
-        xml_text=xml_text,
-        xml_sha=xml_sha,
-        expected=expected_names,
+        xml_text=xml.decode("utf-8", errors="replace"),
+        xml_sha=hashlib.sha256(xml).hexdigest(),
+        expected=expected,
         audit_names=audit_names,
-        received={},
         actor_id=actor_id,
         device_id=device_id,
         user_agent=(user_agent or "")[:255] or None,
+        durable=durable,
     )
     for attempt in (1, 2):
         try:
-            context.received = _catalogue(db_session, durable)
-            receipt = _apply(context)
+            ctx.received = _catalogue(db_session, durable)
+            receipt = _apply(ctx)
             db_session.commit()
         except IntegrityError:
-            # Another process inserted the same identity between our check and our insert
-            # (only possible without the advisory lock); the retry sees its row.
+            # Another process inserted the same identity between our check and our insert;
+            # the second attempt sees its row and answers as for a retry.
             db_session.rollback()
             if attempt == 2:
                 raise
@@ -286,35 +335,6 @@ def receive(
         receipt.ignored_files = ignored
         return receipt
     raise AssertionError("unreachable")
-
-
-@dataclass
-class _Context:
-    db: Session
-    form: Form
-    version: FormVersion
-    parsed: parsing.ParsedSubmission
-    draft: bool
-    document: dict | None
-    xml_text: str
-    xml_sha: str
-    expected: list[str]
-    audit_names: set[str]
-    received: dict[str, tuple[int, str | None]]  # name -> (blob id, content type)
-    actor_id: int | None
-    device_id: str | None
-    user_agent: str | None
-
-
-@dataclass
-class _Durable:
-    """An attachment whose bytes are durable (store or spool), not yet catalogued."""
-
-    name: str
-    sha256: str
-    md5: str
-    size: int
-    content_type: str
 
 
 def _make_durable(
@@ -348,8 +368,6 @@ def _catalogue(db_session: Session, durable: list[_Durable]) -> dict[str, tuple[
     """Record durable files in the blob catalogue; return name -> (blob id, content type)."""
     if not durable:
         return {}
-    from server.db import insert_or_ignore
-
     for item in durable:
         insert_or_ignore(
             db_session,
@@ -365,18 +383,19 @@ def _catalogue(db_session: Session, durable: list[_Durable]) -> dict[str, tuple[
     return {item.name: (ids[item.sha256], item.content_type) for item in durable}
 
 
+# ---- deciding what an upload is ---------------------------------------------------------------
+
+
 def _apply(ctx: _Context) -> Receipt:
     """Decide what this upload is and write it (inside the caller's transaction)."""
     parsed = ctx.parsed
+    if not parsed.deprecated_id and ctx.db.get_bind().dialect.name == "postgresql":
+        receipt = _create_unless_known(ctx)
+        if receipt is not None:
+            return receipt
     ids = [parsed.instance_id] + ([parsed.deprecated_id] if parsed.deprecated_id else [])
     _lock(ctx.db, ctx.form.id, ctx.draft, *ids)
-    existing = ctx.db.execute(
-        sa.select(SubmissionVersion).where(
-            SubmissionVersion.form_id == ctx.form.id,
-            SubmissionVersion.draft == ctx.draft,
-            SubmissionVersion.instance_id == parsed.instance_id,
-        )
-    ).scalar_one_or_none()
+    existing = _version_row(ctx, parsed.instance_id)
     if existing is not None:
         return _repeat(ctx, existing)
     if parsed.deprecated_id:
@@ -384,25 +403,71 @@ def _apply(ctx: _Context) -> Receipt:
     return _create(ctx)
 
 
-def _submission_of(ctx: _Context, version: SubmissionVersion) -> Submission:
-    return ctx.db.get(Submission, version.submission_id)
+def _lock(db_session: Session, form_id: int, draft: bool, *instance_ids: str) -> None:
+    """Serialise work on these instanceIDs across every server process (PostgreSQL)."""
+    if db_session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: BEGIN IMMEDIATE already holds the database's single write lock
+    keys = sorted(
+        int.from_bytes(
+            hashlib.blake2b(f"{form_id}:{draft}:{iid}".encode(), digest_size=8).digest(),
+            "big",
+            signed=True,
+        )
+        for iid in set(instance_ids)
+    )
+    for key in keys:
+        db_session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _repeat(ctx: _Context, existing: SubmissionVersion) -> Receipt:
+def _version_row(ctx: _Context, instance_id: str) -> sa.Row | None:
+    return ctx.db.execute(
+        sa.select(
+            VERSIONS.c.id,
+            VERSIONS.c.submission_id,
+            VERSIONS.c.xml_sha256,
+            VERSIONS.c.current,
+            VERSIONS.c.instance_id,
+            VERSIONS.c.instance_name,
+            VERSIONS.c.attachments_expected,
+            VERSIONS.c.attachments_present,
+        ).where(
+            VERSIONS.c.form_id == ctx.form.id,
+            VERSIONS.c.draft == ctx.draft,
+            VERSIONS.c.instance_id == instance_id,
+        )
+    ).first()
+
+
+def _submission_deleted(ctx: _Context, submission_id: int) -> bool:
+    return (
+        ctx.db.execute(
+            sa.select(SUBMISSIONS.c.deleted_at).where(SUBMISSIONS.c.id == submission_id)
+        ).scalar()
+        is not None
+    )
+
+
+def _repeat(ctx: _Context, existing: sa.Row) -> Receipt:
     """The instanceID is known: a retry, a split upload's next part, or a conflict."""
-    submission = _submission_of(ctx, existing)
-    if submission.deleted_at is not None:
+    if _submission_deleted(ctx, existing.submission_id):
         raise errors.DeletedSubmission()
     if existing.xml_sha256 != ctx.xml_sha:
         _keep_conflict(ctx)
         raise errors.XmlConflict()
-    added = _fill_slots(ctx, existing)
-    return _receipt(ctx, "duplicate", submission, existing, added)
+    added, present = _fill_slots(ctx, existing.id, existing.attachments_present)
+    return Receipt(
+        outcome="duplicate",
+        submission_id=existing.submission_id,
+        version_id=existing.id,
+        instance_id=existing.instance_id,
+        instance_name=existing.instance_name,
+        attachments_expected=existing.attachments_expected,
+        attachments_present=present,
+        attachments_received=added,
+    )
 
 
 def _keep_conflict(ctx: _Context) -> None:
-    from server.db import insert_or_ignore
-
     insert_or_ignore(
         ctx.db,
         SubmissionConflict.__table__,
@@ -425,173 +490,256 @@ def _keep_conflict(ctx: _Context) -> None:
     )
 
 
-def _fill_slots(ctx: _Context, version: SubmissionVersion) -> list[str]:
-    """Attach newly received files to a version's empty slots; return the names added."""
+def _fill_slots(ctx: _Context, version_id: int, present: int) -> tuple[list[str], int]:
+    """Attach newly received files to a version's empty slots; return names added, count."""
     if not ctx.received:
-        return []
-    slots = (
-        ctx.db.execute(
-            sa.select(SubmissionAttachment).where(
-                SubmissionAttachment.submission_version_id == version.id
-            )
+        return [], present
+    slots = ctx.db.execute(
+        sa.select(SLOTS.c.id, SLOTS.c.name, SLOTS.c.blob_id).where(
+            SLOTS.c.submission_version_id == version_id
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     added = []
     now = utcnow()
     for slot in slots:
-        if slot.name in ctx.received and slot.blob_id is None:
-            slot.blob_id, slot.content_type = ctx.received[slot.name]
-            slot.updated_at = now
+        arrived = ctx.received.get(slot.name)
+        if arrived is None:
+            continue
+        if slot.blob_id is None:
+            ctx.db.execute(
+                sa.update(SLOTS)
+                .where(SLOTS.c.id == slot.id)
+                .values(blob_id=arrived[0], content_type=arrived[1], updated_at=now)
+            )
             added.append(slot.name)
-        elif slot.name in ctx.received and slot.blob_id != ctx.received[slot.name][0]:
+        elif slot.blob_id != arrived[0]:
             # The same name with other bytes: the first durable copy stays (nothing is
             # silently replaced); the difference is logged for the coordinator.
             log.warning(
                 "attachment resent with different content; first copy kept",
-                extra={"fields": {"instance_id": version.instance_id, "file": slot.name}},
+                extra={"fields": {"instance_id": ctx.parsed.instance_id, "file": slot.name}},
             )
+    present = sum(1 for s in slots if s.blob_id is not None) + len(added)
     if added:
-        version.attachments_present = sum(1 for s in slots if s.blob_id is not None)
-        ctx.db.flush()
-    return added
+        ctx.db.execute(
+            sa.update(VERSIONS)
+            .where(VERSIONS.c.id == version_id)
+            .values(attachments_present=present)
+        )
+    return added, present
 
 
-def _new_version(
-    ctx: _Context, submission_id: int, *, carried: dict[str, tuple[int, str | None]]
-) -> SubmissionVersion:
+# ---- writing new records and versions --------------------------------------------------------
+
+
+def _version_values(ctx: _Context, now: Any) -> dict[str, Any]:
     parsed = ctx.parsed
-    version = SubmissionVersion(
-        submission_id=submission_id,
-        form_id=ctx.form.id,
-        draft=ctx.draft,
-        form_version_id=ctx.version.id,
-        instance_id=parsed.instance_id,
-        deprecated_id=parsed.deprecated_id,
-        current=True,
-        xml=ctx.xml_text,
-        xml_sha256=ctx.xml_sha,
-        document=ctx.document,
-        instance_name=(parsed.instance_name or None),
-        submitter_id=ctx.actor_id,
-        device_id=ctx.device_id,
-        user_agent=ctx.user_agent,
-        created_at=utcnow(),
-        attachments_expected=len(ctx.expected),
-        encrypted=parsed.encrypted,
-        encrypted_key=parsed.encrypted_key,
-        encrypted_signature=parsed.encrypted_signature,
-        encrypted_xml_name=parsed.encrypted_xml_name,
-    )
-    ctx.db.add(version)
-    ctx.db.flush()
-    present = 0
+    return {
+        "form_id": ctx.form.id,
+        "draft": ctx.draft,
+        "form_version_id": ctx.version_id,
+        "instance_id": parsed.instance_id,
+        "deprecated_id": parsed.deprecated_id,
+        "current": True,
+        "xml": ctx.xml_text,
+        "xml_sha256": ctx.xml_sha,
+        "document": ctx.document,
+        "instance_name": parsed.instance_name or None,
+        "submitter_id": ctx.actor_id,
+        "device_id": ctx.device_id,
+        "user_agent": ctx.user_agent,
+        "created_at": now,
+        "attachments_expected": len(ctx.expected),
+        "attachments_present": 0,
+        "encrypted": parsed.encrypted,
+        "encrypted_key": parsed.encrypted_key,
+        "encrypted_signature": parsed.encrypted_signature,
+        "encrypted_xml_name": parsed.encrypted_xml_name,
+    }
+
+
+def _audit_values(ctx: _Context, action: str, now: Any, **details: Any) -> dict[str, Any]:
+    return {
+        "actor_id": ctx.actor_id,
+        "action": action,
+        "project_id": ctx.form.project_id,
+        "form_id": ctx.form.id,
+        "details": {"instanceId": ctx.parsed.instance_id, **details},
+        "logged_at": now,
+    }
+
+
+def _slots(ctx: _Context, version_id: int, carried: dict[str, tuple[int, str | None]]) -> int:
+    """Create the attachment slots of a new version; return how many are already filled."""
     rows = []
+    now = utcnow()
     for index, name in enumerate(ctx.expected):
         blob = ctx.received.get(name) or carried.get(name)
-        if blob is not None:
-            present += 1
         rows.append(
             {
-                "submission_version_id": version.id,
+                "submission_version_id": version_id,
                 "name": name,
                 "blob_id": blob[0] if blob else None,
                 "content_type": blob[1]
                 if blob
                 else (mimetypes.guess_type(name)[0] or "application/octet-stream"),
                 "is_client_audit": name in ctx.audit_names,
-                "encryption_index": index if parsed.encrypted else None,
-                "updated_at": utcnow() if blob else None,
+                "encryption_index": index if ctx.parsed.encrypted else None,
+                "updated_at": now if blob else None,
             }
         )
-    if rows:
-        ctx.db.execute(sa.insert(SubmissionAttachment), rows)
-    version.attachments_present = present
-    return version
-
-
-def _audit(ctx: _Context, action: str, submission: Submission, **details: Any) -> None:
-    ctx.db.add(
-        AuditEvent(
-            actor_id=ctx.actor_id,
-            action=action,
-            project_id=ctx.form.project_id,
-            form_id=ctx.form.id,
-            submission_id=submission.id,
-            details={"instanceId": ctx.parsed.instance_id, **details},
-            logged_at=utcnow(),
+    if not rows:
+        return 0
+    ctx.db.execute(sa.insert(SLOTS), rows)
+    present = sum(1 for row in rows if row["blob_id"] is not None)
+    if present:
+        ctx.db.execute(
+            sa.update(VERSIONS)
+            .where(VERSIONS.c.id == version_id)
+            .values(attachments_present=present)
         )
+    return present
+
+
+def _receipt(
+    ctx: _Context, outcome: Outcome, submission_id: int, version_id: int, present: int
+) -> Receipt:
+    return Receipt(
+        outcome=outcome,
+        submission_id=submission_id,
+        version_id=version_id,
+        instance_id=ctx.parsed.instance_id,
+        instance_name=ctx.parsed.instance_name or None,
+        attachments_expected=len(ctx.expected),
+        attachments_present=present,
+        attachments_received=list(ctx.received),
     )
+
+
+def _submission_values(ctx: _Context, now: Any) -> dict[str, Any]:
+    return {
+        "form_id": ctx.form.id,
+        "draft": ctx.draft,
+        "instance_id": ctx.parsed.instance_id,
+        "submitter_id": ctx.actor_id,
+        "device_id": ctx.device_id,
+        "user_agent": ctx.user_agent,
+        "created_at": now,
+    }
+
+
+def _create_unless_known(ctx: _Context) -> Receipt | None:
+    """Insert a new record in one statement unless its identity exists (PostgreSQL).
+
+    Returns None when the instanceID is taken (as a record or as an edit's version): the
+    statement then changed nothing that survives, and the careful path takes over.
+    """
+    now = utcnow()
+    submission = (
+        postgresql.insert(SUBMISSIONS)
+        .values(**_submission_values(ctx, now))
+        .on_conflict_do_nothing(index_elements=["form_id", "draft", "instance_id"])
+        .returning(SUBMISSIONS.c.id)
+        .cte("new_submission")
+    )
+    values = _version_values(ctx, now)
+    columns = list(values)
+    literals = [
+        sa.literal(values[name], VERSIONS.c[name].type) if values[name] is not None else sa.null()
+        for name in columns
+    ]
+    version = (
+        postgresql.insert(VERSIONS)
+        .from_select(
+            ["submission_id", *columns],
+            sa.select(submission.c.id, *literals),
+        )
+        .on_conflict_do_nothing(index_elements=["form_id", "draft", "instance_id"])
+        .returning(VERSIONS.c.id, VERSIONS.c.submission_id)
+        .cte("new_version")
+    )
+    audit_values = _audit_values(ctx, "submission.create", now)
+    audit = (
+        sa.insert(AUDIT)
+        .from_select(
+            ["submission_id", *audit_values],
+            sa.select(
+                version.c.submission_id,
+                *(sa.literal(v, AUDIT.c[k].type) for k, v in audit_values.items()),
+            ),
+        )
+        .cte("new_audit")
+    )
+    statement = sa.select(version.c.submission_id, version.c.id).add_cte(submission, audit)
+    row = ctx.db.execute(statement).first()
+    if row is None:
+        # Either the record exists (nothing was inserted) or the instanceID is an edit's
+        # version (the submission row went in, the version did not): undo and look closer.
+        ctx.db.rollback()
+        ctx.received = _catalogue(ctx.db, ctx.durable)  # the rollback undid the catalogue rows
+        return None
+    submission_id, version_id = row
+    present = _slots(ctx, version_id, {})
+    return _receipt(ctx, "created", submission_id, version_id, present)
 
 
 def _create(ctx: _Context) -> Receipt:
     now = utcnow()
-    submission = Submission(
-        form_id=ctx.form.id,
-        draft=ctx.draft,
-        instance_id=ctx.parsed.instance_id,
-        submitter_id=ctx.actor_id,
-        device_id=ctx.device_id,
-        user_agent=ctx.user_agent,
-        created_at=now,
+    submission_id = ctx.db.execute(
+        sa.insert(SUBMISSIONS).values(**_submission_values(ctx, now)).returning(SUBMISSIONS.c.id)
+    ).scalar_one()
+    version_id = ctx.db.execute(
+        sa.insert(VERSIONS)
+        .values(submission_id=submission_id, **_version_values(ctx, now))
+        .returning(VERSIONS.c.id)
+    ).scalar_one()
+    ctx.db.execute(
+        sa.insert(AUDIT).values(
+            submission_id=submission_id, **_audit_values(ctx, "submission.create", now)
+        )
     )
-    ctx.db.add(submission)
-    ctx.db.flush()
-    version = _new_version(ctx, submission.id, carried={})
-    _audit(ctx, "submission.create", submission)
-    return _receipt(ctx, "created", submission, version, list(ctx.received))
+    present = _slots(ctx, version_id, {})
+    return _receipt(ctx, "created", submission_id, version_id, present)
 
 
 def _edit(ctx: _Context) -> Receipt:
     """A new version of a record: ``deprecatedID`` names the version it replaces."""
     parsed = ctx.parsed
-    previous = ctx.db.execute(
-        sa.select(SubmissionVersion).where(
-            SubmissionVersion.form_id == ctx.form.id,
-            SubmissionVersion.draft == ctx.draft,
-            SubmissionVersion.instance_id == parsed.deprecated_id,
-        )
-    ).scalar_one_or_none()
+    previous = _version_row(ctx, parsed.deprecated_id)
     if previous is None:
         raise errors.DeprecatedIdNotFound(deprecated_id=parsed.deprecated_id)
-    submission = _submission_of(ctx, previous)
-    if submission.deleted_at is not None:
+    if _submission_deleted(ctx, previous.submission_id):
         raise errors.DeletedSubmission()
     if not previous.current:
         raise errors.StaleEdit(deprecated_id=parsed.deprecated_id)
     carried = {
-        slot.name: (slot.blob_id, slot.content_type)
-        for slot in ctx.db.execute(
-            sa.select(SubmissionAttachment).where(
-                SubmissionAttachment.submission_version_id == previous.id,
-                SubmissionAttachment.blob_id.is_not(None),
+        name: (blob_id, content_type)
+        for name, blob_id, content_type in ctx.db.execute(
+            sa.select(SLOTS.c.name, SLOTS.c.blob_id, SLOTS.c.content_type).where(
+                SLOTS.c.submission_version_id == previous.id, SLOTS.c.blob_id.is_not(None)
             )
-        ).scalars()
+        )
     }
-    previous.current = False
-    ctx.db.flush()  # the partial unique index allows one current version at a time
-    version = _new_version(ctx, submission.id, carried=carried)
-    submission.review_state = "edited"
-    submission.updated_at = utcnow()
-    _audit(ctx, "submission.update.version", submission, deprecatedId=parsed.deprecated_id)
-    return _receipt(ctx, "edited", submission, version, list(ctx.received))
-
-
-def _receipt(
-    ctx: _Context,
-    outcome: Outcome,
-    submission: Submission,
-    version: SubmissionVersion,
-    received: list[str],
-) -> Receipt:
-    return Receipt(
-        outcome=outcome,
-        submission_id=submission.id,
-        version_id=version.id,
-        instance_id=version.instance_id,
-        instance_name=version.instance_name,
-        attachments_expected=version.attachments_expected,
-        attachments_present=version.attachments_present,
-        attachments_received=received,
+    now = utcnow()
+    # One current version at a time (a partial unique index): retire the old one first.
+    ctx.db.execute(sa.update(VERSIONS).where(VERSIONS.c.id == previous.id).values(current=False))
+    version_id = ctx.db.execute(
+        sa.insert(VERSIONS)
+        .values(submission_id=previous.submission_id, **_version_values(ctx, now))
+        .returning(VERSIONS.c.id)
+    ).scalar_one()
+    ctx.db.execute(
+        sa.update(SUBMISSIONS)
+        .where(SUBMISSIONS.c.id == previous.submission_id)
+        .values(review_state="edited", updated_at=now)
     )
+    ctx.db.execute(
+        sa.insert(AUDIT).values(
+            submission_id=previous.submission_id,
+            **_audit_values(
+                ctx, "submission.update.version", now, deprecatedId=parsed.deprecated_id
+            ),
+        )
+    )
+    present = _slots(ctx, version_id, carried)
+    return _receipt(ctx, "edited", previous.submission_id, version_id, present)

@@ -280,8 +280,7 @@ def test_verbs_follow_role_and_scope(app, db_session, role, scope, verb, allowed
     user = factories.user(db_session, role=role, project_id=None if scope is None else own.id)
     target = own if scope in (None, "own") else other
     with app.test_request_context("/v1/x"):
-        g.actor = user.actor
-        g.app_user = None
+        g.actor = access.Principal(user.actor_id, "user", user.email)
         assert access.can(verb, project_id=target.id) is allowed
 
 
@@ -298,7 +297,7 @@ def test_app_user_is_confined_to_its_project_and_assigned_forms(app, db_session)
     accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id)
     db_session.commit()
     with app.test_request_context("/v1/x"):
-        g.actor, g.app_user = app_user.actor, app_user
+        g.actor = access.Principal(app_user.actor_id, "field_key", "T", app_user.project_id)
         assert access.can("submission.create", project_id=own.id, form_id=form.id)
         assert not access.can("submission.create", project_id=own.id, form_id=form.id + 1)
         assert not access.can("submission.create", project_id=other.id, form_id=form.id)

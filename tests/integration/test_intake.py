@@ -352,8 +352,7 @@ def encrypted_envelope(instance_id: str) -> bytes:
     ).encode()
 
 
-def test_an_encrypted_record_is_stored_as_received_and_marked_encrypted(client, device,
-                                                                       db_session):
+def test_an_encrypted_record_is_stored_as_received_and_marked_encrypted(client, device, db_session):
     iid = new_instance_id()
     files = {"1715090512345.jpg.enc": b"\x01" * 4000, "submission.xml.enc": b"\x02" * 900}
     response = post(client, device, encrypted_envelope(iid), files)
@@ -363,10 +362,13 @@ def test_an_encrypted_record_is_stored_as_received_and_marked_encrypted(client, 
     assert version.encrypted_key == "Qk9PTQ==" and version.encrypted_signature == "Zm9v"
     assert version.encrypted_xml_name == "submission.xml.enc"
     assert (version.attachments_expected, version.attachments_present) == (2, 2)
-    slots = db_session.scalars(sa.select(SubmissionAttachment).order_by(
-        SubmissionAttachment.encryption_index)).all()
+    slots = db_session.scalars(
+        sa.select(SubmissionAttachment).order_by(SubmissionAttachment.encryption_index)
+    ).all()
     assert [(s.name, s.encryption_index) for s in slots] == [
-        ("1715090512345.jpg.enc", 0), ("submission.xml.enc", 1)]
+        ("1715090512345.jpg.enc", 0),
+        ("submission.xml.enc", 1),
+    ]
 
 
 def test_an_encrypted_record_without_instance_id_is_refused(client, device, db_session):
@@ -374,3 +376,15 @@ def test_an_encrypted_record_without_instance_id_is_refused(client, device, db_s
     response = post(client, device, xml)
     assert response.status_code == 400
     assert count(db_session, Submission) == 0
+
+
+def test_a_new_record_reusing_an_edits_instance_id_is_a_conflict_not_a_second_record(
+    client, device, db_session
+):
+    a, b = new_instance_id(), new_instance_id()
+    post(client, device, record(a, photo=None, audit=None))
+    post(client, device, record(b, deprecated_id=a, age="40", photo=None, audit=None))
+    response = post(client, device, record(b, age="41", photo=None, audit=None))
+    assert response.status_code == 409
+    assert count(db_session, Submission) == 1
+    assert count(db_session, SubmissionVersion) == 2

@@ -1,0 +1,555 @@
+"""Benchmark of record intake: records per second through gunicorn on PostgreSQL.
+
+    .venv/bin/python scripts/bench_intake.py                      # empty database
+    .venv/bin/python scripts/bench_intake.py --preload 1000000    # then with a million records
+    .venv/bin/python scripts/bench_intake.py --storage s3://bucket/prefix   # attachments in S3
+
+It starts the server as production does (gunicorn, gthread workers) on a scratch PostgreSQL
+database, publishes a form of about sixty questions (a record is about 5 KB of XML), and sends
+records the way ODK Collect does (multipart POST with an app-user token), at concurrency 1, 4
+and 16, without attachment and with a 200 KB photo. In the same run and the same server, a
+bare endpoint that only reads the request body gives the baseline: the ratio says what intake
+costs beyond HTTP itself. Figures are printed; nothing is asserted.
+
+The client is a lean one (pre-built requests on keep-alive sockets) so that most of the two
+cores go to the server; client and server still share the machine, as they share it for the
+baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from server import migrate  # noqa: E402
+from server.db import create_engine  # noqa: E402
+
+ADMIN_PG = os.environ.get("MERIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+FORM_ID = "bench_form"
+VERSION = "1"
+BARE_PATH = "/__bench/bare"
+SECRET = "benchmark-secret-key"  # noqa: S105 - a scratch database, dropped at the end
+
+
+# ---- the WSGI application gunicorn serves in benchmark mode ----------------------------------
+
+
+def application_factory():
+    """The real server, plus a bare endpoint that only reads the body (the baseline)."""
+    from server.wsgi import app as merit
+
+    def bare(environ, start_response):
+        stream = environ["wsgi.input"]
+        while stream.read(65536):
+            pass
+        body = b"ok"
+        start_response(
+            "201 Created", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def dispatch(environ, start_response):
+        if environ.get("PATH_INFO") == BARE_PATH:
+            return bare(environ, start_response)
+        return merit(environ, start_response)
+
+    return dispatch
+
+
+# ---- the form: sixty questions in groups, a repeat and a photo -------------------------------
+
+
+def build_form() -> tuple[str, dict]:
+    """Return an XForm of ~60 fields and its field schema."""
+    fields = []
+    instance, binds, body = [], [], []
+    for group in range(6):
+        gname = f"section_{group}"
+        inner = []
+        for index in range(9):
+            name = f"q{group}_{index}"
+            kind = ("int", "string", "select_one", "decimal", "date")[index % 5]
+            bind_type = {"select_one": "string"}.get(kind, kind)
+            inner.append(f"<{name}/>")
+            binds.append(f'<bind nodeset="/data/{gname}/{name}" type="{bind_type}"/>')
+            fields.append(
+                {
+                    "path": f"/data/{gname}/{name}",
+                    "name": name,
+                    "kind": "field",
+                    "type": kind,
+                    "parent": f"/data/{gname}",
+                    "repeat": None,
+                    "repeats": [],
+                    "audit": False,
+                    "pii": False,
+                }
+            )
+        instance.append(f"<{gname}>{''.join(inner)}</{gname}>")
+        fields.insert(
+            len(fields) - 9,
+            {
+                "path": f"/data/{gname}",
+                "name": gname,
+                "kind": "group",
+                "type": "group",
+                "parent": None,
+                "repeat": None,
+                "repeats": [],
+            },
+        )
+    instance.append(
+        '<people jr:template=""><pname/><page/></people><people><pname/><page/></people>'
+    )
+    fields.append(
+        {
+            "path": "/data/people",
+            "name": "people",
+            "kind": "repeat",
+            "type": "repeat",
+            "parent": None,
+            "repeat": None,
+            "repeats": [],
+        }
+    )
+    for name, kind in (("pname", "string"), ("page", "int")):
+        binds.append(f'<bind nodeset="/data/people/{name}" type="{kind}"/>')
+        fields.append(
+            {
+                "path": f"/data/people/{name}",
+                "name": name,
+                "kind": "field",
+                "type": kind,
+                "parent": "/data/people",
+                "repeat": "/data/people",
+                "repeats": ["/data/people"],
+                "audit": False,
+                "pii": False,
+            }
+        )
+    instance.append("<photo/>")
+    binds.append('<bind nodeset="/data/photo" type="binary"/>')
+    fields.append(
+        {
+            "path": "/data/photo",
+            "name": "photo",
+            "kind": "field",
+            "type": "binary",
+            "parent": None,
+            "repeat": None,
+            "repeats": [],
+            "audit": False,
+            "pii": False,
+        }
+    )
+    instance.append("<meta><instanceID/></meta>")
+    binds.append('<bind nodeset="/data/meta/instanceID" type="string" jr:preload="uid"/>')
+    body.append('<upload mediatype="image/*" ref="/data/photo"><label>Photo</label></upload>')
+    xml = (
+        '<?xml version="1.0"?><h:html xmlns="http://www.w3.org/2002/xforms" '
+        'xmlns:h="http://www.w3.org/1999/xhtml" xmlns:jr="http://openrosa.org/javarosa">'
+        "<h:head><h:title>Benchmark</h:title><model><instance>"
+        f'<data id="{FORM_ID}" version="{VERSION}">{"".join(instance)}</data></instance>'
+        f"{''.join(binds)}</model></h:head><h:body>{''.join(body)}</h:body></h:html>"
+    )
+    schema = {
+        "formId": FORM_ID,
+        "version": VERSION,
+        "title": "Benchmark",
+        "root": "data",
+        "languages": [],
+        "defaultLanguage": None,
+        "instanceName": None,
+        "publicKey": None,
+        "submissionUrl": None,
+        "media": [],
+        "choiceLists": {},
+        "fields": fields,
+    }
+    return xml, schema
+
+
+def record_xml(instance_id: str, photo: str | None) -> bytes:
+    """A record of the benchmark form, about 5 KB like a real needs assessment."""
+    parts = [f'<data id="{FORM_ID}" version="{VERSION}">']
+    for group in range(6):
+        parts.append(f"<section_{group}>")
+        for index in range(9):
+            value = (
+                "42",
+                "Réponse libre assez longue pour ressembler à une vraie réponse "
+                "d'enquêteur sur le terrain",
+                "option_3",
+                "12.5",
+                "2026-11-24",
+            )[index % 5]
+            parts.append(f"<q{group}_{index}>{value}</q{group}_{index}>")
+        parts.append(f"</section_{group}>")
+    for person in range(4):
+        parts.append(f"<people><pname>Personne {person}</pname><page>{20 + person}</page></people>")
+    parts.append(
+        f"<photo>{photo or ''}</photo><meta><instanceID>{instance_id}</instanceID></meta></data>"
+    )
+    return "".join(parts).encode("utf-8")
+
+
+def multipart(xml: bytes, photo: bytes | None) -> tuple[bytes, str]:
+    boundary = "merit" + secrets.token_hex(8)
+    chunks = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="xml_submission_file"; '
+        f'filename="record.xml"\r\nContent-Type: text/xml\r\n\r\n'.encode(),
+        xml,
+        b"\r\n",
+    ]
+    if photo is not None:
+        chunks += [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo.jpg"; '
+            f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode(),
+            photo,
+            b"\r\n",
+        ]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+# ---- setting up the database and the server --------------------------------------------------
+
+
+def scratch_database() -> str:
+    admin = sa.engine.make_url(ADMIN_PG.replace("postgresql://", "postgresql+psycopg://"))
+    name = f"merit_bench_{secrets.token_hex(4)}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def drop_database(url: str) -> None:
+    name = sa.engine.make_url(url.replace("postgresql://", "postgresql+psycopg://")).database
+    admin = sa.engine.make_url(ADMIN_PG.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def prepare(url: str, data_dir: Path) -> str:
+    """Migrate, create the admin and project 1, publish the form, create a tablet; its token."""
+    from server import bootstrap
+    from server.app import create_app
+    from server.auth import app_users
+    from server.auth import services as accounts
+    from server.db import utcnow
+    from server.forms.models import Form, FormVersion
+
+    migrate.upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "DATA_DIR": str(data_dir),
+            "LOG_LEVEL": "WARNING",
+            "FORMS_DIR": str(data_dir / "no-forms"),
+            "SECRET_KEY": SECRET,
+        }
+    )
+    bootstrap.setup(app)
+    xml, schema = build_form()
+    with app.app_context(), app.extensions["merit.db"].session() as db_session:
+        form = Form(project_id=1, xml_form_id=FORM_ID, state="open")
+        db_session.add(form)
+        db_session.flush()
+        version = FormVersion(
+            form_id=form.id,
+            version=VERSION,
+            title="Benchmark",
+            xml=xml,
+            hash=hashlib.md5(xml.encode()).hexdigest(),
+            sha256=hashlib.sha256(xml.encode()).hexdigest(),
+            schema=schema,
+            published_at=utcnow(),
+        )
+        db_session.add(version)
+        db_session.flush()
+        form.current_version_id = version.id
+        app_user, token = app_users.create(db_session, 1, "Bench tablet", secret_key=SECRET)
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id)
+        db_session.commit()
+    app.extensions["merit.db"].dispose()
+    return token
+
+
+def preload(url: str, count: int) -> float:
+    """Insert ``count`` records straight into the tables (fast, not measured); seconds taken."""
+    started = time.perf_counter()
+    engine = create_engine(url)
+    xml = record_xml("uuid:00000000-0000-0000-0000-000000000000", None).decode()
+    document = json.dumps({"note": "preloaded", "section_0": {"q0_0": "42"}})
+    with engine.begin() as connection:
+        form_id = connection.execute(
+            sa.text("SELECT id FROM forms WHERE xml_form_id = :f"), {"f": FORM_ID}
+        ).scalar()
+        version_id = connection.execute(
+            sa.text("SELECT current_version_id FROM forms WHERE id = :f"), {"f": form_id}
+        ).scalar()
+        batch = 200_000
+        for start in range(0, count, batch):
+            size = min(batch, count - start)
+            connection.execute(
+                sa.text(
+                    "INSERT INTO submissions (form_id, draft, instance_id, created_at) "
+                    "SELECT :f, false, 'uuid:pre-' || g, now() - (g || ' seconds')::interval "
+                    "FROM generate_series(:a, :b) g"
+                ),
+                {"f": form_id, "a": start, "b": start + size - 1},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO submission_versions (submission_id, form_id, draft,"
+                    " form_version_id, instance_id, current, xml, xml_sha256, document, created_at,"
+                    " attachments_expected, attachments_present, encrypted) "
+                    "SELECT s.id, s.form_id, false, :v, s.instance_id, true, :xml,"
+                    " md5(s.instance_id), CAST(:doc AS jsonb), s.created_at, 0, 0, false "
+                    "FROM submissions s WHERE s.form_id = :f AND s.instance_id LIKE 'uuid:pre-%' "
+                    "AND s.id > (SELECT COALESCE(MAX(submission_id), 0) FROM submission_versions)"
+                ),
+                {"f": form_id, "v": version_id, "xml": xml, "doc": document},
+            )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("VACUUM ANALYZE"))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(
+    url: str, data_dir: Path, storage: str | None, port: int, workers: int, threads: int
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "MERIT_DATABASE_URL": url,
+        "MERIT_DATA_DIR": str(data_dir),
+        "MERIT_PORT": str(port),
+        "MERIT_WORKERS": str(workers),
+        "MERIT_THREADS": str(threads),
+        "MERIT_LOG_LEVEL": "WARNING",
+        "MERIT_SECRET_KEY": SECRET,
+        "MERIT_FORMS_DIR": str(data_dir / "no-forms"),
+    }
+    if storage:
+        env["MERIT_STORAGE_URL"] = storage
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--config",
+            str(ROOT / "server" / "gunicorn_conf.py"),
+            "--pythonpath",
+            str(ROOT / "scripts"),
+            "bench_intake:application_factory()",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start: " + process.stderr.read().decode()[-2000:])
+
+
+# ---- the load generator ----------------------------------------------------------------------
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> int:
+    """Read one HTTP response from a keep-alive socket; return its status."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        rest += chunk
+    buffer[:] = rest[length:]
+    return status
+
+
+def run_load(port: int, requests_for: callable, concurrency: int, seconds: float) -> dict:
+    """Send requests from ``concurrency`` keep-alive connections for ``seconds``."""
+    stop = time.perf_counter() + seconds
+    done, errors = [0] * concurrency, [0] * concurrency
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+
+    def worker(slot: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        buffer = bytearray()
+        number = 0
+        while time.perf_counter() < stop:
+            request = requests_for(slot, number)
+            number += 1
+            began = time.perf_counter()
+            sock.sendall(request)
+            status = _read_response(sock, buffer)
+            latencies[slot].append(time.perf_counter() - began)
+            if status == 201:
+                done[slot] += 1
+            else:
+                errors[slot] += 1
+        sock.close()
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    every = sorted(x for slot in latencies for x in slot)
+    return {
+        "rate": sum(done) / elapsed,
+        "ok": sum(done),
+        "errors": sum(errors),
+        "p50_ms": 1000 * every[len(every) // 2] if every else 0,
+        "p95_ms": 1000 * every[int(len(every) * 0.95)] if every else 0,
+    }
+
+
+def request_bytes(path: str, body: bytes, content_type: str) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-OpenRosa-Version: 1.0\r\n"
+        f"User-Agent: org.odk.collect.android/v2024.2.4 bench\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def scenario(path: str, photo: bytes | None, unique: bool = True):
+    """Return a function building the n-th request of connection ``slot``."""
+    template = record_xml(
+        "uuid:@@@@@@@@-@@@@-@@@@-@@@@-@@@@@@@@@@@@", "photo.jpg" if photo else None
+    )
+    body, content_type = multipart(template, photo)
+    marker = b"uuid:@@@@@@@@-@@@@-@@@@-@@@@-@@@@@@@@@@@@"
+    at = body.index(marker)
+    static = request_bytes(path, body, content_type)
+    head_len = len(static) - len(body)
+
+    def build(slot: int, number: int) -> bytes:
+        if not unique:
+            return static
+        iid = f"uuid:{uuid.uuid4()}".encode()
+        start = head_len + at
+        return static[:start] + iid + static[start + len(marker) :]
+
+    return build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preload", type=int, default=0, help="records stored before measuring")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--photo-kb", type=int, default=200)
+    parser.add_argument("--storage", help="MERIT_STORAGE_URL for attachments (default: a folder)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+
+    url = scratch_database()
+    data_dir = Path(tempfile.mkdtemp(prefix="merit-bench-"))
+    process = None
+    try:
+        token = prepare(url, data_dir)
+        if args.preload:
+            print(f"preloaded {args.preload:,} records in {preload(url, args.preload):.0f} s")
+        port = free_port()
+        process = start_server(url, data_dir, args.storage, port, args.workers, args.threads)
+        photo = os.urandom(args.photo_kb * 1024)
+        submit = f"/v1/key/{token}/projects/1/submission"
+        # Warm up: imports, connection pools, the schema cache.
+        run_load(port, scenario(submit, None), 4, 2.0)
+        print(
+            f"\nserver: gunicorn {args.workers} workers x {args.threads} threads, PostgreSQL, "
+            f"storage {args.storage or 'local folder'}; records ~"
+            f"{len(record_xml('uuid:' + 'x' * 36, None)) / 1024:.1f} KB, "
+            f"photo {args.photo_kb} KB; {args.seconds:.0f} s per cell"
+        )
+        header = (
+            f"{'concurrency':>11} | {'bare/s':>8} | {'records/s':>9} | {'ratio':>5} | "
+            f"{'p95 ms':>6} | {'bare+photo/s':>12} | {'with photo/s':>12} | "
+            f"{'ratio':>5} | {'p95 ms':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            bare = run_load(
+                port, scenario(BARE_PATH, None, unique=False), concurrency, args.seconds
+            )
+            plain = run_load(port, scenario(submit, None), concurrency, args.seconds)
+            bare_photo = run_load(
+                port, scenario(BARE_PATH, photo, unique=False), concurrency, args.seconds
+            )
+            with_photo = run_load(port, scenario(submit, photo), concurrency, args.seconds)
+            errors = plain["errors"] + with_photo["errors"]
+            print(
+                f"{concurrency:>11} | {bare['rate']:>8.0f} | {plain['rate']:>9.0f} | "
+                f"{plain['rate'] / bare['rate']:>5.2f} | {plain['p95_ms']:>6.1f} | "
+                f"{bare_photo['rate']:>12.0f} | {with_photo['rate']:>12.0f} | "
+                f"{with_photo['rate'] / bare_photo['rate']:>5.2f} | "
+                f"{with_photo['p95_ms']:>6.1f}" + (f"   ({errors} errors)" if errors else "")
+            )
+    finally:
+        if process is not None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+        if args.keep:
+            print(f"scratch database kept: {url}")
+        else:
+            drop_database(url)
+
+
+if __name__ == "__main__":
+    main()
