@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -22,6 +23,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+_RUNNING: set[ServerProcess] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Stop servers a failed test left running, when the test process ends."""
+    for server in list(_RUNNING):
+        server.stop(signal.SIGKILL, timeout=5)
 
 
 class ServerProcess:
@@ -53,17 +64,25 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _RUNNING.add(self)
+        try:
+            self._wait_until_healthy(timeout)
+        except BaseException:
+            self.stop()  # never leave a server behind when it failed to come up
+            raise
+        return self
+
+    def _wait_until_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 pass
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"server did not answer within {timeout}s: {self.log()}")
 
     def log(self) -> str:
@@ -73,6 +92,7 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Stop the whole process group; return the exit code."""
+        _RUNNING.discard(self)
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
         os.killpg(self.process.pid, sig)
