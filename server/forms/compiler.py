@@ -138,6 +138,7 @@ _ON_SHEET = re.compile(r"On the '([^']+)' sheet(?:, the '([^']+)' (?:value|colum
 _FOR_SHEET = re.compile(r"for sheet: '([^']+)'")
 _XLS_DATE = re.compile(r"on the (\S+) sheet, under the (.+?) column on row number (\d+)")
 _NAMED_SHEET = re.compile(r"\b(survey|choices|settings|external_choices|entities) sheet\b")
+_MISSING_COLUMN = re.compile(r"missing the (survey|choices|settings|entities) (?:(\S+) column\b)?")
 
 
 def locate(text: str, context: dict[str, Any] | None = None) -> Message:
@@ -166,6 +167,8 @@ def locate(text: str, context: dict[str, Any] | None = None) -> Message:
     if match := _XLS_DATE.search(text):
         sheet, column = sheet or match.group(1), column or match.group(2)
         row = row or int(match.group(3))
+    if match := _MISSING_COLUMN.search(text):
+        sheet, column = sheet or match.group(1), column or match.group(2)
     if sheet is None and (match := _NAMED_SHEET.search(text)):
         sheet = match.group(1)
     return Message(message=text.strip(), sheet=sheet, row=row, column=column)
@@ -656,11 +659,8 @@ def compile_upload(
     if validate:
         validation = odk_validate(text, timeout=validate_timeout)
         if validation.verdict == "failed":
-            raise _invalid(
-                shown,
-                [Message(m) for m in validation.messages] or [Message("ODK Validate failed.")],
-                warnings,
-            )
+            summary = " ".join(validation.messages) or "the form was rejected."
+            raise _invalid(shown, [Message(f"ODK Validate: {summary}")], warnings)
     return CompiledForm(
         xml=text,
         form_id=ident.form_id,
@@ -689,6 +689,17 @@ def validator_jar() -> Path | None:
 def java_available() -> bool:
     """Tell whether a ``java`` command is on the PATH."""
     return shutil.which("java") is not None
+
+
+# Lines ODK Validate prints around every verdict, which say nothing about the form.
+_VALIDATE_BOILERPLATE = frozenset(
+    {
+        ">> XForm is invalid.",
+        "The following files failed validation:",
+        "form.xml",
+        "Result: Invalid",
+    }
+)
 
 
 def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Validation:
@@ -731,7 +742,11 @@ def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Vali
         lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         return Validation("passed", lines)
     cleaned = ErrorCleaner.odk_validate(stderr)
-    lines = [line.strip() for line in cleaned.splitlines() if line and line.strip()]
+    lines = [
+        line.strip().lstrip(": ").strip()
+        for line in cleaned.splitlines()
+        if line and line.strip() and line.strip() not in _VALIDATE_BOILERPLATE
+    ]
     if result.returncode < 0:
         return Validation("skipped", [f"ODK Validate stopped ({result.returncode}).", *lines])
     return Validation("failed", lines or ["ODK Validate rejected the form."])
