@@ -39,11 +39,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from flask_babel import gettext
 from lxml import etree
 
 from server import errors
 from server.forms import xform
+from server.forms.messages import _
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def file_type(data: bytes, filename: str | None = None, content_type: str | None
     if candidate in (".xlsx", ".xlsm", ".xls"):
         raise _refuse(
             filename or "form",
-            gettext(
+            _(
                 "The file is not an Excel workbook (.xlsx or .xls): its content is not in "
                 "either format. Save it again from Excel and upload the saved file."
             ),
@@ -228,7 +228,7 @@ def file_type(data: bytes, filename: str | None = None, content_type: str | None
     if candidate is None:
         raise _refuse(
             filename or "form",
-            gettext(
+            _(
                 "Unsupported file type. Send an XLSForm (.xlsx, .xls, .csv or .md) or an "
                 "XForm (.xml)."
             ),
@@ -243,7 +243,7 @@ def _check_size(data: bytes, limit: int, filename: str) -> None:
     if len(data) > limit:
         raise _refuse(
             filename,
-            gettext(
+            _(
                 "The file is too large for a form (%(size)s bytes; the limit is %(limit)s).",
                 size=len(data),
                 limit=limit,
@@ -290,19 +290,19 @@ def _check_workbook(data: bytes, filename: str) -> None:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise _refuse(
             filename,
-            gettext("The workbook could not be opened: %(reason)s", reason=str(exc)),
+            _("The workbook could not be opened: %(reason)s", reason=str(exc)),
         ) from None
     with archive:
         if len(members) > MAX_ZIP_MEMBERS:
             raise _refuse(
                 filename,
-                gettext("The workbook holds too many parts (%(count)s).", count=len(members)),
+                _("The workbook holds too many parts (%(count)s).", count=len(members)),
             )
         unzipped = sum(member.file_size for member in members)
         if unzipped > MAX_UNZIPPED_BYTES:
             raise _refuse(
                 filename,
-                gettext(
+                _(
                     "The workbook is too large once unpacked (%(size)s bytes; the limit is "
                     "%(limit)s).",
                     size=unzipped,
@@ -320,7 +320,7 @@ def _check_workbook(data: bytes, filename: str) -> None:
             if cells > MAX_CELLS:
                 raise _refuse(
                     filename,
-                    gettext(
+                    _(
                         "The workbook has too many filled cells (more than %(limit)s).",
                         limit=MAX_CELLS,
                     ),
@@ -338,9 +338,7 @@ def _scan_part(
             while chunk := stream.read(1 << 16):
                 window = (tail + chunk).upper()
                 if b"<!DOCTYPE" in window or b"<!ENTITY" in window:
-                    raise _refuse(
-                        filename, gettext("The workbook contains a DTD, which is not allowed.")
-                    )
+                    raise _refuse(filename, _("The workbook contains a DTD, which is not allowed."))
                 tail = chunk[-16:]
                 if counter is not None:
                     counter.feed(chunk)
@@ -350,7 +348,7 @@ def _scan_part(
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, etree.XMLSyntaxError) as exc:
         raise _refuse(
             filename,
-            gettext("The workbook could not be opened: %(reason)s", reason=str(exc)),
+            _("The workbook could not be opened: %(reason)s", reason=str(exc)),
         ) from None
 
 
@@ -405,13 +403,13 @@ class _SheetCounter:
         if self.rows > MAX_SHEET_ROWS:
             raise _refuse(
                 self.filename,
-                gettext("The sheet has too many rows (more than %(limit)s).", limit=MAX_SHEET_ROWS),
+                _("The sheet has too many rows (more than %(limit)s).", limit=MAX_SHEET_ROWS),
                 sheet=self.sheet,
             )
         if self.max_column > MAX_SHEET_COLUMNS:
             raise _refuse(
                 self.filename,
-                gettext(
+                _(
                     "The sheet has too many columns (more than %(limit)s).",
                     limit=MAX_SHEET_COLUMNS,
                 ),
@@ -428,7 +426,7 @@ def _check_xls(data: bytes, filename: str) -> None:
     except Exception as exc:  # xlrd raises many kinds on damaged files
         raise _refuse(
             filename,
-            gettext("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
+            _("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
         ) from None
     try:
         for index in range(book.nsheets):
@@ -437,12 +435,12 @@ def _check_xls(data: bytes, filename: str) -> None:
             except Exception as exc:
                 raise _refuse(
                     filename,
-                    gettext("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
+                    _("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
                 ) from None
             if sheet.nrows > MAX_SHEET_ROWS or sheet.ncols > MAX_SHEET_COLUMNS:
                 raise _refuse(
                     filename,
-                    gettext(
+                    _(
                         "The sheet is too large (%(rows)s rows, %(columns)s columns).",
                         rows=sheet.nrows,
                         columns=sheet.ncols,
@@ -458,14 +456,14 @@ def _check_text(data: bytes, filename: str) -> None:
     if data.count(b"\n") > MAX_SHEET_ROWS * 3:
         raise _refuse(
             filename,
-            gettext("The file has too many lines (more than %(limit)s).", limit=MAX_SHEET_ROWS),
+            _("The file has too many lines (more than %(limit)s).", limit=MAX_SHEET_ROWS),
         )
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _refuse(
             filename,
-            gettext(
+            _(
                 'The file is not UTF-8 text (%(reason)s). Save it as "CSV UTF-8" and upload '
                 "it again.",
                 reason=str(exc),
@@ -541,13 +539,13 @@ def _run_pyxform(
         context = exc.context if isinstance(getattr(exc, "context", None), dict) else None
         raise _invalid(filename, [locate(str(exc), context)], _messages(warnings)) from None
     except RecursionError:
-        raise _refuse(filename, gettext("The form is nested too deeply to be read.")) from None
+        raise _refuse(filename, _("The form is nested too deeply to be read.")) from None
     except Exception as exc:
         # pyxform's readers let TypeError, KeyError, AttributeError, zip and XML errors escape
         # on real files (the shared corpus has a TypeError): a damaged form is the user's
         # problem to fix, never a server error.
         log.info("pyxform raised %s on %s", type(exc).__name__, filename, exc_info=True)
-        text = gettext(
+        text = _(
             "pyxform could not convert this form (%(error)s). Check the rows and columns near "
             "the feature named, or simplify it.",
             error=f"{type(exc).__name__}: {exc}",
@@ -564,7 +562,7 @@ def _check_identity(ident: xform.Identity, filename: str) -> None:
     if len(ident.form_id) > 255 or _FORBIDDEN_ID.search(ident.form_id):
         raise _refuse(
             filename,
-            gettext(
+            _(
                 "The form_id %(form_id)s cannot be used: keep it under 255 characters, without "
                 "/, \\, ?, #, %% or control characters.",
                 form_id=repr(ident.form_id),
@@ -574,7 +572,7 @@ def _check_identity(ident: xform.Identity, filename: str) -> None:
     if ident.form_id.lower().endswith((".xml", ".xls", ".xlsx")):
         raise _refuse(
             filename,
-            gettext(
+            _(
                 "The form_id %(form_id)s cannot end in .xml, .xls or .xlsx.",
                 form_id=repr(ident.form_id),
             ),
@@ -583,7 +581,7 @@ def _check_identity(ident: xform.Identity, filename: str) -> None:
     if len(ident.version) > 255:
         raise _refuse(
             filename,
-            gettext("The version is longer than 255 characters."),
+            _("The version is longer than 255 characters."),
             sheet="settings",
             column="version",
         )
@@ -597,22 +595,20 @@ def read_xform(data: bytes, filename: str) -> tuple[str, xform.Identity]:
         xform.primary_instance(root)
     except xform.XFormError as exc:
         raise _refuse(
-            filename, gettext("This is not a valid XForm: %(reason)s", reason=str(exc))
+            filename, _("This is not a valid XForm: %(reason)s", reason=str(exc))
         ) from None
     encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
     if encoding not in ("UTF-8", "UTF8"):
         raise _refuse(
             filename,
-            gettext(
-                "The XForm must be encoded in UTF-8 (it declares %(encoding)s).", encoding=encoding
-            ),
+            _("The XForm must be encoded in UTF-8 (it declares %(encoding)s).", encoding=encoding),
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _refuse(
             filename,
-            gettext("The XForm is not valid UTF-8: %(reason)s", reason=str(exc)),
+            _("The XForm is not valid UTF-8: %(reason)s", reason=str(exc)),
         ) from None
     return text, ident
 
@@ -635,7 +631,7 @@ def compile_upload(
     kind = file_type(data, filename, content_type)
     shown = filename or f"form{kind}"
     if not data.strip():
-        raise _refuse(shown, gettext("The file is empty."))
+        raise _refuse(shown, _("The file is empty."))
     check_hostile(data, kind, shown)
     warnings: list[Message] = []
     pii: frozenset[str] = frozenset()
@@ -652,10 +648,10 @@ def compile_upload(
             ident = xform.identity(xform.parse(text.encode("utf-8")))
         except xform.XFormError as exc:
             raise _refuse(
-                shown, gettext("pyxform produced an unreadable XForm: %(reason)s", reason=str(exc))
+                shown, _("pyxform produced an unreadable XForm: %(reason)s", reason=str(exc))
             ) from None
     _check_identity(ident, shown)
-    validation = Validation("skipped", [gettext("ODK Validate was not run (turned off).")])
+    validation = Validation("skipped", [_("ODK Validate was not run (turned off).")])
     if validate:
         validation = odk_validate(text, timeout=validate_timeout)
         if validation.verdict == "failed":
@@ -708,10 +704,10 @@ def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Vali
 
     java = shutil.which("java")
     if java is None:
-        return Validation("skipped", [gettext("ODK Validate was not run: Java is not installed.")])
+        return Validation("skipped", [_("ODK Validate was not run: Java is not installed.")])
     jar = validator_jar()
     if jar is None:
-        return Validation("skipped", [gettext("ODK Validate was not run: its jar is missing.")])
+        return Validation("skipped", [_("ODK Validate was not run: its jar is missing.")])
     with tempfile.TemporaryDirectory(prefix="merit-validate-") as folder:
         path = Path(folder) / "form.xml"
         path.write_text(xml, encoding="utf-8")
@@ -726,7 +722,7 @@ def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Vali
             return Validation(
                 "skipped",
                 [
-                    gettext(
+                    _(
                         "ODK Validate did not finish within %(seconds)s seconds.",
                         seconds=int(timeout),
                     )
@@ -735,7 +731,7 @@ def odk_validate(xml: str, *, timeout: float = VALIDATE_TIMEOUT_SECONDS) -> Vali
         except OSError as exc:
             return Validation(
                 "skipped",
-                [gettext("ODK Validate could not be started: %(reason)s", reason=str(exc))],
+                [_("ODK Validate could not be started: %(reason)s", reason=str(exc))],
             )
     stderr = result.stderr.decode("utf-8", errors="replace").replace(str(path), "form.xml")
     if result.returncode == 0:

@@ -35,7 +35,6 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
-from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +43,7 @@ from server.audit.services import record
 from server.auth.tokens import new_token
 from server.db import utcnow
 from server.forms import compiler, schema, xform
+from server.forms.messages import _
 from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
 from server.projects.models import Project
 from server.storage import service as storage
@@ -450,7 +450,7 @@ def set_draft(
         if compiled.form_id != form.xml_form_id:
             raise errors.UnexpectedValue(
                 field="formId",
-                reason=gettext(
+                reason=_(
                     "the uploaded form's form_id is %(found)s, not %(expected)s",
                     found=compiled.form_id,
                     expected=form.xml_form_id,
@@ -602,9 +602,7 @@ def publish_draft(
 
 def _set_version(draft: FormVersion, version: str) -> None:
     if len(version) > 255 or not version.strip():
-        raise errors.UnexpectedValue(
-            field="version", reason=gettext("expected 1 to 255 characters")
-        )
+        raise errors.UnexpectedValue(field="version", reason=_("expected 1 to 255 characters"))
     try:
         text = xform.set_version(draft.xml, version)
     except xform.XFormError as exc:
@@ -643,7 +641,7 @@ def set_state(db_session: Session, form: Form, state: str, *, actor_id: int | No
     """Open, close (``closed``) or half-close (``closing``) a form. Commits."""
     if state not in FORM_STATES:
         raise errors.UnexpectedValue(
-            field="state", reason=gettext("expected one of open, closing, closed")
+            field="state", reason=_("expected one of open, closing, closed")
         )
     if form.state != state:
         form.state = state
