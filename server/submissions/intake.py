@@ -28,6 +28,7 @@ field schema of a published version is read once per process.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import mimetypes
 import unicodedata
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -532,7 +532,7 @@ def _fill_slots(ctx: _Context, version_id: int, present: int) -> tuple[list[str]
 # ---- writing new records and versions --------------------------------------------------------
 
 
-def _version_values(ctx: _Context, now: Any) -> dict[str, Any]:
+def _version_values(ctx: _Context, now: Any, present: int) -> dict[str, Any]:
     parsed = ctx.parsed
     return {
         "form_id": ctx.form.id,
@@ -550,7 +550,7 @@ def _version_values(ctx: _Context, now: Any) -> dict[str, Any]:
         "user_agent": ctx.user_agent,
         "created_at": now,
         "attachments_expected": len(ctx.expected),
-        "attachments_present": 0,
+        "attachments_present": present,
         "encrypted": parsed.encrypted,
         "encrypted_key": parsed.encrypted_key,
         "encrypted_signature": parsed.encrypted_signature,
@@ -569,10 +569,17 @@ def _audit_values(ctx: _Context, action: str, now: Any, **details: Any) -> dict[
     }
 
 
-def _slots(ctx: _Context, version_id: int, carried: dict[str, tuple[int, str | None]]) -> int:
-    """Create the attachment slots of a new version; return how many are already filled."""
-    rows = []
+def _present(ctx: _Context, carried: dict[str, tuple[int, str | None]]) -> int:
+    """Count the expected attachments already at hand (received now, or carried forward)."""
+    return sum(1 for name in ctx.expected if name in ctx.received or name in carried)
+
+
+def _slots(ctx: _Context, version_id: int, carried: dict[str, tuple[int, str | None]]) -> None:
+    """Create the attachment slots of a new version, filled where the file is at hand."""
+    if not ctx.expected:
+        return
     now = utcnow()
+    rows = []
     for index, name in enumerate(ctx.expected):
         blob = ctx.received.get(name) or carried.get(name)
         rows.append(
@@ -588,17 +595,7 @@ def _slots(ctx: _Context, version_id: int, carried: dict[str, tuple[int, str | N
                 "updated_at": now if blob else None,
             }
         )
-    if not rows:
-        return 0
     ctx.db.execute(sa.insert(SLOTS), rows)
-    present = sum(1 for row in rows if row["blob_id"] is not None)
-    if present:
-        ctx.db.execute(
-            sa.update(VERSIONS)
-            .where(VERSIONS.c.id == version_id)
-            .values(attachments_present=present)
-        )
-    return present
 
 
 def _receipt(
@@ -628,50 +625,74 @@ def _submission_values(ctx: _Context, now: Any) -> dict[str, Any]:
     }
 
 
+# A new record in one round trip: the submission, its first version and the audit event.
+# Written as SQL once, rather than built per request, because it runs for every record.
+_CREATE_UNLESS_KNOWN = sa.text("""
+WITH new_submission AS (
+    INSERT INTO submissions
+        (form_id, draft, instance_id, submitter_id, device_id, user_agent, created_at)
+    VALUES (:form_id, :draft, :instance_id, :submitter_id, :device_id, :user_agent, :now)
+    ON CONFLICT (form_id, draft, instance_id) DO NOTHING
+    RETURNING id
+), new_version AS (
+    INSERT INTO submission_versions
+        (submission_id, form_id, draft, form_version_id, instance_id, current, xml, xml_sha256,
+         document, instance_name, submitter_id, device_id, user_agent, created_at,
+         attachments_expected, attachments_present, encrypted, encrypted_key,
+         encrypted_signature, encrypted_xml_name)
+    SELECT id, :form_id, :draft, :form_version_id, :instance_id, true, :xml, :xml_sha256,
+           CAST(:document AS jsonb), :instance_name, :submitter_id, :device_id, :user_agent,
+           :now, :expected, :present, :encrypted, :encrypted_key, :encrypted_signature,
+           :encrypted_xml_name
+    FROM new_submission
+    ON CONFLICT (form_id, draft, instance_id) DO NOTHING
+    RETURNING id, submission_id
+), new_audit AS (
+    INSERT INTO audit_events (actor_id, action, project_id, form_id, submission_id, details,
+                              logged_at)
+    SELECT :submitter_id, 'submission.create', :project_id, :form_id, submission_id,
+           CAST(:details AS jsonb), :now
+    FROM new_version
+)
+SELECT submission_id, id FROM new_version
+""")
+
+
 def _create_unless_known(ctx: _Context) -> Receipt | None:
     """Insert a new record in one statement unless its identity exists (PostgreSQL).
 
     Returns None when the instanceID is taken (as a record or as an edit's version): the
     statement then changed nothing that survives, and the careful path takes over.
     """
-    now = utcnow()
-    submission = (
-        postgresql.insert(SUBMISSIONS)
-        .values(**_submission_values(ctx, now))
-        .on_conflict_do_nothing(index_elements=["form_id", "draft", "instance_id"])
-        .returning(SUBMISSIONS.c.id)
-        .cte("new_submission")
-    )
-    values = _version_values(ctx, now)
-    columns = list(values)
-    literals = [
-        sa.literal(values[name], VERSIONS.c[name].type) if values[name] is not None else sa.null()
-        for name in columns
-    ]
-    version = (
-        postgresql.insert(VERSIONS)
-        .from_select(
-            ["submission_id", *columns],
-            sa.select(submission.c.id, *literals),
-        )
-        .on_conflict_do_nothing(index_elements=["form_id", "draft", "instance_id"])
-        .returning(VERSIONS.c.id, VERSIONS.c.submission_id)
-        .cte("new_version")
-    )
-    audit_values = _audit_values(ctx, "submission.create", now)
-    audit = (
-        sa.insert(AUDIT)
-        .from_select(
-            ["submission_id", *audit_values],
-            sa.select(
-                version.c.submission_id,
-                *(sa.literal(v, AUDIT.c[k].type) for k, v in audit_values.items()),
-            ),
-        )
-        .cte("new_audit")
-    )
-    statement = sa.select(version.c.submission_id, version.c.id).add_cte(submission, audit)
-    row = ctx.db.execute(statement).first()
+    parsed = ctx.parsed
+    present = _present(ctx, {})
+    row = ctx.db.execute(
+        _CREATE_UNLESS_KNOWN,
+        {
+            "form_id": ctx.form.id,
+            "draft": ctx.draft,
+            "instance_id": parsed.instance_id,
+            "submitter_id": ctx.actor_id,
+            "device_id": ctx.device_id,
+            "user_agent": ctx.user_agent,
+            "now": utcnow(),
+            "form_version_id": ctx.version_id,
+            "xml": ctx.xml_text,
+            "xml_sha256": ctx.xml_sha,
+            "document": json.dumps(ctx.document, ensure_ascii=False)
+            if ctx.document is not None
+            else None,
+            "instance_name": parsed.instance_name or None,
+            "expected": len(ctx.expected),
+            "present": present,
+            "encrypted": parsed.encrypted,
+            "encrypted_key": parsed.encrypted_key,
+            "encrypted_signature": parsed.encrypted_signature,
+            "encrypted_xml_name": parsed.encrypted_xml_name,
+            "project_id": ctx.form.project_id,
+            "details": json.dumps({"instanceId": parsed.instance_id}),
+        },
+    ).first()
     if row is None:
         # Either the record exists (nothing was inserted) or the instanceID is an edit's
         # version (the submission row went in, the version did not): undo and look closer.
@@ -679,7 +700,7 @@ def _create_unless_known(ctx: _Context) -> Receipt | None:
         ctx.received = _catalogue(ctx.db, ctx.durable)  # the rollback undid the catalogue rows
         return None
     submission_id, version_id = row
-    present = _slots(ctx, version_id, {})
+    _slots(ctx, version_id, {})
     return _receipt(ctx, "created", submission_id, version_id, present)
 
 
@@ -688,9 +709,10 @@ def _create(ctx: _Context) -> Receipt:
     submission_id = ctx.db.execute(
         sa.insert(SUBMISSIONS).values(**_submission_values(ctx, now)).returning(SUBMISSIONS.c.id)
     ).scalar_one()
+    present = _present(ctx, {})
     version_id = ctx.db.execute(
         sa.insert(VERSIONS)
-        .values(submission_id=submission_id, **_version_values(ctx, now))
+        .values(submission_id=submission_id, **_version_values(ctx, now, present))
         .returning(VERSIONS.c.id)
     ).scalar_one()
     ctx.db.execute(
@@ -698,7 +720,7 @@ def _create(ctx: _Context) -> Receipt:
             submission_id=submission_id, **_audit_values(ctx, "submission.create", now)
         )
     )
-    present = _slots(ctx, version_id, {})
+    _slots(ctx, version_id, {})
     return _receipt(ctx, "created", submission_id, version_id, present)
 
 
@@ -723,9 +745,10 @@ def _edit(ctx: _Context) -> Receipt:
     now = utcnow()
     # One current version at a time (a partial unique index): retire the old one first.
     ctx.db.execute(sa.update(VERSIONS).where(VERSIONS.c.id == previous.id).values(current=False))
+    present = _present(ctx, carried)
     version_id = ctx.db.execute(
         sa.insert(VERSIONS)
-        .values(submission_id=previous.submission_id, **_version_values(ctx, now))
+        .values(submission_id=previous.submission_id, **_version_values(ctx, now, present))
         .returning(VERSIONS.c.id)
     ).scalar_one()
     ctx.db.execute(
@@ -741,5 +764,5 @@ def _edit(ctx: _Context) -> Receipt:
             ),
         )
     )
-    present = _slots(ctx, version_id, carried)
+    _slots(ctx, version_id, carried)
     return _receipt(ctx, "edited", previous.submission_id, version_id, present)
