@@ -71,16 +71,19 @@ def select_locale() -> str:
     """Pick the language of this request: explicit choice, then the client's, then the default.
 
     ODK Collect sends no Accept-Language, so tablets get the default language (French).
+    Outside a request (commands, background jobs) the default language is used.
     """
+    from flask import current_app, has_request_context
+
+    default = current_app.config["DEFAULT_LANGUAGE"]
+    if not has_request_context():
+        return default
     chosen = g.get("locale")
     if chosen in LANGUAGES:
         return chosen
     cookie = request.cookies.get("lang")
     if cookie in LANGUAGES:
         return cookie
-    from flask import current_app
-
-    default = current_app.config["DEFAULT_LANGUAGE"]
     if request.path.startswith("/v1/") and request.accept_languages:
         return request.accept_languages.best_match(LANGUAGES, default=default)
     return default

@@ -40,8 +40,14 @@ def readyz():
         storage.store().check()
         checks["storage"] = "ok"
     except StorageError as exc:
-        checks["storage"] = f"unreachable: {exc}"
-        ready = False
+        # The object store is away, but while the local spool takes attachments this server
+        # still accepts records: it stays in the load balancer, and says it is degraded.
+        try:
+            storage.spool().check()
+            checks["storage"] = f"degraded: object store unreachable ({exc}); spooling locally"
+        except StorageError as spool_exc:
+            checks["storage"] = f"unreachable: {exc}; spool: {spool_exc}"
+            ready = False
     response = jsonify(status="ok" if ready else "unavailable", checks=checks)
     response.status_code = 200 if ready else 503
     return response

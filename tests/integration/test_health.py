@@ -22,14 +22,25 @@ def test_readyz_checks_database_and_storage(client):
     assert response.json["checks"] == {"database": "ok", "storage": "ok"}
 
 
-def test_readyz_is_unavailable_when_storage_cannot_be_written(database_url, tmp_path):
+def test_readyz_is_unavailable_when_neither_store_nor_spool_can_be_written(database_url, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the attachments folder should be")
-    app = make_app(database_url, tmp_path, STORAGE_URL=str(blocker / "blobs"))
+    app = make_app(
+        database_url, tmp_path, STORAGE_URL=str(blocker / "blobs"), SPOOL_DIR=str(blocker / "spool")
+    )
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.json["checks"]["storage"].startswith("unreachable")
     assert response.json["checks"]["database"] == "ok"
+
+
+def test_readyz_stays_ready_but_degraded_while_the_spool_takes_attachments(database_url, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the attachments folder should be")
+    app = make_app(database_url, tmp_path, STORAGE_URL=str(blocker / "blobs"))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"]["storage"].startswith("degraded")
 
 
 def test_readyz_is_unavailable_when_database_is_not_migrated(tmp_path):

@@ -33,3 +33,10 @@ def test_json_body_has_code_message_and_details(bare_app):
     assert body["code"] == 409.3
     assert "a@b.org" in body["message"]
     assert body["details"] == {"fields": "email", "values": "a@b.org"}
+
+
+def test_a_problem_can_be_raised_outside_a_request(bare_app):
+    with bare_app.app_context():
+        problem = errors.NotFound()
+    assert problem.status == 404
+    assert problem.render_message()
