@@ -213,7 +213,9 @@ class Spool:
         try:
             with os.scandir(self.blob_dir) as scan:
                 return not any(is_sha256(entry.name) for entry in scan)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # No spool folder (yet, or a misconfigured path): nothing can be waiting in it;
+            # check() reports the misconfiguration.
             return True
 
     def contains(self, sha256: str) -> bool:
