@@ -262,6 +262,14 @@ class NotAcceptingSubmissions(Conflict):
     )
 
 
+class EncryptionAlreadyActive(Conflict):
+    code = "409.4"
+    message = lazy_gettext(
+        "Managed encryption is already turned on for this project. It cannot be turned on again "
+        "or changed."
+    )
+
+
 class VersionConflict(Conflict):
     code = "409.6"
     message = lazy_gettext(
@@ -292,6 +300,13 @@ class MissingMedia(Conflict):
     code = "409.15"
     message = lazy_gettext(
         "The form cannot be published until these files are attached: %(missing)s."
+    )
+
+
+class LastAdministrator(Conflict):
+    code = "409.16"
+    message = lazy_gettext(
+        "This is the last administrator: make someone else an administrator first."
     )
 
 
