@@ -14,8 +14,11 @@ errors.set_renderer("api", errors.render_json)
 # Resource modules, each adding its routes to ``bp`` when imported.
 RESOURCES = (
     "server.api.sessions",
+    "server.api.projects",
+    "server.api.users",
     "server.api.app_users",
     "server.api.forms",
+    "server.api.encryption",
 )
 
 for _name in RESOURCES:

@@ -88,3 +88,44 @@ def assign(
     db_session.add(assignment)
     db_session.flush()
     return assignment
+
+
+def list_users(db_session: Session) -> list[User]:
+    """Return every live web user, by email."""
+    return list(
+        db_session.scalars(
+            sa.select(User).join(Actor).where(Actor.deleted_at.is_(None)).order_by(User.email)
+        )
+    )
+
+
+def get_user(db_session: Session, actor_id: int) -> User:
+    """Return a live web user or raise 404."""
+    user = db_session.get(User, actor_id)
+    if user is None or user.actor.deleted_at is not None:
+        raise errors.NotFound()
+    return user
+
+
+def change_password(db_session: Session, user: User, old: str, new: str) -> None:
+    """Change one's own password after checking the old one; other sessions end (commits)."""
+    from server.auth.passwords import verify_password
+    from server.auth.sessions import end_all_sessions
+
+    if not verify_password(user.password_hash, old):
+        raise errors.Unauthorized()
+    set_password(user, new)
+    end_all_sessions(db_session, user.actor_id)
+    db_session.commit()
+
+
+def delete_user(db_session: Session, user: User) -> None:
+    """Delete a web user: sessions end, roles go, records keep the name (commits)."""
+    from server.auth.sessions import end_all_sessions
+
+    user.actor.deleted_at = utcnow()
+    user.password_hash = None
+    user.digest_ha1 = None
+    end_all_sessions(db_session, user.actor_id)
+    db_session.execute(sa.delete(Assignment).where(Assignment.actor_id == user.actor_id))
+    db_session.commit()

@@ -1,0 +1,188 @@
+"""Web users, site-wide roles and the list of roles, as ODK Central serves them.
+
+GET, POST             /v1/users
+GET, PATCH, DELETE    /v1/users/<id>
+PUT                   /v1/users/<id>/password
+GET                   /v1/roles
+GET                   /v1/assignments[/<role>]
+POST, DELETE          /v1/assignments/<role>/<actorId>
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import jsonify, request
+
+from server import db, errors
+from server.api.blueprint import bp
+from server.api.render import iso, json_body, success
+from server.api.sessions import actor_json
+from server.auth import access
+from server.auth import services as accounts
+from server.auth.models import Assignment, Role, User
+from server.auth.roles import ROLE_IDS
+
+
+def user_json(user: User) -> dict:
+    return actor_json(user.actor, user)
+
+
+@bp.get("/users")
+def list_users():
+    """List web users (administrators); ``q`` filters by email or name."""
+    access.require("user.list")
+    users = accounts.list_users(db.session())
+    query = (request.args.get("q") or "").strip().lower()
+    if query:
+        users = [
+            u for u in users if query in u.email or query in (u.actor.display_name or "").lower()
+        ]
+    return jsonify([user_json(u) for u in users])
+
+
+@bp.post("/users")
+def create_user():
+    """Create a web user; without a password they cannot sign in until one is set."""
+    access.require("user.create")
+    body = json_body()
+    email = body.get("email")
+    if not isinstance(email, str):
+        raise errors.MissingParameter(field="email")
+    password = body.get("password")
+    if password is not None and not isinstance(password, str):
+        raise errors.UnexpectedValue(field="password", reason="expected text")
+    user = accounts.create_user(db.session(), email, password, display_name=body.get("displayName"))
+    db.session().commit()
+    return jsonify(user_json(user))
+
+
+def _self_or(verb: str, actor_id: int) -> User:
+    actor = access.require_actor()
+    if actor.id != actor_id:
+        access.require(verb)
+    return accounts.get_user(db.session(), actor_id)
+
+
+@bp.get("/users/<int:actor_id>")
+def get_user(actor_id: int):
+    """Return a web user (oneself, or anyone for administrators)."""
+    return jsonify(user_json(_self_or("user.read", actor_id)))
+
+
+@bp.patch("/users/<int:actor_id>")
+def update_user(actor_id: int):
+    """Change a user's display name or email."""
+    user = _self_or("user.update", actor_id)
+    body = json_body()
+    if isinstance(body.get("displayName"), str) and body["displayName"].strip():
+        user.actor.display_name = body["displayName"].strip()[:255]
+    if isinstance(body.get("email"), str) and body["email"].strip():
+        email = accounts.normalise_email(body["email"])
+        other = accounts.find_user(db.session(), email)
+        if other is not None and other.actor_id != user.actor_id:
+            raise errors.Conflict(fields="email", values=email)
+        if email != user.email:
+            # The Digest secret contains the email: it cannot be kept; Collect users must
+            # set their password again.
+            user.email = email
+            user.digest_ha1 = None
+    db.session().commit()
+    return jsonify(user_json(user))
+
+
+@bp.put("/users/<int:actor_id>/password")
+def change_password(actor_id: int):
+    """Change one's own password ({old, new}); other sessions end."""
+    actor = access.require_actor()
+    if actor.id != actor_id:
+        raise errors.Forbidden()
+    body = json_body()
+    old, new = body.get("old"), body.get("new")
+    if not isinstance(old, str) or not isinstance(new, str):
+        raise errors.MissingParameter(field="old/new")
+    accounts.change_password(db.session(), accounts.get_user(db.session(), actor_id), old, new)
+    return jsonify(success())
+
+
+@bp.delete("/users/<int:actor_id>")
+def delete_user(actor_id: int):
+    """Delete a web user (administrators)."""
+    access.require("user.delete")
+    accounts.delete_user(db.session(), accounts.get_user(db.session(), actor_id))
+    return jsonify(success())
+
+
+@bp.get("/roles")
+def list_roles():
+    """List the roles and their verbs."""
+    access.require_actor()
+    roles = db.session().scalars(sa.select(Role).order_by(Role.id))
+    return jsonify(
+        [
+            {
+                "id": r.id,
+                "name": r.name,
+                "system": r.system,
+                "verbs": r.verbs,
+                "createdAt": iso(r.created_at),
+                "updatedAt": iso(r.updated_at),
+            }
+            for r in roles
+        ]
+    )
+
+
+def _site_role(role: str) -> int:
+    role_id = int(role) if role.isdigit() else ROLE_IDS.get(role)
+    if role_id != ROLE_IDS["admin"]:
+        raise errors.NotFound()
+    return role_id
+
+
+@bp.get("/assignments")
+@bp.get("/assignments/<role>")
+def list_site_assignments(role: str | None = None):
+    """List site-wide assignments (administrators)."""
+    access.require("user.list")
+    query = sa.select(Assignment).where(Assignment.actee == "*")
+    if role is not None:
+        query = query.where(Assignment.role_id == _site_role(role))
+    rows = db.session().scalars(query.order_by(Assignment.id))
+    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in rows])
+
+
+@bp.post("/assignments/<role>/<int:actor_id>")
+def assign_site_role(role: str, actor_id: int):
+    """Make a web user an administrator."""
+    access.require("user.update")
+    user = accounts.get_user(db.session(), actor_id)
+    accounts.assign(db.session(), user.actor_id, _site_role(role))
+    db.session().commit()
+    return jsonify(success())
+
+
+@bp.delete("/assignments/<role>/<int:actor_id>")
+def unassign_site_role(role: str, actor_id: int):
+    """Take the administrator role away (never from the last administrator)."""
+    access.require("user.update")
+    role_id = _site_role(role)
+    admins = (
+        db.session()
+        .scalars(
+            sa.select(Assignment.actor_id).where(
+                Assignment.actee == "*", Assignment.role_id == role_id
+            )
+        )
+        .all()
+    )
+    if actor_id not in admins:
+        raise errors.NotFound()
+    if len(admins) == 1:
+        raise errors.LastAdministrator()
+    db.session().execute(
+        sa.delete(Assignment).where(
+            Assignment.actor_id == actor_id, Assignment.actee == "*", Assignment.role_id == role_id
+        )
+    )
+    db.session().commit()
+    return jsonify(success())
