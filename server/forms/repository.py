@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 
 from server import errors
 from server.forms import compiler, schema, services, xform
-from server.forms.messages import use_language
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +329,6 @@ def publish_outcomes(db_session: Session, forms_dir: Path, project_id: int) -> l
     outcomes = []
     if not forms_dir.is_dir():
         return outcomes
-    use_language()
     for xml_path in sorted(forms_dir.glob("*.xml")):
         try:
             outcomes.append(_publish_one(db_session, forms_dir, xml_path, project_id))

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from server import db, errors
 from server.audit.models import AuditEvent
 from server.forms import compiler, services
-from server.forms.messages import use_language
 from server.forms.models import Form, FormAttachment, FormVersion
 from server.storage import service as storage
 from server.submissions.models import Submission
@@ -23,7 +22,6 @@ from tests.support import factories
 def session(app):
     """A writable session inside the application context (services commit themselves)."""
     with app.app_context(), db.database().session() as db_session:
-        use_language("en")  # outside a request, as in `merit forms publish`
         yield db_session
 
 
