@@ -1,0 +1,589 @@
+"""Tables from the form, not from the data: the columns of every export, from the field schemas.
+
+The columns come from the field schema of every published version of the form, merged: a field
+takes the place it has in the newest version that has it, and a field removed later keeps its
+place after the field it followed when it was last there. A new version therefore never moves a
+column, and records filled on an old version keep their answers.
+
+There is a main table (one row per record) and one table per repeat, nested repeats included,
+linked as in ODK Central (``lib/data/briefcase.js``): the main row's ``KEY`` is the record's
+instanceID; a repeat row's ``KEY`` is the path below the root with 1-based positions
+(``uuid:…/household/member[2]``, nested ``uuid:…/member[1]/visit[2]``) and its ``PARENT_KEY`` the
+``KEY`` of the row it belongs to. The main table's columns are Central's:
+
+    SubmissionDate, <fields>, KEY, SubmitterID, SubmitterName, AttachmentsPresent,
+    AttachmentsExpected, Status, ReviewState, DeviceID, Edits, FormVersion, instanceName
+
+``instanceName`` (the record's display name, also known for encrypted records) is ours, last,
+so that tools that read Central's columns by position still find them where Central puts them.
+
+A *raw row* is what the record source gives for one table row: metadata then every field's
+trimmed text, in the table's field order. A :class:`TablePlan` turns raw rows into output
+rows with one ``operator.itemgetter`` (which also repeats a geopoint's text into its four
+cells) and a short list of converters for the columns that need typing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, Literal
+
+from flask_babel import gettext
+
+from server.exports import values
+from server.exports.options import BadExportOption, ExportOptions
+
+Target = Literal["csv", "xlsx"]
+
+# Positions of the metadata in a main raw row (the record source fills them in this order).
+M_ID, M_INSTANCE_ID, M_DATE, M_SUBMITTER_ID, M_SUBMITTER_NAME, M_REVIEW = range(6)
+M_DEVICE, M_EDITS, M_FORM_VERSION, M_INSTANCE_NAME, M_PRESENT, M_EXPECTED = range(6, 12)
+M_ENCRYPTED, M_VERSION_ID, M_STATUS = range(12, 15)
+META_WIDTH = 15
+# Positions in a repeat raw row.
+R_KEY, R_PARENT_KEY = 0, 1
+REPEAT_META_WIDTH = 2
+
+MAIN_TRAILER = (
+    ("KEY", M_INSTANCE_ID),
+    ("SubmitterID", M_SUBMITTER_ID),
+    ("SubmitterName", M_SUBMITTER_NAME),
+    ("AttachmentsPresent", M_PRESENT),
+    ("AttachmentsExpected", M_EXPECTED),
+    ("Status", M_STATUS),
+    ("ReviewState", M_REVIEW),
+    ("DeviceID", M_DEVICE),
+    ("Edits", M_EDITS),
+    ("FormVersion", M_FORM_VERSION),
+    ("instanceName", M_INSTANCE_NAME),
+)
+NOT_DECRYPTED = "not decrypted"
+
+
+# ---- the merged form ---------------------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    """One choice of a select: its value and its labels by language."""
+
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass
+class FieldInfo:
+    """One node of the merged form: a question, a group or a repeat."""
+
+    path: str
+    name: str
+    kind: str
+    type: str
+    parts: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    choices: list[Choice] | None = None
+    pii: bool = False
+    audit: bool = False
+    deleted: bool = False
+    repeat: str | None = None  # innermost repeat around it (its table); None: the main table
+
+    @property
+    def choice_names(self) -> list[str] | None:
+        return None if self.choices is None else [c.name for c in self.choices]
+
+
+@dataclass
+class FormLayout:
+    """The union of a form's published versions, in form order."""
+
+    xml_form_id: str
+    root: str
+    fields: list[FieldInfo]
+    languages: list[str]
+    default_language: str | None
+    versions: dict[str, str]  # form version row id (as text) -> version string
+
+    def __post_init__(self) -> None:
+        self.by_path = {f.path: f for f in self.fields}
+        self.repeats = [f for f in self.fields if f.kind == "repeat"]
+        self.has_pii = any(f.pii for f in self.fields)
+
+    def leaves(self) -> list[FieldInfo]:
+        """Return every question (not groups nor repeats), in form order."""
+        return [f for f in self.fields if f.kind == "field"]
+
+
+def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, str]) -> FormLayout:
+    """Merge field schemas (oldest first) into one layout; the newest decides types and labels."""
+    if not schemas:
+        return FormLayout(xml_form_id, "data", [], [], None, versions)
+    newest = schemas[-1]
+    order: list[str] = []
+    definitions: dict[str, dict[str, Any]] = {}
+    by_version = [{f.get("path"): f for f in s.get("fields", [])} for s in schemas]
+    for schema in reversed(schemas):
+        paths = [f["path"] for f in schema.get("fields", []) if f.get("path")]
+        anchor = -1
+        positions = {path: index for index, path in enumerate(order)}
+        for path in paths:
+            if path in positions:
+                anchor = positions[path]
+                continue
+            # A field only older versions have goes right after the field it followed there.
+            order.insert(anchor + 1, path)
+            anchor += 1
+            positions = {p: index for index, p in enumerate(order)}
+        for definition in schema.get("fields", []):
+            definitions.setdefault(definition["path"], definition)
+    newest_paths = {f["path"] for f in newest.get("fields", [])}
+    root = newest.get("root") or (order[0].split("/")[1] if order else "data")
+    repeat_paths = {p for p in order if definitions[p].get("kind") == "repeat"}
+    fields: list[FieldInfo] = []
+    for path in order:
+        definition = definitions[path]
+        parts = tuple(path.split("/")[2:])
+        enclosing = [r for r in repeat_paths if path.startswith(r + "/")]
+        fields.append(
+            FieldInfo(
+                path=path,
+                name=definition.get("name") or parts[-1],
+                kind=definition.get("kind") or "field",
+                type=definition.get("type") or "string",
+                parts=parts,
+                labels=dict(definition.get("labels") or {}),
+                choices=_choices(schemas, by_version, path),
+                pii=bool(definition.get("pii")),
+                audit=bool(definition.get("audit")),
+                deleted=path not in newest_paths,
+                repeat=max(enclosing, key=len) if enclosing else None,
+            )
+        )
+    return FormLayout(
+        xml_form_id=xml_form_id,
+        root=root,
+        fields=fields,
+        languages=list(newest.get("languages") or []),
+        default_language=newest.get("defaultLanguage"),
+        versions=versions,
+    )
+
+
+def _choices(
+    schemas: list[dict[str, Any]], by_version: list[dict[str, dict[str, Any]]], path: str
+) -> list[Choice] | None:
+    """Return the union of a select's choices over every version (newest order first)."""
+    merged: list[Choice] = []
+    seen: set[str] = set()
+    known = False
+    for schema, definitions in zip(reversed(schemas), reversed(by_version), strict=True):
+        definition = definitions.get(path)
+        if definition is None or not definition.get("choices"):
+            continue
+        items = (schema.get("choiceLists") or {}).get(definition["choices"])
+        if items is None:
+            continue
+        known = True
+        for item in items:
+            name = str(item.get("name", ""))
+            if name and name not in seen:
+                seen.add(name)
+                merged.append(Choice(name, dict(item.get("labels") or {})))
+    return merged if known else None
+
+
+# ---- labels --------------------------------------------------------------------------------------
+
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def resolve_language(layout: FormLayout, wanted: str | None) -> str | None:
+    """Return the form's language key a user's choice names ("fr", "French", "French (fr)")."""
+    if not wanted:
+        return layout.default_language
+    wanted_lower = wanted.strip().lower()
+    for language in layout.languages:
+        lowered = language.lower()
+        if lowered == wanted_lower or lowered.endswith(f"({wanted_lower})"):
+            return language
+    for language in layout.languages:
+        if language.lower().startswith(wanted_lower):
+            return language
+    if not layout.languages and wanted_lower in ("default", ""):
+        return None
+    raise BadExportOption(
+        field="language",
+        reason=gettext("the form has no language %(language)s; it has %(languages)s")
+        % {"language": wanted, "languages": ", ".join(layout.languages) or "-"},
+    )
+
+
+def label_of(labels: dict[str, str], language: str | None, default: str | None, name: str) -> str:
+    """Return a label in the language (then the default one, then any), as plain text."""
+    for key in (language, default, "default"):
+        if key and labels.get(key):
+            return _plain(labels[key]) or name
+    for text in labels.values():
+        if text:
+            return _plain(text) or name
+    return name
+
+
+def _plain(text: str) -> str:
+    return " ".join(_TAGS.sub(" ", text).split())[:250]
+
+
+# ---- table plans ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ColumnRef:
+    """What an output column shows: a field (or part of one), or metadata."""
+
+    header: str
+    field: FieldInfo | None = None
+    part: str | None = None  # "Latitude"... for a split geopoint, a choice for a split select
+    meta: str | None = None
+
+
+@dataclass
+class TablePlan:
+    """One output table: its name, headers, and how to make its rows from raw rows."""
+
+    path: str | None  # None for the main table
+    name: str  # the repeat's name, or the formID
+    leaves: list[FieldInfo]
+    headers: list[str] = field(default_factory=list)
+    columns: list[ColumnRef] = field(default_factory=list)
+    children: list[tuple[tuple[str, ...], TablePlan]] = field(default_factory=list)
+    # Parts from the parent table's instance down to this repeat (the repeat's own name last).
+    relative: tuple[str, ...] = ()
+    leaf_parts: list[tuple[str, ...]] = field(default_factory=list)
+    getter: Callable[[Any], Any] | None = None
+    handlers: list[tuple[int, int, Callable[[Any], Any]]] = field(default_factory=list)
+    width: int = 0
+    file_name: str = ""
+
+    @property
+    def meta_width(self) -> int:
+        return META_WIDTH if self.path is None else REPEAT_META_WIDTH
+
+    def leaf_index(self, path: str) -> int:
+        """Return the position of a field's text in this table's raw rows (KeyError if absent)."""
+        positions = self.__dict__.get("_positions")
+        if positions is None:
+            positions = {leaf.path: self.meta_width + i for i, leaf in enumerate(self.leaves)}
+            self.__dict__["_positions"] = positions
+        return positions[path]
+
+    def convert(self, raw: list[Any]) -> list[Any]:
+        """Turn a raw row into an output row."""
+        out = self.getter(raw)
+        out = list(out) if self.width != 1 else [out]
+        for position, width, handler in self.handlers:
+            if width == 1:
+                out[position] = handler(out[position])
+            else:
+                out[position : position + width] = handler(out[position])
+        return out
+
+    def walk(self) -> Iterator[TablePlan]:
+        """Yield this table and every table below it, depth first."""
+        yield self
+        for _parts, child in self.children:
+            yield from child.walk()
+
+
+@dataclass
+class Plan:
+    """Every table of an export and what it needs to know."""
+
+    layout: FormLayout
+    main: TablePlan
+    options: ExportOptions
+    target: Target
+    language: str | None
+
+    def tables(self) -> list[TablePlan]:
+        return list(self.main.walk())
+
+
+def select_leaves(layout: FormLayout, options: ExportOptions) -> set[str]:
+    """Return the paths of the questions the export shows (options ``fields``, deleted ones)."""
+    leaves = [
+        f
+        for f in layout.leaves()
+        if (options.deleted_fields or not f.deleted) and not (f.pii and options.pii == "omit")
+    ]
+    if not options.fields:
+        return {f.path for f in leaves}
+    chosen: set[str] = set()
+    for wanted in options.fields:
+        matches = _matching(layout, wanted)
+        if not matches:
+            raise BadExportOption(
+                field="fields",
+                reason=gettext("the form has no field %(field)s") % {"field": wanted},
+            )
+        chosen |= matches
+    return {f.path for f in leaves if f.path in chosen}
+
+
+def _matching(layout: FormLayout, wanted: str) -> set[str]:
+    wanted = wanted.strip()
+    if wanted.startswith("/"):
+        prefix = wanted.rstrip("/")
+        return {
+            f.path for f in layout.leaves() if f.path == prefix or f.path.startswith(prefix + "/")
+        }
+    by_name = {f.path for f in layout.fields if f.name == wanted}
+    by_header = {f.path for f in layout.fields if "-".join(f.parts) == wanted}
+    tops = by_header or by_name
+    found: set[str] = set()
+    for top in tops:
+        found |= {f.path for f in layout.leaves() if f.path == top or f.path.startswith(top + "/")}
+    return found
+
+
+def build_plan(
+    layout: FormLayout,
+    options: ExportOptions,
+    target: Target,
+    *,
+    pseudonymise: Callable[[Any], str] | None = None,
+) -> Plan:
+    """Decide every table, header and converter of an export."""
+    language = resolve_language(layout, options.language) if options.headers == "labels" else None
+    shown = select_leaves(layout, options)
+    main = TablePlan(path=None, name=layout.xml_form_id, leaves=[])
+    tables: dict[str | None, TablePlan] = {None: main}
+    for repeat in layout.repeats:
+        tables[repeat.path] = TablePlan(path=repeat.path, name=repeat.name, leaves=[])
+    for leaf in layout.leaves():
+        if leaf.path in shown:
+            tables[leaf.repeat].leaves.append(leaf)
+    # Link each repeat to its parent table; keep a repeat when it or one below it shows a field.
+    for repeat in layout.repeats:
+        plan = tables[repeat.path]
+        plan.relative = tuple(repeat.path.split("/")[2:])
+        parent = _parent_repeat(layout, repeat)
+        if parent is not None:
+            plan.relative = plan.relative[len(parent.split("/")) - 2 :]
+        tables[parent].children.append((plan.relative, plan))
+    _prune(main)
+    plan = Plan(layout=layout, main=main, options=options, target=target, language=language)
+    for table in main.walk():
+        _compile(plan, table, pseudonymise)
+    _name_files(plan)
+    return plan
+
+
+def _parent_repeat(layout: FormLayout, repeat: FieldInfo) -> str | None:
+    enclosing = [r.path for r in layout.repeats if repeat.path.startswith(r.path + "/")]
+    return max(enclosing, key=len) if enclosing else None
+
+
+def _prune(table: TablePlan) -> bool:
+    """Drop repeat tables with nothing to show; tell whether ``table`` is kept."""
+    table.children = [(parts, child) for parts, child in table.children if _prune(child)]
+    return table.path is None or bool(table.leaves) or bool(table.children)
+
+
+def _header_parts(plan: Plan, table: TablePlan, leaf: FieldInfo) -> list[str]:
+    """Return the names (or labels) from the table down to the field."""
+    depth = 0 if table.path is None else len(table.path.split("/")) - 2
+    parts = leaf.parts[depth:]
+    if not plan.options.group_paths:
+        parts = parts[-1:]
+    if plan.options.headers == "names":
+        return list(parts)
+    layout = plan.layout
+    names = []
+    for index in range(len(leaf.parts) - len(parts), len(leaf.parts)):
+        node = layout.by_path.get("/" + layout.root + "/" + "/".join(leaf.parts[: index + 1]))
+        if node is None:
+            names.append(leaf.parts[index])
+            continue
+        names.append(label_of(node.labels, plan.language, layout.default_language, node.name))
+    return names
+
+
+def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | None) -> None:
+    """Fill a table's headers, column references, itemgetter and converters."""
+    options, layout = plan.options, plan.layout
+    sep = options.separator
+    typed = plan.target == "xlsx"
+    sources: list[int] = []
+    headers: list[str] = []
+    columns: list[ColumnRef] = []
+    handlers: list[tuple[int, int, Callable[[Any], Any]]] = []
+    hide_pii = options.pii != "plain"
+
+    def add(header: str, source: int, ref: ColumnRef) -> None:
+        headers.append(header)
+        columns.append(ref)
+        sources.append(source)
+
+    if table.path is None:
+        add("SubmissionDate", M_DATE, ColumnRef("SubmissionDate", meta="SubmissionDate"))
+    table.leaf_parts = []
+    depth = 0 if table.path is None else len(table.path.split("/")) - 2
+    for index, leaf in enumerate(table.leaves):
+        table.leaf_parts.append(leaf.parts[depth:])
+        source = table.meta_width + index
+        base = sep.join(_header_parts(plan, table, leaf))
+        position = len(sources)
+        pii = leaf.pii or (layout.has_pii and leaf.path.endswith("/meta/instanceName"))
+        if pii and hide_pii and pseudonymise is not None:
+            add(base, source, ColumnRef(base, field=leaf))
+            handlers.append((position, 1, _pseudonymising(leaf.type, pseudonymise)))
+            continue
+        if leaf.type == "geopoint" and options.split_geopoints:
+            for part in values.GEO_PARTS:
+                add(f"{base}{sep}{part}", source, ColumnRef(f"{base}{sep}{part}", leaf, part))
+            handlers.append((position, 4, _geo_splitter(typed)))
+            continue
+        choices = leaf.choice_names
+        if leaf.type == "select_multiple" and options.split_select_multiples and choices:
+            add(base, source, ColumnRef(base, field=leaf))
+            labels = [
+                label_of(c.labels, plan.language, layout.default_language, c.name)
+                if options.headers == "labels"
+                else c.name
+                for c in leaf.choices or []
+            ]
+            for choice, label in zip(choices, labels, strict=True):
+                add(f"{base}/{label}", source, ColumnRef(f"{base}/{label}", leaf, choice))
+            handlers.append((position, 1 + len(choices), _select_splitter(choices)))
+            continue
+        add(base, source, ColumnRef(base, field=leaf))
+        converter = (values.xlsx_converter if typed else values.csv_converter)(leaf.type)
+        if converter is not None:
+            handlers.append((position, 1, converter))
+    if table.path is None:
+        for header, source in MAIN_TRAILER:
+            position = len(sources)
+            add(header, source, ColumnRef(header, meta=header))
+            if header == "FormVersion":
+                handlers.append((position, 1, _version_lookup(layout.versions)))
+            elif header == "instanceName" and layout.has_pii and hide_pii:
+                if pseudonymise is None:
+                    handlers.append((position, 1, _blank))
+                else:
+                    handlers.append((position, 1, pseudonymise))
+            elif typed and header in _INTEGER_META:
+                handlers.append((position, 1, _meta_int))
+    else:
+        add("PARENT_KEY", R_PARENT_KEY, ColumnRef("PARENT_KEY", meta="PARENT_KEY"))
+        add("KEY", R_KEY, ColumnRef("KEY", meta="KEY"))
+    table.headers = _unique(headers)
+    for column, header in zip(columns, table.headers, strict=True):
+        column.header = header
+    table.columns = columns
+    table.width = len(sources)
+    table.getter = itemgetter(*sources)
+    table.handlers = handlers
+
+
+_INTEGER_META = ("SubmitterID", "AttachmentsPresent", "AttachmentsExpected", "Edits")
+
+
+def _unique(headers: list[str]) -> list[str]:
+    """Make headers unique within a table (``name~2``), as Central names clashing files."""
+    seen: dict[str, int] = {}
+    out = []
+    for header in headers:
+        count = seen.get(header, 0) + 1
+        seen[header] = count
+        out.append(header if count == 1 else f"{header}~{count}")
+    return out
+
+
+def _name_files(plan: Plan) -> None:
+    """Name each repeat table's file ``<formId>-<repeat>.csv`` (``~n`` on clashes, as Central)."""
+    tables = plan.tables()
+    plan.main.file_name = f"{_safe_file(plan.layout.xml_form_id)}.csv"
+    totals: dict[str, int] = {}
+    for table in tables[1:]:
+        totals[table.name] = totals.get(table.name, 0) + 1
+    counts: dict[str, int] = {}
+    for table in tables[1:]:
+        stem = f"{plan.layout.xml_form_id}-{table.name}"
+        if totals[table.name] > 1:
+            counts[table.name] = counts.get(table.name, 0) + 1
+            stem += f"~{counts[table.name]}"
+        table.file_name = f"{_safe_file(stem)}.csv"
+
+
+_UNSAFE_FILE = re.compile(r'[\x00-\x1f<>:"/\\|?*]')
+
+
+def _safe_file(name: str) -> str:
+    return _UNSAFE_FILE.sub("_", name).strip(" .") or "export"
+
+
+def _blank(_value: Any) -> str:
+    return ""
+
+
+def _meta_int(value: Any) -> Any:
+    if value is None or value == "":
+        return ""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _version_lookup(versions: dict[str, str]) -> Callable[[Any], str]:
+    def lookup(value: Any) -> str:
+        return versions.get(str(value), "")
+
+    return lookup
+
+
+def _geo_splitter(typed: bool) -> Callable[[str], list[Any]]:
+    def split(value: str) -> list[Any]:
+        return values.split_geopoint(value, typed=typed)
+
+    return split
+
+
+def _select_splitter(choices: list[str]) -> Callable[[str], list[Any]]:
+    blank = [""] * len(choices)
+
+    def split(value: str) -> list[Any]:
+        if not value:
+            # Not answered is not "not chosen": the 0/1 cells stay empty.
+            return ["", *blank]
+        picked = set(value.split())
+        return [" ".join(value.split()), *(1 if c in picked else 0 for c in choices)]
+
+    return split
+
+
+def _pseudonymising(field_type: str, pseudonymise: Callable[[Any], str]) -> Callable[[str], str]:
+    normalise = values.csv_converter(field_type)
+
+    def hide(value: str) -> str:
+        if normalise is not None and value:
+            value = str(normalise(value))
+        return pseudonymise(value)
+
+    return hide
+
+
+def iter_leaf_values(node: Any, parts_list: Iterable[tuple[str, ...]]) -> list[str]:
+    """Return the trimmed text of each field below ``node`` ('' when absent)."""
+    out = []
+    for parts in parts_list:
+        current = node
+        for part in parts:
+            if type(current) is not dict:
+                current = None
+                break
+            current = current.get(part)
+        out.append(current.strip() if isinstance(current, str) else "")
+    return out

@@ -1,0 +1,148 @@
+"""Media files and client audit logs in export zips, read from the blob store in chunks.
+
+Media go under ``media/`` with the names the tablet gave them (the names the tables show).
+Two different files with one name (rare: Collect names files by the time they were taken) get
+``~2``, ``~3``... A file missing from the store is listed in ``media/missing.csv`` rather than
+breaking an export already on its way.
+
+Each record's client audit log (``meta/audit``, Collect's ``audit.csv``) is merged into one
+``<formId> - audit.csv``, as in ODK Central, with the record's ``KEY`` on every line and
+Collect's columns in a fixed order (columns Collect did not write stay empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import zipfile
+from collections.abc import Iterator
+
+from server.exports import source
+from server.exports.context import ExportContext
+from server.exports.streams import ChunkBuffer, open_entry, open_zip, text_writer
+from server.storage import service as storage
+from server.storage.base import StorageError
+
+log = logging.getLogger(__name__)
+
+AUDIT_COLUMNS = (
+    "event",
+    "node",
+    "start",
+    "end",
+    "latitude",
+    "longitude",
+    "accuracy",
+    "old-value",
+    "new-value",
+    "user",
+    "change-reason",
+)
+
+
+def _unique_name(name: str, sha256: str, taken: dict[str, str]) -> str | None:
+    """Return the zip name for a file, None when the same bytes are there already."""
+    candidate, number = name, 1
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    while candidate in taken:
+        if taken[candidate] == sha256[:16]:
+            return None
+        number += 1
+        candidate = f"{stem}~{number}{dot}{extension}"
+    taken[candidate] = sha256[:16]
+    return candidate
+
+
+def media_entries(
+    ctx: ExportContext, archive: zipfile.ZipFile, buffer: ChunkBuffer, *, folder: str
+) -> Iterator[bytes]:
+    """Write every present attachment of the chosen records into the zip, in chunks."""
+    taken: dict[str, str] = {}
+    missing: list[tuple[str, str, str]] = []
+    for instance_id, name, sha256, _size in source.iter_attachments(
+        ctx.db_session, ctx.where, client_audit=False
+    ):
+        zip_name = _unique_name(name, sha256, taken)
+        if zip_name is None:
+            continue
+        try:
+            chunks = storage.read_sha256(sha256)
+        except StorageError as exc:
+            log.warning("export: attachment %s of %s unreadable: %s", name, instance_id, exc)
+            missing.append((instance_id, name, str(exc)))
+            continue
+        with open_entry(archive, folder + zip_name) as entry:
+            for chunk in chunks:
+                entry.write(chunk)
+                if buffer.ready():
+                    yield buffer.take()
+        if buffer.ready():
+            yield buffer.take()
+    if missing:
+        with open_entry(archive, folder + "missing.csv") as entry:
+            text = text_writer(entry)
+            writer = csv.writer(text)
+            writer.writerow(["KEY", "file", "problem"])
+            writer.writerows(missing)
+            text.close()
+
+
+def audit_entry(
+    ctx: ExportContext, archive: zipfile.ZipFile, buffer: ChunkBuffer
+) -> Iterator[bytes]:
+    """Merge every chosen record's client audit log into ``<formId> - audit.csv``."""
+    logs = source.iter_attachments(ctx.db_session, ctx.where, client_audit=True)
+    first = next(logs, None)
+    if first is None:
+        return
+    with open_entry(archive, f"{ctx.xml_form_id} - audit.csv") as entry:
+        text = text_writer(entry)
+        writer = csv.writer(text)
+        writer.writerow(["KEY", *AUDIT_COLUMNS])
+        for instance_id, name, sha256, _size in _chain(first, logs):
+            try:
+                # One record's log at a time: a few kilobytes, rarely a few megabytes.
+                data = b"".join(storage.read_sha256(sha256))
+            except StorageError as exc:
+                log.warning("export: audit log %s of %s unreadable: %s", name, instance_id, exc)
+                continue
+            for line in _audit_lines(data):
+                writer.writerow([instance_id, *line])
+            if buffer.ready():
+                text.flush()
+                yield buffer.take()
+        text.close()
+
+
+def _chain(first, rest):  # type: ignore[no-untyped-def]
+    yield first
+    yield from rest
+
+
+def _audit_lines(data: bytes) -> Iterator[list[str]]:
+    """Yield a Collect audit log's lines in :data:`AUDIT_COLUMNS` order."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
+    header = next(reader, None)
+    if not header:
+        return
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    positions = [header.index(c) if c in header else None for c in AUDIT_COLUMNS]
+    for line in reader:
+        if not line:
+            continue
+        yield [line[p] if p is not None and p < len(line) else "" for p in positions]
+
+
+def media_zip_chunks(ctx: ExportContext) -> Iterator[bytes]:
+    """Yield a zip of the chosen records' media files (and their audit logs, merged)."""
+    buffer = ChunkBuffer()
+    archive = open_zip(buffer)
+    yield from media_entries(ctx, archive, buffer, folder="media/")
+    if ctx.options.client_audit:
+        yield from audit_entry(ctx, archive, buffer)
+    archive.close()
+    ctx.stats.bytes_out = buffer.total
+    yield buffer.take()

@@ -1,0 +1,257 @@
+"""The subset of OData ``$filter`` ODK Central accepts on submissions, as a SQL condition.
+
+Central documents ``$filter`` on ``__system/submissionDate``, ``__system/updatedAt``,
+``__system/submitterId``, ``__system/reviewState`` and ``__system/deletedAt`` (and ``__id``),
+with ``eq ne lt le gt ge``, ``and or not``, parentheses, ``null`` and the date functions
+``year() month() day() hour() minute() second()`` and ``now()``. pyodk and Power BI send
+exactly that. Anything else is refused with a 400 saying what was not understood.
+
+    __system/submissionDate ge 2024-05-01 and __system/reviewState ne 'rejected'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask_babel import gettext, lazy_gettext
+
+from server import errors
+from server.db import utcnow
+from server.submissions.models import Submission
+
+
+class BadFilter(errors.BadRequest):
+    """A ``$filter`` expression that cannot be used."""
+
+    code = "400.18"
+    message = lazy_gettext("The $filter expression cannot be used: %(reason)s")
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'(?:[^']|'')*')
+      | (?P<datetime>\d{4}-\d{2}-\d{2}(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?)
+      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<punct>[(),])
+      | (?P<word>[A-Za-z_][A-Za-z0-9_/]*)
+    )""",
+    re.VERBOSE,
+)
+
+_OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
+_FUNCTIONS = {"year", "month", "day", "hour", "minute", "second"}
+_DATES = {"__system/submissionDate", "__system/updatedAt", "__system/deletedAt"}
+
+
+@dataclass
+class _Token:
+    kind: str
+    text: str
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise BadFilter(
+                reason=gettext("cannot read the expression from “%(rest)s”")
+                % {"rest": text[position:].strip()[:40]}
+            )
+        kind = match.lastgroup or ""
+        tokens.append(_Token(kind, match.group(kind)))
+        position = match.end()
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return tokens
+
+
+def _columns() -> dict[str, Any]:
+    return {
+        "__system/submissionDate": Submission.created_at,
+        "__system/updatedAt": Submission.updated_at,
+        "__system/deletedAt": Submission.deleted_at,
+        "__system/submitterId": Submission.submitter_id,
+        "__system/reviewState": Submission.review_state,
+        "__id": Submission.instance_id,
+    }
+
+
+class _Parser:
+    """A recursive-descent parser producing SQLAlchemy expressions."""
+
+    def __init__(self, text: str, dialect: str) -> None:
+        self.tokens = _tokens(text)
+        self.position = 0
+        self.dialect = dialect
+
+    def peek(self) -> _Token | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self) -> _Token:
+        token = self.peek()
+        if token is None:
+            raise BadFilter(reason=gettext("the expression ends too early"))
+        self.position += 1
+        return token
+
+    def expect(self, text: str) -> None:
+        token = self.take()
+        if token.text != text:
+            raise BadFilter(
+                reason=gettext("expected “%(expected)s” but found “%(found)s”")
+                % {"expected": text, "found": token.text}
+            )
+
+    def parse(self) -> Any:
+        expression = self.disjunction()
+        if self.peek() is not None:
+            raise BadFilter(reason=gettext("unexpected “%(found)s”") % {"found": self.peek().text})
+        return expression
+
+    def disjunction(self) -> Any:
+        parts = [self.conjunction()]
+        while (token := self.peek()) is not None and token.text == "or":
+            self.take()
+            parts.append(self.conjunction())
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+    def conjunction(self) -> Any:
+        parts = [self.negation()]
+        while (token := self.peek()) is not None and token.text == "and":
+            self.take()
+            parts.append(self.negation())
+        return parts[0] if len(parts) == 1 else sa.and_(*parts)
+
+    def negation(self) -> Any:
+        token = self.peek()
+        if token is not None and token.text == "not":
+            self.take()
+            return sa.not_(self.negation())
+        return self.comparison()
+
+    def comparison(self) -> Any:
+        token = self.peek()
+        if token is not None and token.text == "(":
+            self.take()
+            inner = self.disjunction()
+            self.expect(")")
+            return inner
+        left, left_kind = self.operand()
+        operator = self.take()
+        if operator.text not in _OPERATORS:
+            raise BadFilter(
+                reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
+                % {"found": operator.text}
+            )
+        right, right_kind = self.operand()
+        if left_kind == "literal" and right_kind != "literal":
+            left, right = right, left
+            left_kind, right_kind = right_kind, left_kind
+            operator = _Token("word", _MIRROR[operator.text])
+        if left_kind == "literal":
+            raise BadFilter(reason=gettext("a comparison needs a field on one side"))
+        right = _coerce(right, left_kind)
+        return _compare(left, operator.text, right)
+
+    def operand(self) -> tuple[Any, str]:
+        """Return (expression or value, kind); kind is a field name, "number" or "literal"."""
+        token = self.take()
+        if token.kind == "word" and token.text in _FUNCTIONS:
+            self.expect("(")
+            argument = self.take()
+            if argument.text not in _DATES:
+                raise BadFilter(
+                    reason=gettext("%(function)s() applies to a date field")
+                    % {"function": token.text}
+                )
+            self.expect(")")
+            column: Any = _columns()[argument.text]
+            if self.dialect == "postgresql":
+                # extract() on a timestamptz follows the session's time zone; Central's is UTC.
+                column = sa.func.timezone("UTC", column)
+            return sa.extract(token.text, column), "number"
+        if token.kind == "word" and token.text == "now":
+            self.expect("(")
+            self.expect(")")
+            return utcnow(), "literal"
+        if token.kind == "word" and token.text in _columns():
+            return _columns()[token.text], token.text
+        if token.kind == "word" and token.text == "null":
+            return None, "literal"
+        if token.kind == "word" and token.text in ("true", "false"):
+            return token.text == "true", "literal"
+        if token.kind == "string":
+            return token.text[1:-1].replace("''", "'"), "literal"
+        if token.kind == "number":
+            return (float(token.text) if "." in token.text else int(token.text)), "literal"
+        if token.kind == "datetime":
+            return _datetime(token.text), "literal"
+        raise BadFilter(
+            reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
+            % {"found": token.text, "fields": ", ".join(_columns())}
+        )
+
+
+_MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+
+
+def _datetime(text: str) -> dt.datetime:
+    try:
+        if len(text) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadFilter(reason=gettext("“%(found)s” is not a date") % {"found": text}) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    """Check a literal against the field it is compared with."""
+    if value is None:
+        return None
+    if kind in _DATES:
+        if isinstance(value, str):
+            return _datetime(value)
+        if isinstance(value, dt.datetime):
+            return value
+    elif kind in ("__system/submitterId", "number"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadFilter(reason=gettext("%(field)s is compared with a number") % {"field": kind})
+        return value
+    elif kind in ("__system/reviewState", "__id") and isinstance(value, str):
+        return value
+    raise BadFilter(
+        reason=gettext("%(value)s cannot be compared with %(field)s")
+        % {"value": str(value), "field": kind}
+    )
+
+
+def _compare(left: Any, operator: str, right: Any) -> Any:
+    if right is None:
+        if operator == "eq":
+            return left.is_(None)
+        if operator == "ne":
+            return left.is_not(None)
+        raise BadFilter(reason=gettext("null can only be compared with eq or ne"))
+    if operator == "eq":
+        return left == right
+    if operator == "ne":
+        # OData: null ne 'x' is true; SQL's NULL <> 'x' is unknown.
+        return sa.or_(left != right, left.is_(None))
+    return {"lt": left < right, "le": left <= right, "gt": left > right, "ge": left >= right}[
+        operator
+    ]
+
+
+def parse_filter(text: str, dialect: str = "postgresql") -> Any:
+    """Return the SQL condition a Central ``$filter`` expression means; raise 400 if unusable."""
+    if len(text) > 2000:
+        raise BadFilter(reason=gettext("the expression is too long"))
+    return _Parser(text, dialect).parse()

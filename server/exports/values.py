@@ -1,0 +1,264 @@
+"""Cleaning one answer: typing it from the field schema, for CSV and for Excel, and checking it.
+
+Records hold every answer as text exactly as the tablet wrote it. Exports type them from the
+form: integers become integers ("034 " -> 34), decimals numbers, dates ISO 8601 dates,
+booleans true/false, select-multiple answers one space between choices, and every value is
+trimmed. A value that does not fit its type is exported as it was written (trimmed): cleaning
+never loses an answer.
+
+Three views of a value serve three purposes:
+
+* :func:`csv_converter` gives what the CSV cell shows (text, or an int the csv module writes);
+* :func:`xlsx_converter` gives a typed Python value for a typed Excel cell;
+* :func:`canonical` gives a comparable value: the cleaning log compares an analyst's "old value"
+  with the exported one through it, so that "34", " 34" and "034" are the same answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask_babel import gettext
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+GEO_PARTS = ("Latitude", "Longitude", "Altitude", "Accuracy")
+GEO_TYPES = ("geopoint", "geotrace", "geoshape")
+
+Converter = Callable[[str], Any]
+
+
+# ---- CSV -------------------------------------------------------------------------------------
+
+
+def _csv_int(value: str) -> Any:
+    if _INT.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _csv_date(value: str) -> str:
+    # Some clients write a date field as a date-time at midnight; the date is what was asked.
+    if len(value) > 10 and _DATE_PREFIX.match(value):
+        return value[:10]
+    return value
+
+
+def _csv_boolean(value: str) -> str:
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return "true"
+    if lowered in ("false", "0"):
+        return "false"
+    return value
+
+
+def normalise_multiple(value: str) -> str:
+    """Return a select-multiple answer with one space between choices."""
+    return " ".join(value.split())
+
+
+def csv_converter(field_type: str) -> Converter | None:
+    """Return the function that turns a trimmed answer into its CSV cell (None: as it is)."""
+    return {
+        "int": _csv_int,
+        "date": _csv_date,
+        "boolean": _csv_boolean,
+        "select_multiple": normalise_multiple,
+        "rank": normalise_multiple,
+    }.get(field_type)
+
+
+# ---- Excel -----------------------------------------------------------------------------------
+
+
+def _number(value: str) -> Any:
+    if _INT.fullmatch(value):
+        number = int(value)
+        # Excel keeps 15 significant digits; longer integers (phone numbers...) stay text.
+        return number if abs(number) < 10**15 else value
+    if _DECIMAL.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _xlsx_int(value: str) -> Any:
+    if _INT.fullmatch(value):
+        number = int(value)
+        return number if abs(number) < 10**15 else value
+    return value
+
+
+def _xlsx_decimal(value: str) -> Any:
+    if _DECIMAL.fullmatch(value):
+        number = float(value)
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _xlsx_date(value: str) -> Any:
+    if _DATE_PREFIX.match(value):
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return value
+    return value
+
+
+def _xlsx_boolean(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    return value
+
+
+def xlsx_converter(field_type: str) -> Converter | None:
+    """Return the function that turns a trimmed answer into a typed Excel value."""
+    return {
+        "int": _xlsx_int,
+        "decimal": _xlsx_decimal,
+        "date": _xlsx_date,
+        "boolean": _xlsx_boolean,
+        "select_multiple": normalise_multiple,
+        "rank": normalise_multiple,
+    }.get(field_type)
+
+
+def split_geopoint(value: str, *, typed: bool) -> list[Any]:
+    """Split "lat lon alt acc" into four cells (numbers when ``typed``)."""
+    parts = value.split()
+    if len(parts) > 4:
+        parts = parts[:4]
+    parts += [""] * (4 - len(parts))
+    if typed:
+        return [_number(p) if p else "" for p in parts]
+    return parts
+
+
+# ---- comparing and checking --------------------------------------------------------------------
+
+
+def canonical(field_type: str, value: str | None) -> Any:
+    """Return a value comparable across spellings of the same answer (None when empty)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if field_type in ("int", "decimal"):
+        return _number(value)
+    if field_type == "date":
+        return _xlsx_date(value)
+    if field_type == "boolean":
+        return _xlsx_boolean(value)
+    if field_type in ("select_multiple", "rank"):
+        return normalise_multiple(value)
+    if field_type in GEO_TYPES:
+        return " ".join(str(_number(p)) for p in value.split())
+    return value
+
+
+def _geopoint_problem(text: str) -> str | None:
+    parts = text.split()
+    if not 2 <= len(parts) <= 4 or not all(_DECIMAL.fullmatch(p) for p in parts):
+        return gettext("expected “latitude longitude [altitude [accuracy]]” in decimal degrees")
+    numbers = [float(p) for p in parts]
+    if not -90 <= numbers[0] <= 90 or not -180 <= numbers[1] <= 180:
+        return gettext("the latitude must lie within ±90 and the longitude within ±180")
+    if len(numbers) == 4 and numbers[3] < 0:
+        return gettext("the accuracy cannot be negative")
+    return None
+
+
+def check(field_type: str, value: str, choices: list[str] | None) -> str | None:
+    """Return why ``value`` does not fit the field (translated), or None when it does.
+
+    An empty value always fits: it clears the answer.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    if field_type == "int":
+        if not _INT.fullmatch(value):
+            return gettext("expected a whole number")
+    elif field_type == "decimal":
+        if not _DECIMAL.fullmatch(value):
+            return gettext("expected a number (with a point for decimals)")
+    elif field_type == "date":
+        try:
+            dt.date.fromisoformat(value)
+            if len(value) != 10:
+                raise ValueError(value)
+        except ValueError:
+            return gettext("expected a date written YYYY-MM-DD")
+    elif field_type == "dateTime":
+        try:
+            dt.datetime.fromisoformat(value)
+        except ValueError:
+            return gettext("expected a date and time written YYYY-MM-DDTHH:MM:SS+HH:MM")
+    elif field_type == "time":
+        try:
+            dt.time.fromisoformat(value)
+        except ValueError:
+            return gettext("expected a time written HH:MM:SS")
+    elif field_type == "boolean":
+        if value.lower() not in ("true", "false", "1", "0"):
+            return gettext("expected true or false")
+    elif field_type == "geopoint":
+        return _geopoint_problem(value)
+    elif field_type in ("geotrace", "geoshape"):
+        points = [p for p in value.split(";") if p.strip()]
+        if len(points) < 2:
+            return gettext("expected points separated by semicolons")
+        for point in points:
+            problem = _geopoint_problem(point)
+            if problem:
+                return problem
+    elif field_type in ("select_one", "select_multiple", "rank") and choices is not None:
+        picked = [value] if field_type == "select_one" else value.split()
+        unknown = [p for p in picked if p not in choices]
+        if unknown:
+            return gettext("“%(value)s” is not one of the choices (%(choices)s)") % {
+                "value": unknown[0],
+                "choices": ", ".join(choices[:20]) + (", …" if len(choices) > 20 else ""),
+            }
+        if len(set(picked)) != len(picked):
+            return gettext("a choice is given twice")
+    return None
+
+
+# ---- personal data -----------------------------------------------------------------------------
+
+
+class Pseudonymiser:
+    """Replaces a value by a keyed hash: the same value gives the same pseudonym in a project.
+
+    The key is derived from the server's secret key and the project id, so pseudonyms can be
+    joined across exports of one project but not across projects, and cannot be reversed
+    without the secret key.
+    """
+
+    prefix = "pid_"
+
+    def __init__(self, secret_key: str, project_id: int) -> None:
+        self.key = hmac.new(
+            secret_key.encode(), f"merit-export-pseudonym:{project_id}".encode(), hashlib.sha256
+        ).digest()
+
+    def __call__(self, value: Any) -> str:
+        """Return the pseudonym of a value ('' stays '')."""
+        if value is None or value == "":
+            return ""
+        text = value if isinstance(value, str) else str(value)
+        digest = hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+        return self.prefix + digest[:20]
