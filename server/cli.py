@@ -22,7 +22,11 @@ from flask.cli import FlaskGroup, with_appcontext
 from server.app import create_app
 
 # Command groups other packages provide: "module:attribute".
-COMMAND_GROUPS: tuple[str, ...] = ("server.storage.cli:storage", "server.forms.cli:forms")
+COMMAND_GROUPS: tuple[str, ...] = (
+    "server.storage.cli:storage",
+    "server.forms.cli:forms",
+    "server.exports.cli:export",
+)
 
 
 def _create_app():

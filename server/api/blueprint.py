@@ -19,6 +19,7 @@ RESOURCES = (
     "server.api.app_users",
     "server.api.forms",
     "server.api.encryption",
+    "server.api.exports",
 )
 
 for _name in RESOURCES:
