@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from server import errors
 from server.audit.services import record
 from server.auth.tokens import new_token
+from server.crypto.managed import prepare_for_publish
 from server.db import utcnow
 from server.forms import compiler, schema, xform
 from server.forms.messages import _
@@ -223,13 +224,32 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _store_source(
-    db_session: Session, upload: Upload, compiled: compiler.CompiledForm
-) -> Blob | None:
-    """Keep the spreadsheet with the version (durable before any row refers to it)."""
-    if not compiled.from_spreadsheet:
-        return None
-    return storage.save_stream(db_session, io.BytesIO(upload.data))
+def _store_files(
+    db_session: Session,
+    upload: Upload | None,
+    compiled: compiler.CompiledForm | None,
+    media: Mapping[str, bytes] | None,
+) -> tuple[Blob | None, dict[str, Blob]]:
+    """Make the source spreadsheet and given media durable before any row refers to them.
+
+    Each catalogue row is committed at once: the database lock (SQLite's single writer) is
+    never held while bytes travel to the store. A blob no version ends up using is harmless.
+    """
+    files = dict(media or {})
+    if compiled is not None and compiled.itemsets is not None:
+        files.setdefault("itemsets.csv", compiled.itemsets)
+    for data in files.values():
+        if len(data) > MAX_MEDIA_BYTES:
+            raise errors.PayloadTooLarge(size=len(data), limit=MAX_MEDIA_BYTES)
+    source = None
+    if upload is not None and compiled is not None and compiled.from_spreadsheet:
+        source = storage.save_stream(db_session, io.BytesIO(upload.data))
+        db_session.commit()
+    stored = {}
+    for name, data in files.items():
+        stored[name] = storage.save_stream(db_session, io.BytesIO(data))
+        db_session.commit()
+    return source, stored
 
 
 def _content_type(name: str, declared: str | None = None) -> str:
@@ -244,11 +264,11 @@ def _new_version(
     compiled: compiler.CompiledForm,
     upload: Upload,
     *,
+    source: Blob | None,
     actor_id: int | None,
     token: str | None,
 ) -> FormVersion:
     """Add a draft version for a compiled upload (flushed, not committed)."""
-    source = _store_source(db_session, upload, compiled)
     filename = upload.filename or f"{compiled.form_id}{compiled.file_type}"
     version = FormVersion(
         form_id=form.id,
@@ -289,8 +309,7 @@ def _attach_media(
     version: FormVersion,
     *,
     previous: list[FormVersion],
-    provided: Mapping[str, bytes] | None,
-    itemsets: bytes | None,
+    stored: Mapping[str, Blob],
 ) -> None:
     """Create the version's attachment rows: given files, carried-forward ones, or missing."""
     inherited: dict[str, FormAttachment] = {}
@@ -298,20 +317,14 @@ def _attach_media(
         for attachment, blob in attachments(db_session, old):
             if blob is not None:
                 inherited.setdefault(attachment.name, attachment)
-    provided = dict(provided or {})
-    if itemsets is not None:
-        provided.setdefault("itemsets.csv", itemsets)
     now = utcnow()
     for entry in version.schema.get("media", []):
         name = entry["name"]
         row = FormAttachment(
             form_id=form.id, form_version_id=version.id, name=name, type=entry["type"]
         )
-        if name in provided:
-            if len(provided[name]) > MAX_MEDIA_BYTES:
-                raise errors.PayloadTooLarge(size=len(provided[name]), limit=MAX_MEDIA_BYTES)
-            blob = storage.save_stream(db_session, io.BytesIO(provided[name]))
-            row.blob_id = blob.id
+        if name in stored:
+            row.blob_id = stored[name].id
             row.content_type = _content_type(name)
             row.updated_at = now
         elif name in inherited:
@@ -380,6 +393,7 @@ def create_form(
     db_session.commit()  # end the read transaction: compiling takes a while
     compiled = _compile(upload, fallback=form_id_fallback, validate=validate)
     _check_warnings(compiled, ignore_warnings)
+    source, stored = _store_files(db_session, upload, compiled, media)
     existing = db_session.execute(
         sa.select(Form).where(Form.project_id == project_id, Form.xml_form_id == compiled.form_id)
     ).scalar_one_or_none()
@@ -398,10 +412,10 @@ def create_form(
         )
         db_session.add(form)
         db_session.flush()
-        version = _new_version(db_session, form, compiled, upload, actor_id=actor_id, token=None)
-        _attach_media(
-            db_session, form, version, previous=[], provided=media, itemsets=compiled.itemsets
+        version = _new_version(
+            db_session, form, compiled, upload, source=source, actor_id=actor_id, token=None
         )
+        _attach_media(db_session, form, version, previous=[], stored=stored)
         form.draft_version_id = version.id
         record(
             db_session,
@@ -457,6 +471,7 @@ def set_draft(
                 ),
             )
         _check_warnings(compiled, ignore_warnings)
+    source, stored = _store_files(db_session, upload, compiled, media)
     try:
         old_draft = draft_version(db_session, form)
         # A copy takes the published version's media; an upload inherits the draft's first.
@@ -469,15 +484,11 @@ def set_draft(
         if compiled is None:
             assert current is not None
             version = _copy_version(db_session, form, current, actor_id=actor_id, token=token)
-            itemsets = None
         else:
             version = _new_version(
-                db_session, form, compiled, upload, actor_id=actor_id, token=token
+                db_session, form, compiled, upload, source=source, actor_id=actor_id, token=token
             )
-            itemsets = compiled.itemsets
-        _attach_media(
-            db_session, form, version, previous=previous, provided=media, itemsets=itemsets
-        )
+        _attach_media(db_session, form, version, previous=previous, stored=stored)
         if old_draft is not None:
             _discard_draft(db_session, form, old_draft)
         form.draft_version_id = version.id
@@ -537,6 +548,10 @@ def _publish(
     missing = missing_media(db_session, draft)
     if missing:
         raise errors.MissingMedia(missing=", ".join(missing), files=missing)
+    # Encryption (server.crypto): a form with its own public key has the key catalogued;
+    # otherwise the project's managed key, if any, goes into the XForm with a version suffix
+    # (new text, new hash). Before the version check: the suffixed version is what is published.
+    prepare_for_publish(db_session, form, draft)
     same = version_for_submission(db_session, form, draft.version, draft=False)
     if same is not None:
         if same.hash == draft.hash and _media_map(db_session, same) == _media_map(
