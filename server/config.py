@@ -132,6 +132,14 @@ SETTINGS: tuple[Setting, ...] = (
         "advertises to ODK Collect.",
     ),
     Setting(
+        "UPLOAD_STALL_SECONDS",
+        "MERIT_UPLOAD_STALL_SECONDS",
+        int,
+        120,
+        "How long an upload may send nothing before the server gives up on it and frees its "
+        "thread (ODK Collect itself gives up after 60 s).",
+    ),
+    Setting(
         "DEFAULT_LANGUAGE",
         "MERIT_DEFAULT_LANGUAGE",
         str,
@@ -195,6 +203,14 @@ SETTINGS: tuple[Setting, ...] = (
         _bool,
         True,
         "One JSON line per request and event (off: plain text for development).",
+    ),
+    Setting(
+        "METRICS_TOKEN",
+        "MERIT_METRICS_TOKEN",
+        str,
+        "",
+        "Bearer token Prometheus must send to read `/metrics`; empty leaves it open (block it "
+        "at the proxy, as the compose file does).",
     ),
     Setting(
         "ODK_VALIDATE",
