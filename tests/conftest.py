@@ -54,6 +54,17 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield url
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database emptied once for a whole test module (for tests sharing one real server).
+
+    Tests using it must not depend on each other's rows.
+    """
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    databases.reset(url)
+    yield url
+
+
 def make_app(database_url: str, tmp_path: Path, **overrides) -> Flask:
     """Build an application on the given database, with its files under ``tmp_path``."""
     settings = {

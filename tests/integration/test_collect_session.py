@@ -1,0 +1,160 @@
+"""A tablet's whole session against the server `make run` starts, over real HTTP.
+
+The request sequence of openrosa.md with the programme's own forms: list, download (md5 of
+the bytes served), manifest and media, HEAD, then a record with its photo in every order of
+retries and split parts a bad network produces. Each record must end up stored once, with
+its photo byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from server.db import create_engine
+from tests.support.collect import CollectClient
+from tests.support.servers import ROOT, ServerProcess
+
+pytestmark = pytest.mark.slow
+ADMIN = ("admin@example.org", "un mot de passe de test assez long")
+
+
+@pytest.fixture(scope="module")
+def server(module_database_url, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("collect-session")
+    env = {
+        "MERIT_DATA_DIR": str(tmp_path / "var"),
+        "MERIT_DATABASE_URL": module_database_url,
+        "MERIT_ADMIN_EMAIL": ADMIN[0],
+        "MERIT_ADMIN_PASSWORD": ADMIN[1],
+        "MERIT_FORMS_DIR": str(ROOT / "forms"),
+        "MERIT_WORKERS": "2",
+        "MERIT_THREADS": "4",
+        # ODK Validate is tested with the forms themselves; starting Java again for each
+        # server start here would only slow this module down.
+        "MERIT_ODK_VALIDATE": "false",
+    }
+    with ServerProcess(env, log_path=tmp_path / "server.log") as process:
+        yield process
+
+
+@pytest.fixture
+def tablet(server):
+    api = requests.Session()
+    token = api.post(
+        f"{server.url}/v1/sessions", json={"email": ADMIN[0], "password": ADMIN[1]}
+    ).json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    app_user = api.post(
+        f"{server.url}/v1/projects/1/app-users", json={"displayName": "Tablette Ségou 1"}
+    ).json()
+    for form_id in ("needs_assessment", "youth_survey"):
+        assigned = api.post(
+            f"{server.url}/v1/projects/1/forms/{form_id}/assignments/app-user/{app_user['id']}"
+        )
+        assert assigned.json() == {"success": True}, assigned.text
+    settings = api.get(
+        f"{server.url}/v1/projects/1/app-users/{app_user['id']}/collect-settings"
+    ).json()["settings"]
+    return CollectClient(settings["general"]["server_url"])
+
+
+def photo(seed: int) -> bytes:
+    return b"\xff\xd8\xff\xe0" + hashlib.sha256(str(seed).encode()).digest() * 3000 + b"\xff\xd9"
+
+
+def stored(database_url: str, instance_ids) -> list[tuple[str, int, int, str | None]]:
+    engine = create_engine(database_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT v.instance_id, v.attachments_expected, v.attachments_present, b.sha256 "
+                "FROM submission_versions v JOIN submissions s ON s.id = v.submission_id "
+                "LEFT JOIN submission_attachments a ON a.submission_version_id = v.id "
+                "AND a.name = 'site.jpg' LEFT JOIN blobs b ON b.id = a.blob_id "
+                "ORDER BY v.id"
+            )
+        ).all()
+    rows = [r for r in rows if r[0] in instance_ids]
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_the_tablet_downloads_the_programme_forms_with_matching_hashes(tablet):
+    assert sorted(tablet.update_forms()) == ["needs_assessment", "youth_survey"]
+    needs = tablet.forms["needs_assessment"]
+    assert set(needs.media) == {"cercles.csv", "regions.csv"}
+    assert "Ségou" in needs.media["cercles.csv"].decode("utf-8")
+    assert tablet.update_forms() == []  # nothing changed: nothing downloaded again
+
+
+# Orders in which the two parts of a split record reach the server, with losses and repeats:
+# (part index, response lost) — a lost response makes the tablet send everything again.
+ORDERS = [
+    [(0, False), (1, False)],
+    [(0, True), (0, False), (1, False)],
+    [(0, False), (1, True), (0, False), (1, False)],
+    [(1, False), (0, False)],
+    [(0, False), (0, False), (1, True), (1, False)],
+]
+
+
+def test_a_record_arrives_once_with_its_photo_whatever_the_order_of_retries(
+    tablet, module_database_url
+):
+    tablet.update_forms()
+    sent = {}
+    for number, order in enumerate(ORDERS):
+        instance_id = f"uuid:{uuid.uuid4()}"
+        image = photo(number)
+        xml = tablet.new_record(
+            "needs_assessment",
+            {
+                "consent_section/enumerator_code": "E07",
+                "consent_section/consent": "yes",
+                "site/site_type": "prison",
+                "site/region": "ML04",
+                "site/cercle": "ML0405",
+                "site/site_photo": "site.jpg",
+                "meta/audit": "audit.csv",
+            },
+            instance_id=instance_id,
+        )
+        files = {"site.jpg": image, "audit.csv": b"event,node,start,end\nform start,,1,\n"}
+        status, _ = tablet.preflight()
+        assert status == 204
+        parts = [{"site.jpg": image}, {"audit.csv": files["audit.csv"]}]
+        for index, _lost in order:
+            response = tablet.post(xml, parts[index], incomplete=index == 0)
+            assert response.status_code == 201, response.text
+            assert "<OpenRosaResponse" in response.text
+        sent[instance_id] = hashlib.sha256(image).hexdigest()
+    rows = stored(module_database_url, set(sent))
+    assert [r[0] for r in rows] == list(sent)  # each record once, in arrival order
+    for instance_id, expected, present, sha in rows:
+        assert (expected, present) == (2, 2)
+        assert sha == sent[instance_id]
+
+
+def test_a_split_record_at_the_advertised_size_is_complete(tablet):
+    tablet.update_forms()
+    xml = tablet.new_record("youth_survey", {"meta/audit": "audit.csv"})
+    answers = tablet.send(xml, {"audit.csv": b"event\n"})
+    assert [a.status_code for a in answers] == [201]
+    plan = tablet.plan(xml, {f"p{i}.jpg": b"x" * 400 for i in range(5)}, split=len(xml) + 900)
+    assert [sorted(p) for p in plan] == [["p0.jpg", "p1.jpg"], ["p2.jpg", "p3.jpg"], ["p4.jpg"]]
+    assert list(itertools.chain.from_iterable(plan)) == [f"p{i}.jpg" for i in range(5)]
+
+
+def test_the_server_answers_collects_first_requests_without_credentials_correctly(server):
+    head = requests.head(f"{server.url}/v1/projects/1/submission", timeout=10)
+    assert head.status_code == 401 and head.headers["WWW-Authenticate"].startswith("Digest")
+    bad = requests.get(f"{server.url}/v1/key/{'x' * 64}/projects/1/formList", timeout=10)
+    assert bad.status_code == 403
+    assert Path(ROOT / "forms" / "needs_assessment.xml").exists()
