@@ -240,14 +240,18 @@ def _compare(left: Any, operator: str, right: Any) -> Any:
         if operator == "ne":
             return left.is_not(None)
         raise BadFilter(reason=gettext("null can only be compared with eq or ne"))
-    if operator == "eq":
-        return left == right
     if operator == "ne":
         # OData: null ne 'x' is true; SQL's NULL <> 'x' is unknown.
         return sa.or_(left != right, left.is_(None))
-    return {"lt": left < right, "le": left <= right, "gt": left > right, "ge": left >= right}[
-        operator
-    ]
+    comparison = {
+        "eq": left == right,
+        "lt": left < right,
+        "le": left <= right,
+        "gt": left > right,
+        "ge": left >= right,
+    }[operator]
+    # OData: null eq 'x' is false (not unknown), so that "not (...)" keeps the null rows.
+    return sa.and_(left.is_not(None), comparison)
 
 
 def parse_filter(text: str, dialect: str = "postgresql") -> Any:

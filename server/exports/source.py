@@ -95,7 +95,10 @@ def _submission_date(dialect: str) -> Any:
         return sa.func.to_char(
             sa.func.timezone("UTC", S.c.created_at), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
         )
-    return sa.func.strftime("%Y-%m-%dT%H:%M:%fZ", S.c.created_at)
+    # SQLAlchemy stores "YYYY-MM-DD HH:MM:SS.ffffff"; strftime('%f') would round through a
+    # floating-point Julian day, so the milliseconds are cut from the text instead.
+    created = sa.cast(S.c.created_at, sa.Text)
+    return sa.func.substr(created, 1, 10) + "T" + sa.func.substr(created, 12, 12) + "Z"
 
 
 def conditions(form: Form, layout: L.FormLayout, options: ExportOptions, dialect: str) -> list[Any]:
@@ -189,7 +192,9 @@ def _pg_rows(db_session: Session, statement: Any) -> Iterator[list[Any]]:
     """Stream rows through COPY … TO STDOUT, parsed by the csv module."""
     connection = db_session.connection()
     driver = connection.connection.driver_connection
-    compiled = statement.compile(dialect=connection.dialect)
+    compiled = statement.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
     sql = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
     # Leaving the block early (the client went away) makes psycopg cancel the server's COPY
     # rather than read the rest of it.
