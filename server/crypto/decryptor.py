@@ -22,7 +22,12 @@ Contract (stable; exports rely on it):
   or truncated files); exports catch it per record and mark the row;
 * a signature that does not match is reported in ``record.signature``, not raised;
 * media are read lazily from the blob store, chunk by chunk; with ``verify_signature`` (the
-  default) each media file is read once more to check the signature.
+  default) each media file is also read once, when the record is decrypted, to check the
+  signature (an export that needs only the values may pass ``verify_signature=False``: media
+  are then not read at all, and ``record.signature`` is "unchecked");
+* the version may be a ``SubmissionVersion`` or any object with its attributes ``id``,
+  ``form_version_id``, ``instance_id``, ``xml``, ``encrypted``, ``encrypted_key``,
+  ``encrypted_signature`` and ``encrypted_xml_name``.
 
 Private keys live only inside the returned function, for the life of the export; the supplied
 PEM and passphrases are never stored, logged or put into an error. Call it inside an
