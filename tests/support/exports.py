@@ -397,6 +397,7 @@ def build_suivi(db_session: Session) -> Suivi:
     draft_xml = record_xml(ids["g"], answers("Brouillon", consent="no"), version="3")
     receive(db_session, project.id, draft_xml, draft=True)
     db_session.refresh(form)
+    db_session.commit()  # end the transaction: on SQLite it would hold the write lock
     suivi.form = form
     suivi.ids = ids
     return suivi
