@@ -21,12 +21,15 @@ BLUEPRINTS = (
     "server.health",
     "server.api.blueprint",
     "server.openrosa.views",
+    "server.web.views",
 )
 
 # Extensions other packages provide; each module exposes ``init_app(app)``.
 EXTENSIONS = (
     "server.auth.authenticate",
     "server.storage.service",
+    "server.ops",  # request bodies received whole before the app runs; secrets masked in logs
+    "server.metrics",  # request timing, S3 failures, GET /metrics (outermost)
 )
 
 

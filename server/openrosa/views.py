@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, request
 from flask_babel import gettext
 
-from server import db, errors
+from server import db, errors, metrics
 from server.auth import access
 from server.auth.models import Assignment
 from server.auth.prefix import draft_token
@@ -213,18 +213,24 @@ def _read_upload() -> tuple[bytes, list[intake.IncomingFile]]:
 
 
 def _receive(project_id: int, actor_id: int | None, *, authorize, draft: bool) -> intake.Receipt:
-    xml, files = _read_upload()
-    return intake.receive(
-        db.session(),
-        project_id=project_id,
-        xml=xml,
-        files=files,
-        actor_id=actor_id,
-        device_id=request.args.get("deviceID"),
-        user_agent=request.user_agent.string,
-        draft=draft,
-        authorize=authorize,
-    )
+    try:
+        xml, files = _read_upload()
+        receipt = intake.receive(
+            db.session(),
+            project_id=project_id,
+            xml=xml,
+            files=files,
+            actor_id=actor_id,
+            device_id=request.args.get("deviceID"),
+            user_agent=request.user_agent.string,
+            draft=draft,
+            authorize=authorize,
+        )
+    except Exception as exc:
+        metrics.record_rejected(exc)  # ops metrics: rejections by problem code
+        raise
+    metrics.record_received(receipt)  # ops metrics: records by outcome
+    return receipt
 
 
 def _answer(receipt: intake.Receipt) -> Response:
