@@ -401,3 +401,54 @@ def build_suivi(db_session: Session) -> Suivi:
     suivi.form = form
     suivi.ids = ids
     return suivi
+
+
+def bulk_records(db_session: Session, form: Form, count: int, *, households: int = 1) -> None:
+    """Insert ``count`` records of the follow-up form straight into the tables (fast)."""
+    from server.db import utcnow
+    from server.forms.models import FormVersion
+    from server.submissions.models import SubmissionVersion
+
+    version_id = db_session.scalar(
+        sa.select(FormVersion.id).where(FormVersion.form_id == form.id).order_by(FormVersion.id)
+    )
+    now = utcnow()
+    ids = [new_id() for _ in range(count)]
+    db_session.execute(
+        sa.insert(Submission),
+        [{"form_id": form.id, "draft": False, "instance_id": i, "created_at": now} for i in ids],
+    )
+    rows = dict(
+        db_session.execute(
+            sa.select(Submission.instance_id, Submission.id).where(Submission.form_id == form.id)
+        ).all()
+    )
+    versions = []
+    for number, instance_id in enumerate(ids):
+        document = answers(
+            f"Enquêteur {number}",
+            name=f"Personne {number}",
+            age=str(number % 90),
+            needs="water",
+            location="12.6 -8.0 300 5",
+            households=[
+                household(f"Chef {number}.{h}", ("Membre", str(h), "f")) for h in range(households)
+            ],
+        )
+        document["meta"] = {"instanceID": instance_id}
+        versions.append(
+            {
+                "submission_id": rows[instance_id],
+                "form_id": form.id,
+                "draft": False,
+                "form_version_id": version_id,
+                "instance_id": instance_id,
+                "current": True,
+                "xml": "<data/>",
+                "xml_sha256": "0" * 64,
+                "document": document,
+                "created_at": now,
+            }
+        )
+    db_session.execute(sa.insert(SubmissionVersion), versions)
+    db_session.commit()
