@@ -29,6 +29,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, render_template_string, request
 from flask_babel import lazy_gettext
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -321,6 +322,14 @@ class DeletedSubmission(Conflict):
 class PayloadTooLarge(Problem):
     code = "413.1"
     message = lazy_gettext(
+        "The upload is too large (%(size)s bytes; the limit is %(limit)s bytes)."
+    )
+
+
+class RecordTooLarge(PayloadTooLarge):
+    # What an enumerator reads on the tablet: the one thing they can change is photo size.
+    code = "413.2"
+    message = lazy_gettext(
         "The upload is too large (%(size)s bytes; the limit is %(limit)s bytes). Reduce the photo "
         "size in the settings (image size) and send again."
     )
@@ -413,7 +422,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc: RequestEntityTooLarge) -> Response:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
-        return render(PayloadTooLarge(size=request.content_length or "?", limit=limit))
+        kind = RecordTooLarge if request.blueprint == "openrosa" else PayloadTooLarge
+        return render(kind(size=request.content_length or "?", limit=limit))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -433,6 +443,19 @@ def register(app: Flask) -> None:
             problem = Problem(code=f"{status}.1")
             problem.message = exc.description or exc.name
         return render(problem)
+
+    @app.before_request
+    def _refuse_nul_bytes() -> None:
+        # A NUL byte has no place in a path or a query, and PostgreSQL cannot store one in a
+        # text column: refuse it at the door rather than fail deep inside (a 500).
+        if "\x00" in request.path or "\x00" in request.query_string.decode("latin-1"):
+            raise HostileInput(reason="the address contains a NUL byte")
+
+    @app.errorhandler(DataError)
+    def _unstorable(_exc: DataError) -> Response:
+        # A value the database cannot hold (a NUL byte in text, a number out of range):
+        # the client sent it, so it is the client's problem to hear about.
+        return render(UnexpectedValue(field="value", reason="it cannot be stored"))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
