@@ -136,14 +136,19 @@ def post_xml(server, xml: bytes, files=()) -> requests.Response:
     )
 
 
+def _billion_laughs() -> bytes:
+    """Nine levels of entities, each ten of the one below: 3 GB once expanded."""
+    levels = ['<!ENTITY lol0 "lol">']
+    levels += [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
+    return (
+        f'<?xml version="1.0"?><!DOCTYPE lolz [{"".join(levels)}]><data id="menage">&lol9;</data>'
+    ).encode()
+
+
+BILLION_LAUGHS = _billion_laughs()
+
 HOSTILE_XML = {
-    "billion laughs": b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + b"".join(
-        f'<!ENTITY lol{i} "{"&lol" + str(i - 1) + ";" if i > 1 else "&lol;"}'
-        f'{("&lol" + str(i - 1) + ";") * 9 if i > 1 else "&lol;" * 9}">'.encode()
-        for i in range(1, 10)
-    )
-    + b']><data id="menage">&lol9;</data>',
+    "billion laughs": BILLION_LAUGHS,
     "external entity": b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM '
     b'"file:///etc/passwd">]><data id="menage"><name>&x;</name></data>',
     "external DTD": b'<?xml version="1.0"?><!DOCTYPE data SYSTEM "http://127.0.0.1:9/x.dtd">'
