@@ -36,9 +36,13 @@ class Submission(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Commit order within the form, set by a database trigger (migration 0002): the key of
+    # the API's paging cursors, which must never skip a record committed late.
+    seq: Mapped[int | None] = mapped_column(BigId, server_default=sa.FetchedValue())
 
     __table_args__ = (
         sa.UniqueConstraint("form_id", "draft", "instance_id"),
+        sa.Index("ix_submissions_form_id_draft_seq", "form_id", "draft", "seq"),
         # Listing and exporting walk a form's records in arrival order.
         sa.Index("ix_submissions_form_id_draft_id", "form_id", "draft", "id"),
         sa.Index("ix_submissions_form_id_created_at", "form_id", "created_at"),
@@ -48,6 +52,22 @@ class Submission(Base):
         # Ids are never reused (they serve as paging cursors): AUTOINCREMENT on SQLite.
         {"sqlite_autoincrement": True},
     )
+
+
+class SubmissionSequence(Base):
+    """The last ``seq`` given to a record of a form (PostgreSQL's trigger counts here).
+
+    Taking the next number locks the form's row until the inserting transaction ends, so
+    numbers are handed out in commit order: a reader that sees number n has seen every
+    number below it. SQLite needs no counter: its single writer makes ids commit-ordered.
+    """
+
+    __tablename__ = "submission_sequences"
+
+    form_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("forms.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 class SubmissionVersion(Base):
