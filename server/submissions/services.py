@@ -46,6 +46,7 @@ class SubmissionFilter:
     deleted: bool = False  # True: only deleted records (the trash)
     draft: bool = False
     after_id: int | None = None  # keyset paging: records with a larger id
+    before_id: int | None = None  # keyset paging backwards: records with a smaller id
 
 
 @dataclass
@@ -102,6 +103,8 @@ def _base(form_id: int, filters: SubmissionFilter) -> sa.Select:
         )
     if filters.after_id is not None:
         query = query.where(Submission.id > filters.after_id)
+    if filters.before_id is not None:
+        query = query.where(Submission.id < filters.before_id)
     return query
 
 

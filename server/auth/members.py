@@ -1,0 +1,266 @@
+"""Who works on a project: its members (web users with a project role), its app users, and
+the accounts administrators create.
+
+The console's members, users and app-user pages read and change these; the API has the same
+rules in Central's shapes. Role changes and new accounts are written to the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from flask_babel import gettext, lazy_gettext
+from sqlalchemy.orm import Session
+
+from server import errors
+from server.audit.services import record
+from server.auth import app_users as app_users_service
+from server.auth import services as accounts
+from server.auth.models import Actor, AppUser, Assignment, User
+from server.auth.roles import ROLE_IDS
+from server.forms.models import Form
+
+# Roles a web user can hold over one project (admin is site-wide, app-user is for devices).
+PROJECT_ROLES = ("manager", "viewer", "formfill")
+_SYSTEM_BY_ID = {role_id: system for system, role_id in ROLE_IDS.items()}
+
+
+class NoSuchUser(errors.NotFound):
+    """No live account has this email."""
+
+    code = "404.1"
+    message = lazy_gettext(
+        "There is no account with the email %(email)s. Ask an administrator to create it first."
+    )
+
+
+@dataclass
+class Member:
+    """A web user with roles over a project."""
+
+    actor_id: int
+    display_name: str
+    email: str
+    roles: list[str] = field(default_factory=list)
+
+
+def project_members(db_session: Session, project_id: int) -> list[Member]:
+    """Return the project's members with their project roles, by email."""
+    rows = db_session.execute(
+        sa.select(User.actor_id, Actor.display_name, User.email, Assignment.role_id)
+        .join(Actor, Actor.id == User.actor_id)
+        .join(Assignment, Assignment.actor_id == User.actor_id)
+        .where(Assignment.actee == f"project:{project_id}", Actor.deleted_at.is_(None))
+        .order_by(User.email, Assignment.role_id)
+    ).all()
+    members: dict[int, Member] = {}
+    for actor_id, name, email, role_id in rows:
+        member = members.setdefault(actor_id, Member(actor_id, name, email))
+        member.roles.append(_SYSTEM_BY_ID.get(role_id, str(role_id)))
+    return list(members.values())
+
+
+def _check_role(role: str) -> None:
+    if role not in PROJECT_ROLES:
+        raise errors.UnexpectedValue(field="role", reason=", ".join(PROJECT_ROLES))
+
+
+def add_member(
+    db_session: Session, project_id: int, email: str, role: str, *, actor_id: int | None
+) -> User:
+    """Give the user with this email a role over the project (idempotent, commits)."""
+    _check_role(role)
+    user = accounts.find_user(db_session, email)
+    if user is None:
+        raise NoSuchUser(email=email.strip())
+    accounts.assign(db_session, user.actor_id, role, project_id=project_id)
+    record(
+        db_session,
+        "assignment.create",
+        actor_id=actor_id,
+        project_id=project_id,
+        details={"actorId": user.actor_id, "role": role},
+    )
+    db_session.commit()
+    return user
+
+
+def remove_member(
+    db_session: Session, project_id: int, member_id: int, role: str, *, actor_id: int | None
+) -> None:
+    """Take a project role away from a user (commits); 404 if they did not hold it."""
+    _check_role(role)
+    deleted = db_session.execute(
+        sa.delete(Assignment).where(
+            Assignment.actor_id == member_id,
+            Assignment.role_id == ROLE_IDS[role],
+            Assignment.actee == f"project:{project_id}",
+        )
+    )
+    if not deleted.rowcount:
+        db_session.rollback()
+        raise errors.NotFound()
+    record(
+        db_session,
+        "assignment.delete",
+        actor_id=actor_id,
+        project_id=project_id,
+        details={"actorId": member_id, "role": role},
+    )
+    db_session.commit()
+
+
+def app_users(db_session: Session, project_id: int) -> list[AppUser]:
+    """Return the project's app users, active ones first, newest first."""
+    return list(
+        db_session.scalars(
+            sa.select(AppUser)
+            .join(Actor, Actor.id == AppUser.actor_id)
+            .where(AppUser.project_id == project_id, Actor.deleted_at.is_(None))
+            .order_by(AppUser.revoked_at.is_not(None), Actor.created_at.desc(), Actor.id.desc())
+        )
+    )
+
+
+def get_app_user(db_session: Session, project_id: int, actor_id: int) -> AppUser:
+    """Return one of the project's app users, or raise 404."""
+    app_user = db_session.get(AppUser, actor_id)
+    if app_user is None or app_user.project_id != project_id or app_user.actor.deleted_at:
+        raise errors.NotFound()
+    return app_user
+
+
+def app_user_form_ids(db_session: Session, actor_ids: Collection[int]) -> dict[int, set[int]]:
+    """Return, for each app user, the ids of the forms it may fill."""
+    result: dict[int, set[int]] = {actor_id: set() for actor_id in actor_ids}
+    if not result:
+        return result
+    rows = db_session.execute(
+        sa.select(Assignment.actor_id, Assignment.form_id).where(
+            Assignment.actor_id.in_(list(result)),
+            Assignment.role_id == ROLE_IDS["app-user"],
+            Assignment.form_id.is_not(None),
+        )
+    )
+    for actor_id, form_id in rows:
+        result[actor_id].add(form_id)
+    return result
+
+
+def set_app_user_forms(
+    db_session: Session, app_user: AppUser, form_ids: Collection[int], *, actor_id: int | None
+) -> None:
+    """Make the app user able to fill exactly these forms of its project (commits)."""
+    project_forms = set(
+        db_session.scalars(
+            sa.select(Form.id).where(
+                Form.project_id == app_user.project_id, Form.deleted_at.is_(None)
+            )
+        )
+    )
+    wanted = set(form_ids)
+    if not wanted <= project_forms:
+        raise errors.NotFound()
+    current = app_user_form_ids(db_session, [app_user.actor_id])[app_user.actor_id]
+    for form_id in wanted - current:
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id)
+    removed = (current & project_forms) - wanted
+    if removed:
+        db_session.execute(
+            sa.delete(Assignment).where(
+                Assignment.actor_id == app_user.actor_id,
+                Assignment.role_id == ROLE_IDS["app-user"],
+                Assignment.form_id.in_(list(removed)),
+            )
+        )
+    if wanted != current:
+        record(
+            db_session,
+            "assignment.update",
+            actor_id=actor_id,
+            project_id=app_user.project_id,
+            details={"actorId": app_user.actor_id, "forms": sorted(wanted)},
+        )
+    db_session.commit()
+
+
+def site_admin_ids(db_session: Session) -> set[int]:
+    """Return the actor ids of the site's administrators."""
+    return set(
+        db_session.scalars(
+            sa.select(Assignment.actor_id).where(
+                Assignment.actee == "*", Assignment.role_id == ROLE_IDS["admin"]
+            )
+        )
+    )
+
+
+def create_account(
+    db_session: Session,
+    email: str,
+    password: str,
+    *,
+    display_name: str | None = None,
+    admin: bool = False,
+    actor_id: int | None,
+) -> User:
+    """Create a web user with a first password, optionally an administrator (commits)."""
+    if "@" not in email:
+        raise errors.UnexpectedValue(field="email", reason=gettext("not an email address"))
+    if not password:
+        raise errors.MissingParameter(field="password")
+    user = accounts.create_user(db_session, email, password, display_name=display_name)
+    if admin:
+        accounts.assign(db_session, user.actor_id, "admin")
+    record(
+        db_session,
+        "user.create",
+        actor_id=actor_id,
+        details={"actorId": user.actor_id, "email": user.email, "admin": admin},
+    )
+    db_session.commit()
+    return user
+
+
+def create_app_user(
+    db_session: Session,
+    project_id: int,
+    name: str,
+    *,
+    secret_key: str,
+    actor_id: int | None,
+    form_ids: Collection[int] = (),
+) -> AppUser:
+    """Create an app user (one tablet) allowed to fill ``form_ids`` (commits)."""
+    name = name.strip()
+    if not name:
+        raise errors.MissingParameter(field="name")
+    app_user, _token = app_users_service.create(
+        db_session, project_id, name[:255], secret_key=secret_key, created_by=actor_id
+    )
+    for form_id in form_ids:
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id)
+    record(
+        db_session,
+        "field_key.create",
+        actor_id=actor_id,
+        project_id=project_id,
+        details={"actorId": app_user.actor_id, "displayName": name, "forms": sorted(form_ids)},
+    )
+    db_session.commit()
+    return app_user
+
+
+def revoke_app_user(db_session: Session, app_user: AppUser, *, actor_id: int | None) -> None:
+    """Revoke a tablet's token at once; it stays listed, its records keep its name (commits)."""
+    app_users_service.revoke(db_session, app_user)
+    record(
+        db_session,
+        "field_key.delete",
+        actor_id=actor_id,
+        project_id=app_user.project_id,
+        details={"actorId": app_user.actor_id, "displayName": app_user.actor.display_name},
+    )
+    db_session.commit()

@@ -1,0 +1,211 @@
+"""What every console page shares: rendering, the signed-in user, lookups, small parsers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import format_date, format_datetime, get_locale, gettext, lazy_gettext
+
+from server import db, errors
+from server.auth import access
+from server.auth.passwords import MIN_PASSWORD_LENGTH
+from server.forms import services as forms
+from server.forms.models import Form
+from server.projects import services as projects
+from server.projects.models import Project
+
+STATIC = Path(__file__).resolve().parent / "static"
+LANGUAGES = ("fr", "en")
+PAGE_SIZE = 50
+
+
+class BadFilter(errors.BadRequest):
+    """A filter or form field of a console page has a value that cannot be used."""
+
+    code = "400.8"
+    message = lazy_gettext("The value of “%(field)s” cannot be used: %(reason)s")
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def page(template: str, *, status: int = 200, **context: Any) -> Response:
+    """Render a console page."""
+    response = Response(render_template(template, status=status, **context), status=status)
+    response.mimetype = "text/html"
+    return response
+
+
+def render_problem(problem: errors.Problem) -> Response:
+    """Render a problem raised in the console as a page in the user's language.
+
+    Someone not signed in who opens a page is sent to the sign-in page, and back afterwards.
+    """
+    if problem.status == 401 and request.method in ("GET", "HEAD"):
+        return redirect(url_for("web.login", next=_here()), code=303)
+    response = page(
+        "web/problem.html",
+        status=problem.status,
+        problem=problem,
+        message=problem.render_message(),
+        located=problem.details.get("errors") if isinstance(problem.details, dict) else None,
+    )
+    for name, value in problem.headers.items():
+        if name.lower() != "www-authenticate":
+            response.headers[name] = value
+    return response
+
+
+def _here() -> str:
+    query = request.query_string.decode("latin-1")
+    return request.path + ("?" + query if query else "")
+
+
+@cache
+def _asset_hash(name: str) -> str:
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+
+
+def asset(name: str) -> str:
+    """Return the URL of a static file, versioned by its content (cached for a year)."""
+    return url_for("web.static", filename=name, v=_asset_hash(name))
+
+
+def ui_language() -> str:
+    """Return the language of the page: fr or en."""
+    locale = str(get_locale() or current_app.config["DEFAULT_LANGUAGE"])
+    return locale if locale in LANGUAGES else "fr"
+
+
+def template_context() -> dict[str, Any]:
+    """Return what every console template may use."""
+    actor = access.current_actor()
+    if actor is not None and actor.is_app_user:
+        actor = None  # a tablet's token opens no console page
+    auth_session = g.get("auth_session")
+    return {
+        "actor": actor,
+        "is_admin": actor is not None and access.can("user.list"),
+        "show_audit": actor is not None and may_read_audit(),
+        "csrf_token": auth_session.csrf if auth_session is not None else "",
+        "can": access.can,
+        "lang": ui_language(),
+        "here": _here(),
+        "tile_url": current_app.config.get("TILE_URL") or "",
+        "min_password": MIN_PASSWORD_LENGTH,
+    }
+
+
+def may_read_audit() -> bool:
+    """Tell whether the actor may read the audit log of the site or of any project."""
+    if access.can("audit.read"):
+        return True
+    visible = access.visible_project_ids() or set()
+    return any(access.can("audit.read", project_id=p) for p in visible)
+
+
+def query_url(endpoint: str, params: dict[str, Any], **values: Any) -> str:
+    """Return a URL for ``endpoint`` with the non-empty ``params`` as its query."""
+    kept = {k: v for k, v in params.items() if v not in (None, "", [], ())}
+    base = url_for(endpoint, **values)
+    return base + ("?" + urlencode(kept, doseq=True) if kept else "")
+
+
+# ---- filters ---------------------------------------------------------------------------------
+
+
+def _when(value: dt.datetime | None) -> str:
+    return format_datetime(value, "short") if value is not None else ""
+
+
+def _day(value: dt.date | dt.datetime | None) -> str:
+    return format_date(value, "medium") if value is not None else ""
+
+
+def _compact_json(value: Any) -> str:
+    if not value:
+        return ""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
+
+
+FILTERS = {"when": _when, "day": _day, "compact_json": _compact_json}
+
+
+# ---- lookups with access ---------------------------------------------------------------------
+
+
+def project_for(project_id: int, verb: str = "project.read") -> Project:
+    """Return a live project the actor may ``verb``; 404 or 403 otherwise."""
+    access.require_actor()
+    project = projects.get(db.session(), project_id)
+    access.require(verb, project_id=project.id)
+    return project
+
+
+def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tuple[Project, Form]:
+    """Return a project and its live form that the actor may ``verb``; 404 or 403 otherwise."""
+    access.require_actor()
+    project = projects.get(db.session(), project_id)
+    form = forms.find_form(db.session(), project.id, xml_form_id)
+    if form is None:
+        raise errors.NotFound()
+    access.require(verb, project_id=project.id, form_id=form.id)
+    return project, form
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """Return ``target`` if it is a path on this site (never another site), else ``default``."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+# ---- parsing form fields and filters ---------------------------------------------------------
+
+
+def parse_date(name: str, raw: str | None, label: str) -> dt.date | None:
+    """Read a date field (YYYY-MM-DD, what ``<input type=date>`` sends); raise a 400 page."""
+    if not raw or not raw.strip():
+        return None
+    try:
+        return dt.date.fromisoformat(raw.strip())
+    except ValueError:
+        raise BadFilter(
+            field=label, reason=gettext("expected a date such as 2024-05-07"), name=name
+        ) from None
+
+
+def start_of(day: dt.date | None, *, next_day: bool = False) -> dt.datetime | None:
+    """Return midnight UTC at the start of ``day`` (or of the day after)."""
+    if day is None:
+        return None
+    moment = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return moment + dt.timedelta(days=1) if next_day else moment
+
+
+def parse_int(raw: str | None, label: str) -> int | None:
+    """Read a whole number field; raise a 400 page when it is not one."""
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadFilter(field=label, reason=gettext("expected a whole number")) from None
+    if value < 0:
+        raise BadFilter(field=label, reason=gettext("expected a whole number"))
+    return value

@@ -1,0 +1,191 @@
+"""Signing in and out, changing one's password, and the language switch.
+
+The console's session is a cookie holding a session token of kind ``cookie`` (HttpOnly,
+SameSite=Lax, Secure behind TLS); every request that changes something carries the session's
+CSRF token (checked in :mod:`server.auth.authenticate`). The sign-in form itself, sent before
+any session exists, is protected by a double-submit token: a cookie and a form field that must
+match, so another site cannot sign someone in to an account of its choosing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import Response, current_app, flash, g, redirect, request, url_for
+from flask_babel import gettext
+
+from server import db, errors
+from server.auth import access, sessions, throttle
+from server.auth import services as accounts
+from server.auth.authenticate import SESSION_COOKIE
+from server.auth.models import User
+from server.web import common
+from server.web.pages import projects as project_pages
+from server.web.views import bp
+
+LOGIN_COOKIE = "merit_login"
+LANG_COOKIE = "lang"
+
+
+def _cookie_options() -> dict:
+    return {
+        "httponly": True,
+        "samesite": "Lax",
+        "secure": bool(current_app.config["SECURE_COOKIES"]),
+        "path": "/",
+    }
+
+
+def _sign_in_page(
+    *, error: str | None = None, status: int = 200, email: str = "", next_url: str = ""
+) -> Response:
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = common.page(
+        "web/login.html",
+        status=status,
+        error=error,
+        email=email,
+        next_url=next_url,
+        login_token=token,
+    )
+    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie_options())
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    """Show the projects of the signed-in person, or the sign-in page."""
+    if access.current_actor() is None:
+        return _sign_in_page(next_url=request.args.get("next", ""))
+    return project_pages.project_list()
+
+
+@bp.get("/login")
+def login() -> Response:
+    """Show the sign-in page (or go on, when already signed in)."""
+    next_url = common.safe_next(request.args.get("next"), url_for("web.index"))
+    if access.current_actor() is not None:
+        return redirect(next_url, code=303)
+    return _sign_in_page(next_url=request.args.get("next", ""))
+
+
+@bp.post("/login")
+def login_post() -> Response:
+    """Check email and password; open a console session in a cookie."""
+    email = request.form.get("email", "").strip()
+    password = request.form.get("password", "")
+    next_url = request.form.get("next", "")
+    sent = request.form.get("login_token", "")
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        return _sign_in_page(
+            error=gettext("The sign-in page had expired. Please sign in again."),
+            status=400,
+            email=email,
+            next_url=next_url,
+        )
+    db_session = db.session()
+    try:
+        user = sessions.check_password(
+            db_session,
+            email,
+            password,
+            max_failures=current_app.config["LOGIN_MAX_FAILURES"],
+            lock_minutes=current_app.config["LOGIN_LOCK_MINUTES"],
+        )
+    except errors.AccountLocked as locked:
+        return _sign_in_page(
+            error=locked.render_message(), status=429, email=email, next_url=next_url
+        )
+    except errors.Unauthorized:
+        try:
+            # The failure that reaches the limit locks the account: say so at once.
+            throttle.check(db_session, accounts.normalise_email(email))
+        except errors.AccountLocked as locked:
+            return _sign_in_page(
+                error=locked.render_message(), status=429, email=email, next_url=next_url
+            )
+        return _sign_in_page(
+            error=gettext("Wrong email or password."), status=401, email=email, next_url=next_url
+        )
+    _auth_session, token = sessions.open_session(
+        db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"], kind="cookie"
+    )
+    response = redirect(common.safe_next(next_url, url_for("web.index")), code=303)
+    _set_session_cookie(response, token)
+    response.delete_cookie(LOGIN_COOKIE, path="/")
+    return response
+
+
+def _set_session_cookie(response: Response, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=current_app.config["SESSION_HOURS"] * 3600,
+        **_cookie_options(),
+    )
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the console session and forget its cookie."""
+    auth_session = g.get("auth_session")
+    if auth_session is not None and g.get("auth_method") == "cookie":
+        sessions.end_session(db.session(), auth_session)
+    response = redirect(url_for("web.index"), code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@bp.get("/account/password")
+def password() -> Response:
+    """Show the password change form."""
+    access.require_actor()
+    return common.page("web/password.html")
+
+
+@bp.post("/account/password")
+def password_post() -> Response:
+    """Change one's own password; other sessions end, this one is renewed."""
+    actor = access.require_actor()
+    db_session = db.session()
+    user = db_session.get(User, actor.id)
+    if user is None:
+        raise errors.Forbidden()
+    old = request.form.get("old_password", "")
+    new = request.form.get("new_password", "")
+    if new != request.form.get("confirm_password", ""):
+        return common.page(
+            "web/password.html", status=400, error=gettext("The two new passwords differ.")
+        )
+    try:
+        accounts.change_password(db_session, user, old, new)
+    except errors.Unauthorized:
+        db_session.rollback()
+        return common.page(
+            "web/password.html",
+            status=400,
+            error=gettext("The current password is not right."),
+        )
+    except errors.PasswordTooShort as short:
+        db_session.rollback()
+        return common.page("web/password.html", status=400, error=short.render_message())
+    # Changing the password ended every session, this one included: open a fresh one.
+    _auth_session, token = sessions.open_session(
+        db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"], kind="cookie"
+    )
+    flash(gettext("Your password was changed. You were signed out everywhere else."))
+    response = redirect(url_for("web.password"), code=303)
+    _set_session_cookie(response, token)
+    return response
+
+
+@bp.get("/lang/<code>")
+def language(code: str) -> Response:
+    """Switch the console's language (fr or en) and go back to the page."""
+    if code not in common.LANGUAGES:
+        raise errors.NotFound()
+    response = redirect(common.safe_next(request.args.get("next"), url_for("web.index")), code=303)
+    response.set_cookie(LANG_COOKIE, code, max_age=365 * 24 * 3600, **_cookie_options())
+    return response

@@ -1,0 +1,218 @@
+"""A form's structure and a record's answers, arranged for reading in the console.
+
+Both come from the field schema (:mod:`server.forms.schema`): questions, groups and repeats in
+document order, with their labels in each of the form's languages. Nothing here reads the
+database; the pages pass the schema and the record's document in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask_babel import lazy_gettext
+
+from server.web.labels import pick
+
+_TYPES = {
+    "string": lazy_gettext("text"),
+    "int": lazy_gettext("integer"),
+    "decimal": lazy_gettext("decimal"),
+    "date": lazy_gettext("date"),
+    "time": lazy_gettext("time"),
+    "dateTime": lazy_gettext("date and time"),
+    "geopoint": lazy_gettext("location"),
+    "geotrace": lazy_gettext("line"),
+    "geoshape": lazy_gettext("area"),
+    "select_one": lazy_gettext("select one"),
+    "select_multiple": lazy_gettext("select multiple"),
+    "rank": lazy_gettext("rank"),
+    "barcode": lazy_gettext("barcode"),
+    "boolean": lazy_gettext("yes/no"),
+    "group": lazy_gettext("group"),
+    "repeat": lazy_gettext("repeat"),
+}
+_MEDIA = {
+    "image": lazy_gettext("photo"),
+    "audio": lazy_gettext("audio"),
+    "video": lazy_gettext("video"),
+}
+
+
+def media_kind(mediatype: str | None, filename: str = "") -> str:
+    """Return image, audio, video or file for an upload question or an attachment name."""
+    family = (mediatype or "").split("/", 1)[0]
+    if family in ("image", "audio", "video"):
+        return family
+    lowered = filename.lower()
+    if lowered.endswith((".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")):
+        return "image"
+    if lowered.endswith((".mp3", ".m4a", ".amr", ".ogg", ".oga", ".wav", ".aac", ".3gp", ".opus")):
+        return "audio"
+    if lowered.endswith((".mp4", ".webm", ".mov", ".3gpp")):
+        return "video"
+    return "file"
+
+
+def type_label(entry: Mapping[str, Any]) -> str:
+    """Return a question's type in plain words (translated)."""
+    kind = entry.get("type") or ""
+    if kind == "binary":
+        if entry.get("audit"):
+            return str(lazy_gettext("audit log"))
+        return str(_MEDIA.get(media_kind(entry.get("mediatype")), lazy_gettext("file")))
+    if entry.get("kind") == "field" and entry.get("control") is None and entry.get("calculate"):
+        return str(lazy_gettext("calculation"))
+    if entry.get("control") == "trigger" or (
+        entry.get("readonly") and entry.get("control") == "input" and kind == "string"
+    ):
+        return str(lazy_gettext("note"))
+    return str(_TYPES.get(kind, kind))
+
+
+def _is_meta(entry: Mapping[str, Any], root: str) -> bool:
+    return entry.get("path", "").startswith(f"/{root}/meta")
+
+
+def _depths(fields: list[Mapping[str, Any]]) -> dict[str, int]:
+    depths: dict[str, int] = {}
+    for entry in fields:
+        parent = entry.get("parent")
+        depths[entry["path"]] = depths.get(parent, -1) + 1 if parent else 0
+    return depths
+
+
+@dataclass
+class StructureRow:
+    """One line of a form's structure: a question, a group or a repeat."""
+
+    depth: int
+    kind: str
+    name: str
+    type: str
+    labels: list[str]  # one per language, in the form's order
+    required: bool
+    relevant: str | None
+    choices: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+def structure(schema: Mapping[str, Any] | None) -> tuple[list[str], list[StructureRow]]:
+    """Return the form's languages and its questions, groups and repeats, meta left out."""
+    schema = schema or {}
+    languages = list(schema.get("languages") or []) or ["default"]
+    root = schema.get("root") or "data"
+    lists = schema.get("choiceLists") or {}
+    fields = [f for f in schema.get("fields", []) if not _is_meta(f, root)]
+    depths = _depths(fields)
+    rows = []
+    for entry in fields:
+        labels = entry.get("labels") or {}
+        choices = [
+            (c["name"], [pick(c.get("labels"), lang) for lang in languages])
+            for c in lists.get(entry.get("choices") or "", [])
+        ]
+        rows.append(
+            StructureRow(
+                depth=depths[entry["path"]],
+                kind=entry.get("kind", "field"),
+                name=entry.get("name", ""),
+                type=type_label(entry),
+                labels=[labels.get(lang, "") for lang in languages],
+                required=bool(entry.get("required")),
+                relevant=entry.get("relevant"),
+                choices=choices,
+            )
+        )
+    return languages, rows
+
+
+# ---- a record's answers ----------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """One line of a record's page: a group or repeat heading, or a question and its answer."""
+
+    depth: int
+    kind: str  # "group", "repeat" (one instance), "field"
+    label: str
+    name: str
+    value: str = ""
+    raw: str | None = None  # the stored value when the shown one is a label
+    media: dict[str, Any] | None = None  # {name, kind, url, present}
+
+
+def answers(
+    schema: Mapping[str, Any] | None,
+    document: Mapping[str, Any] | None,
+    language: str | None,
+    media_url: Callable[[str], str],
+    present: set[str],
+) -> list[Answer]:
+    """Return a record's answers in form order, labelled in ``language``.
+
+    ``media_url`` gives the console's address of an attachment by name; ``present`` names
+    the attachments that have arrived.
+    """
+    schema = schema or {}
+    root = schema.get("root") or "data"
+    lists = {
+        key: {c["name"]: c.get("labels", {}) for c in items}
+        for key, items in (schema.get("choiceLists") or {}).items()
+    }
+    fields = [f for f in schema.get("fields", []) if not _is_meta(f, root)]
+    children: dict[str | None, list[Mapping[str, Any]]] = {}
+    for entry in fields:
+        parent = entry.get("parent")
+        children.setdefault(parent if parent != f"/{root}" else None, []).append(entry)
+    out: list[Answer] = []
+
+    def value_of(entry: Mapping[str, Any], raw: Any) -> Answer:
+        label = pick(entry.get("labels"), language, entry.get("name", ""))
+        answer = Answer(0, "field", label, entry.get("name", ""))
+        if raw is None or raw == "":
+            return answer
+        text = str(raw)
+        kind = entry.get("type")
+        if kind in ("select_one", "select_multiple", "rank"):
+            choices = lists.get(entry.get("choices") or "", {})
+            chosen = text.split() if kind != "select_one" else [text]
+            answer.value = ", ".join(pick(choices.get(c), language, c) for c in chosen)
+            answer.raw = text
+        elif kind == "binary":
+            answer.value = text
+            answer.media = {
+                "name": text,
+                "kind": media_kind(entry.get("mediatype"), text),
+                "url": media_url(text),
+                "present": text in present,
+            }
+        elif kind == "geopoint":
+            parts = text.split()
+            answer.value = ", ".join(parts[:2]) + (f" (± {parts[3]} m)" if len(parts) > 3 else "")
+            answer.raw = text
+        else:
+            answer.value = text
+        return answer
+
+    def walk(parent: str | None, container: Any, depth: int) -> None:
+        for entry in children.get(parent, []):
+            name = entry.get("name", "")
+            value = container.get(name) if isinstance(container, Mapping) else None
+            label = pick(entry.get("labels"), language, name)
+            if entry.get("kind") == "repeat":
+                instances = value if isinstance(value, list) else ([value] if value else [])
+                for number, instance in enumerate(instances, 1):
+                    out.append(Answer(depth, "repeat", f"{label} #{number}", name))
+                    walk(entry["path"], instance, depth + 1)
+            elif entry.get("kind") == "group":
+                out.append(Answer(depth, "group", label, name))
+                walk(entry["path"], value, depth + 1)
+            else:
+                answer = value_of(entry, value)
+                answer.depth = depth
+                out.append(answer)
+
+    walk(None, document or {}, 0)
+    return out
