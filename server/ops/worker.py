@@ -65,6 +65,17 @@ class FieldWorker(ThreadWorker):
     def max_keepalived(self, value: int) -> None:
         self._keepalive_limit = value
 
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """Stop or start accepting; when stopping for good, let go of the listening socket."""
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            # Stopping (SIGTERM, SIGHUP, SIGINT): gthread keeps its copy of the listening
+            # socket open until its last request ends, so the kernel would go on queueing
+            # connections nobody will accept. Closed now, new clients are refused at once
+            # (nginx tries another server) while requests in progress finish.
+            for listener in self.sockets:
+                listener.close()
+
     def enqueue_req(self, conn: Any) -> None:
         """Hand a connection to the thread pool, counting the thread it takes."""
         self._busy += 1
