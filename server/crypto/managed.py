@@ -63,12 +63,12 @@ def create_managed_key(
     Raises 400.2 without a passphrase, 400.21 when shorter than 10 characters, 409.4 when the
     project already has a key. The passphrase is used to seal the private key and forgotten.
     """
+    if project.key_id is not None:  # checked first, as Central does
+        raise errors.EncryptionAlreadyActive(feature="managed encryption")
     passphrase = keys.check_passphrase(passphrase)
     if hint is not None and not isinstance(hint, str):
         raise errors.UnexpectedValue(field="hint", reason=gettext("expected text"))
     hint = (hint or "").strip()[: keys.MAX_HINT] or None
-    if project.key_id is not None:
-        raise errors.EncryptionAlreadyActive(feature="managed encryption")
     project_id = project.id
     # Generating and sealing take about half a second (scrypt): outside any transaction, so
     # that on SQLite no other writer waits for it.

@@ -420,6 +420,7 @@ def test_turning_managed_encryption_on_twice_is_409_4(client, team, db_session):
     again = enable(client, team, "une autre phrase secrète")
     assert again.status_code == 409
     assert again.json["code"] == 409.4
+    assert enable(client, team, "court").json["code"] == 409.4  # the state first, as Central
     db_session.rollback()  # a fresh snapshot: requests committed since
     assert db_session.scalar(sa.select(sa.func.count()).select_from(ProjectKey)) == 1
     assert db_session.get(Project, team["project_id"]).key_id == first.json["keyId"]
