@@ -20,6 +20,7 @@ RESOURCES = (
     "server.api.forms",
     "server.api.encryption",
     "server.api.exports",
+    "server.api.submissions",
 )
 
 for _name in RESOURCES:

@@ -1,0 +1,115 @@
+"""A record's files after it arrived: uploading one the record names, or clearing it.
+
+Intake fills attachment slots as tablets send files; through the API (pyodk's
+``submissions.create(attachments=...)``, Central's ``POST .../attachments/<name>``) a file can
+be given, replaced or cleared later, on the record's current version only. The bytes are made
+durable before the row pointing at them is committed, as for intake.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server import errors
+from server.audit.models import AuditEvent
+from server.db import utcnow
+from server.storage import service as storage
+from server.submissions import services
+from server.submissions.models import Submission, SubmissionAttachment, SubmissionVersion
+
+
+def _slot(
+    db_session: Session, submission: Submission, name: str
+) -> tuple[SubmissionVersion, SubmissionAttachment]:
+    version = services.current_version(db_session, submission)
+    slot = db_session.execute(
+        sa.select(SubmissionAttachment).where(
+            SubmissionAttachment.submission_version_id == version.id,
+            SubmissionAttachment.name == name,
+        )
+    ).scalar_one_or_none()
+    if slot is None:
+        # Central: only files the record's XML names can be attached.
+        raise errors.NotFound()
+    return version, slot
+
+
+def _recount(db_session: Session, version: SubmissionVersion) -> None:
+    version.attachments_present = db_session.execute(
+        sa.select(sa.func.count()).where(
+            SubmissionAttachment.submission_version_id == version.id,
+            SubmissionAttachment.blob_id.is_not(None),
+        )
+    ).scalar_one()
+
+
+def _audit(
+    db_session: Session,
+    action: str,
+    submission: Submission,
+    name: str,
+    actor_id: int | None,
+    project_id: int | None,
+) -> None:
+    db_session.add(
+        AuditEvent(
+            actor_id=actor_id,
+            action=action,
+            project_id=project_id,
+            form_id=submission.form_id,
+            submission_id=submission.id,
+            details={"instanceId": submission.instance_id, "name": name},
+            logged_at=utcnow(),
+        )
+    )
+
+
+def upload(
+    db_session: Session,
+    submission: Submission,
+    name: str,
+    stream: BinaryIO,
+    *,
+    content_type: str | None,
+    actor_id: int | None,
+    project_id: int | None,
+) -> SubmissionAttachment:
+    """Store a file the current version names (replacing any earlier one). Commits.
+
+    404 when the current version does not name ``name``.
+    """
+    version, slot = _slot(db_session, submission, name)
+    # End the transaction while the bytes travel to the store: on SQLite it holds the
+    # database's write lock, and every tablet would wait for this upload.
+    db_session.commit()
+    blob = storage.save_stream(db_session, stream)
+    slot.blob_id = blob.id
+    if content_type and content_type != "application/octet-stream":
+        slot.content_type = content_type
+    slot.updated_at = utcnow()
+    db_session.flush()
+    _recount(db_session, version)
+    _audit(db_session, "submission.attachment.update", submission, name, actor_id, project_id)
+    db_session.commit()
+    return slot
+
+
+def clear(
+    db_session: Session,
+    submission: Submission,
+    name: str,
+    *,
+    actor_id: int | None,
+    project_id: int | None,
+) -> None:
+    """Forget the file of one slot of the current version (the bytes stay catalogued). Commits."""
+    version, slot = _slot(db_session, submission, name)
+    slot.blob_id = None
+    slot.updated_at = utcnow()
+    db_session.flush()
+    _recount(db_session, version)
+    _audit(db_session, "submission.attachment.clear", submission, name, actor_id, project_id)
+    db_session.commit()
