@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import current_app, g, jsonify, request
+from flask_babel import gettext as _
 
 from server import db, errors
 from server.api.blueprint import bp
@@ -223,7 +224,7 @@ def assign_on_project(project_id: int, role: str, actor_id: int):
     access.require("assignment.create", project_id=project_id)
     target = _role(role)
     if target.system in ("admin", "app-user"):
-        raise errors.UnexpectedValue(field="roleId", reason="not a project role")
+        raise errors.UnexpectedValue(field="roleId", reason=_("not a project role"))
     actor = _assignable_actor(project_id, actor_id)
     accounts.assign(db.session(), actor.id, target.id, project_id=project_id)
     db.session().commit()

@@ -7,6 +7,7 @@ GET, PATCH, DELETE    /v1/projects/<p>
 from __future__ import annotations
 
 from flask import jsonify, request
+from flask_babel import gettext as _
 
 from server import db, errors
 from server.api.blueprint import bp
@@ -82,7 +83,7 @@ def update_project(project_id: int):
     body = json_body()
     archived = body.get("archived")
     if archived is not None and not isinstance(archived, bool):
-        raise errors.UnexpectedValue(field="archived", reason="expected true or false")
+        raise errors.UnexpectedValue(field="archived", reason=_("expected true or false"))
     project = services.update(
         db.session(),
         project,

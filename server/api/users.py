@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import jsonify, request
+from flask_babel import gettext as _
 
 from server import db, errors
 from server.api.blueprint import bp
@@ -50,7 +51,7 @@ def create_user():
         raise errors.MissingParameter(field="email")
     password = body.get("password")
     if password is not None and not isinstance(password, str):
-        raise errors.UnexpectedValue(field="password", reason="expected text")
+        raise errors.UnexpectedValue(field="password", reason=_("expected text"))
     user = accounts.create_user(db.session(), email, password, display_name=body.get("displayName"))
     db.session().commit()
     return jsonify(user_json(user))

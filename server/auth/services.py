@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from server import errors
@@ -36,7 +37,7 @@ def create_user(
     """Create a web user (not committed). Raises Conflict if the email is taken."""
     email = normalise_email(email)
     if "@" not in email:
-        raise errors.UnexpectedValue(field="email", reason="not an email address")
+        raise errors.UnexpectedValue(field="email", reason=_("not an email address"))
     if find_user(db_session, email) is not None:
         raise errors.Conflict(fields="email", values=email)
     actor = Actor(type="user", display_name=display_name or email)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -275,6 +276,12 @@ def receive(
     if parsed.encrypted:
         document = None
         expected = [n for n in (*parsed.encrypted_media, parsed.encrypted_xml_name) if n]
+        if len(set(expected)) != len(expected):
+            # Each file's position decides its key stream (openrosa.md §6, step 3): a name
+            # listed twice cannot come from Collect and could never be decrypted.
+            raise errors.UnexpectedValue(
+                field="encrypted record", reason=_("the same file is listed twice")
+            )
         audit_names = {n for n in expected if n.lower().startswith("audit.csv")}
     else:
         document = parsing.build_document(parsed.root, facts.repeat_paths)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask_babel import gettext as _
 from lxml import etree
 
 from server import errors
@@ -70,15 +71,17 @@ def local(tag: Any) -> str:
 def parse_xml(data: bytes) -> etree._Element:
     """Parse untrusted XML bytes; raise a 400 problem saying what is wrong."""
     if len(data) > MAX_XML_BYTES:
-        raise errors.HostileInput(reason=f"the XML is larger than {MAX_XML_BYTES} bytes")
+        raise errors.HostileInput(
+            reason=_("the XML is larger than %(limit)s bytes", limit=MAX_XML_BYTES)
+        )
     if _FORBIDDEN.search(data):
-        raise errors.HostileInput(reason="XML with a DOCTYPE or ENTITY declaration is refused")
+        raise errors.HostileInput(reason=_("XML with a DOCTYPE or ENTITY declaration is refused"))
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise errors.Unparseable(format="XML", reason=str(exc)) from None
     if root is None:
-        raise errors.Unparseable(format="XML", reason="empty document")
+        raise errors.Unparseable(format="XML", reason=_("empty document"))
     _check_shape(root)
     return root
 
@@ -91,9 +94,13 @@ def _check_shape(root: etree._Element) -> None:
         element, depth = stack.pop()
         count += 1
         if depth > MAX_DEPTH:
-            raise errors.HostileInput(reason=f"the XML is nested deeper than {MAX_DEPTH} levels")
+            raise errors.HostileInput(
+                reason=_("the XML is nested deeper than %(limit)s levels", limit=MAX_DEPTH)
+            )
         if count > MAX_ELEMENTS:
-            raise errors.HostileInput(reason=f"the XML has more than {MAX_ELEMENTS} elements")
+            raise errors.HostileInput(
+                reason=_("the XML has more than %(limit)s elements", limit=MAX_ELEMENTS)
+            )
         stack.extend((child, depth + 1) for child in element if isinstance(child.tag, str))
 
 
@@ -117,7 +124,7 @@ def read_submission(data: bytes) -> ParsedSubmission:
     form_id = root.get("id")
     if not form_id:
         raise errors.UnexpectedValue(
-            field="id", reason="the root element of the record has no id attribute (formID)"
+            field="id", reason=_("the root element of the record has no id attribute (formID)")
         )
     version = root.get("version")
     if version is None:
@@ -160,11 +167,11 @@ def _read_envelope(root: etree._Element, parsed: ParsedSubmission) -> None:
     if not parsed.encrypted_key or not parsed.encrypted_xml_name:
         raise errors.UnexpectedValue(
             field="encrypted record",
-            reason="base64EncryptedKey and encryptedXmlFile are required",
+            reason=_("base64EncryptedKey and encryptedXmlFile are required"),
         )
     if not parsed.instance_id:
         raise errors.UnexpectedValue(
-            field="instanceID", reason="an encrypted record must carry meta/instanceID"
+            field="instanceID", reason=_("an encrypted record must carry meta/instanceID")
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from server import errors
@@ -276,7 +277,8 @@ def set_review_state(
     """Approve, reject or mark a record as having issues, with an optional comment (commits)."""
     if state is not None and state not in REVIEW_STATES:
         raise errors.UnexpectedValue(
-            field="reviewState", reason=f"expected one of {', '.join(REVIEW_STATES)}"
+            field="reviewState",
+            reason=_("expected one of %(allowed)s", allowed=", ".join(REVIEW_STATES)),
         )
     previous = submission.review_state
     submission.review_state = state
@@ -309,7 +311,8 @@ def bulk_review(
     """Set one review state on several records at once; return how many (commits)."""
     if state not in REVIEW_STATES:
         raise errors.UnexpectedValue(
-            field="reviewState", reason=f"expected one of {', '.join(REVIEW_STATES)}"
+            field="reviewState",
+            reason=_("expected one of %(allowed)s", allowed=", ".join(REVIEW_STATES)),
         )
     found = list(
         db_session.scalars(
