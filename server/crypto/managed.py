@@ -192,6 +192,7 @@ def _copy_published(
         title=source.title,
         xml=source.xml,
         hash=source.hash,
+        source_hash=source.source_hash or source.hash,
         sha256=source.sha256,
         schema=dict(source.schema),
         xls_blob_id=source.xls_blob_id,

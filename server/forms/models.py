@@ -58,6 +58,9 @@ class FormVersion(Base):
     title: Mapped[str | None] = mapped_column(sa.Text)
     xml: Mapped[str] = mapped_column(sa.Text)
     hash: Mapped[str] = mapped_column(sa.String(32))
+    # MD5 of the XForm as compiled from the upload, before the server added anything to it
+    # (a managed encryption key): what the repository workflow compares with forms/.
+    source_hash: Mapped[str | None] = mapped_column(sa.String(32))
     sha256: Mapped[str] = mapped_column(sa.String(64))
     schema: Mapped[dict] = mapped_column(JSONDocument)
     # The spreadsheet the coordinator uploaded, kept with the version it produced.

@@ -309,7 +309,9 @@ def _publish_one(db_session: Session, forms_dir: Path, xml_path: Path, project_i
         )
         return Outcome(ident.form_id, "created", ident.version)
     current = services.current_version(db_session, form)
-    if current is not None and current.hash == md5:
+    # Compare what was uploaded, not what is served: the server may have added a managed
+    # encryption key (and a version suffix) when it published.
+    if current is not None and (current.source_hash or current.hash) == md5:
         published = {
             a.name: blob.md5 if blob else None
             for a, blob in services.attachments(db_session, current)
@@ -317,7 +319,7 @@ def _publish_one(db_session: Session, forms_dir: Path, xml_path: Path, project_i
         if published == {name: _md5(data) for name, data in media.items()}:
             return Outcome(ident.form_id, "unchanged", ident.version)
     same = services.version_for_submission(db_session, form, ident.version, draft=False)
-    if same is not None and same.hash != md5:
+    if same is not None and (same.source_hash or same.hash) != md5:
         raise errors.VersionConflict(form_id=ident.form_id, version=ident.version or '""')
     services.set_draft(db_session, form, upload, ignore_warnings=True, media=media)
     services.publish_draft(db_session, form)

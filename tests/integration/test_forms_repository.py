@@ -153,6 +153,22 @@ def test_publish_is_idempotent_then_publishes_new_versions_and_refuses_reused_on
     assert repository.publish_folder(session, out, project.id) == ["household"]
 
 
+def test_publishing_again_into_a_project_with_managed_encryption_changes_nothing(tmp_path, session):
+    from server.crypto.managed import create_managed_key
+
+    project = factories.project(session)
+    out = tmp_path / "forms"
+    repository.build(make_sources(tmp_path), out, validate=False)
+    repository.publish_outcomes(session, out, project.id)
+    create_managed_key(session, project, "une phrase secrète assez longue")
+    keyed = versions(session)
+    assert len(keyed) == 4  # each form got a keyed version (with a version suffix)
+    # The server added the key to what it serves; forms/ did not change: nothing to publish.
+    again = repository.publish_outcomes(session, out, project.id)
+    assert {o.status for o in again} == {"unchanged"}
+    assert versions(session) == keyed
+
+
 def test_publishing_the_xform_alone_keeps_the_pii_marks_of_the_build(tmp_path, session):
     project = factories.project(session)
     sources = make_sources(tmp_path)
