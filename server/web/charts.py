@@ -15,6 +15,7 @@ from server.web import security
 # ---- columns over time -----------------------------------------------------------------------
 
 MAX_DAYS = 92  # beyond three months, records are counted per week
+MIN_SLOTS = 14  # a chart of one or two days keeps narrow columns
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def time_chart(counts: list[tuple[dt.date, int]], *, height: float = 120) -> Tim
     for index, (start, count) in enumerate(buckets):
         bar = height * count / maximum
         columns.append(Column(index * width + 1, height - bar, width - 2, bar, start, count))
-    return TimeChart(len(buckets) * width, height, columns, maximum, weekly, first, last)
+    slots = max(len(buckets), MIN_SLOTS)
+    return TimeChart(slots * width, height, columns, maximum, weekly, first, last)
 
 
 # ---- horizontal bars -------------------------------------------------------------------------

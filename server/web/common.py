@@ -19,7 +19,14 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import format_date, format_datetime, get_locale, gettext, lazy_gettext
+from flask_babel import (
+    format_date,
+    format_datetime,
+    format_decimal,
+    get_locale,
+    gettext,
+    lazy_gettext,
+)
 
 from server import db, errors
 from server.auth import access
@@ -143,7 +150,11 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
 
 
-FILTERS = {"when": _when, "day": _day, "compact_json": _compact_json}
+def _percent(value: float) -> str:
+    return format_decimal(value, "#,##0.#") + "\u00a0%"
+
+
+FILTERS = {"when": _when, "day": _day, "compact_json": _compact_json, "percent": _percent}
 
 
 # ---- lookups with access ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from server.forms.models import Form
 from server.projects.models import Project
 from server.storage.base import content_disposition
 from server.submissions import overview
-from server.web import common
+from server.web import common, labels
 from server.web.pages.submissions import REVIEW_STATES
 from server.web.views import bp
 
@@ -72,7 +72,7 @@ def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> R
         default_pii="plain" if may_see_pii else "pseudonymise",
         defaults=ExportOptions(),
         languages=schema.get("languages") or [],
-        default_language=schema.get("defaultLanguage"),
+        default_language=labels.for_schema(schema, common.ui_language()),
         states=REVIEW_STATES,
         submitters=overview.submitters(db_session, form.id),
         versions=[v.version for v in forms.published_versions(db_session, form)],
@@ -93,14 +93,22 @@ def export_form(project_id: int, xml_form_id: str) -> Response:
 
 
 def _parameters() -> dict[str, str]:
-    """Turn the options form into the export service's parameters (Central's names)."""
+    """Turn the options form into the export service's parameters (Central's names).
+
+    From the page's form (``options=form``) an unticked box means false, since browsers send
+    nothing for it; in a link written by hand, an option left out keeps its default.
+    """
     args = request.args
     params = {
         name: args.get(name, "").strip()
         for name in ("headers", "language", "separator", "formVersion", "submitterId", "pii")
     }
+    from_form = args.get("options") == "form"
     for name in CHECKBOXES:
-        params[name] = "true" if args.get(name) else "false"
+        if name in args:
+            params[name] = "false" if args[name].lower() in ("0", "false", "no") else "true"
+        elif from_form:
+            params[name] = "false"
     # Dates from <input type=date>; the end date is included (the service reads it so).
     params["start"] = args.get("start", "").strip()
     params["end"] = args.get("end", "").strip()
