@@ -26,6 +26,8 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "server.storage.cli:storage",
     "server.forms.cli:forms",
     "server.exports.cli:export",
+    "server.ops.cli:backup",
+    "server.ops.cli:restore",
 )
 
 
