@@ -103,6 +103,34 @@ def prepare(
     if fmt not in FORMATS:
         raise errors.NotAcceptable(allowed=", ".join(FORMATS))
     source.begin_snapshot(db_session)
+    try:
+        ctx, writer = _plan(db_session, form, fmt, options, secret_key, decryptor, tmp_dir)
+    except BaseException:
+        # A refused export must not leave its read transaction open (and its locks held).
+        db_session.rollback()
+        raise
+    stats = ctx.stats
+    return Export(
+        form=form,
+        format=fmt,
+        options=options,
+        filename=filename_for(form, fmt),
+        content_type=CONTENT_TYPES[fmt],
+        chunks=_guarded(ctx, writer(ctx)),
+        stats=stats,
+    )
+
+
+def _plan(
+    db_session: Session,
+    form: Form,
+    fmt: str,
+    options: ExportOptions,
+    secret_key: str,
+    decryptor: DocumentDecryptor | None,
+    tmp_dir: str | None,
+) -> tuple[ExportContext, Callable[[ExportContext], Iterator[bytes]]]:
+    """Plan the tables, the records' conditions and the corrections; pick the writer."""
     layout = load_layout(db_session, form)
     pseudonymise = (
         Pseudonymiser(secret_key, form.project_id) if options.pii == "pseudonymise" else None
@@ -112,13 +140,12 @@ def prepare(
     dialect = db_session.get_bind().dialect.name
     where = source.conditions(form, layout, options, dialect)
     corrections = cleaning.load_index(db_session, form, layout) if options.cleaned else None
-    stats = source.ExportStats()
     ctx = ExportContext(
         db_session=db_session,
         plan=plan,
         where=where,
         options=options,
-        stats=stats,
+        stats=source.ExportStats(),
         corrections=corrections,
         decryptor=decryptor,
         tmp_dir=tmp_dir,
@@ -131,15 +158,7 @@ def prepare(
         "geojson": geojson.geojson_chunks,
         "media.zip": media.media_zip_chunks,
     }[fmt]
-    return Export(
-        form=form,
-        format=fmt,
-        options=options,
-        filename=filename_for(form, fmt),
-        content_type=CONTENT_TYPES[fmt],
-        chunks=_guarded(ctx, writer(ctx)),
-        stats=stats,
-    )
+    return ctx, writer
 
 
 def _guarded(ctx: ExportContext, chunks: Iterator[bytes]) -> Iterator[bytes]:
