@@ -28,6 +28,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "server.exports.cli:export",
     "server.ops.cli:backup",
     "server.ops.cli:restore",
+    "server.ops.cli:doctor",
 )
 
 

@@ -96,5 +96,22 @@ def restore(archive: str, force: bool) -> None:
     click.echo("  next: `merit storage verify` reads every attachment back and checks it")
 
 
+@click.command("doctor")
+def doctor() -> None:
+    """Check configuration, database, storage, Java, clock and disk; say what to fix."""
+    from server.ops import doctor as checks
+
+    findings = checks.examine()
+    failed = sum(1 for f in findings if f.status == checks.FAIL)
+    warned = sum(1 for f in findings if f.status == checks.WARN)
+    for finding in findings:
+        label = {checks.OK: "ok  ", checks.WARN: "WARN", checks.FAIL: "FAIL"}[finding.status]
+        click.echo(f"{label}  {finding.name:<18} {finding.detail}")
+        if finding.fix and finding.status != checks.OK:
+            click.echo(f"      {'':<18} fix: {finding.fix}")
+    click.echo(f"{len(findings)} checks: {failed} failed, {warned} warnings")
+    sys.exit(1 if failed else 0)
+
+
 def _mb(count: int) -> str:
     return f"{count / 1_000_000:.1f} MB"
