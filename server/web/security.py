@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
+
+from server import errors
 
 
 def tile_origin(tile_url: str | None) -> str | None:
@@ -63,3 +65,16 @@ def add_headers(response: Response) -> Response:
         # Pages show personal data: never kept by a shared or back-button cache.
         headers["Cache-Control"] = "no-store"
     return response
+
+
+def require_console_session() -> None:
+    """Refuse a console action authenticated any other way than the console's cookie.
+
+    Browsers replay HTTP Digest or Basic credentials by themselves once someone has typed them
+    (at an OpenRosa address, say); only the cookie session comes with a CSRF token, so only it
+    may change anything through the console. Bearer tokens belong to the API.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if g.get("actor") is not None and g.get("auth_method") != "cookie":
+        raise errors.Forbidden()

@@ -39,6 +39,7 @@ bp = Blueprint(
     static_url_path="/static/console",
 )
 errors.set_renderer("web", common.render_problem)
+bp.before_request(security.require_console_session)
 bp.after_request(security.add_headers)
 bp.context_processor(common.template_context)
 bp.app_template_global()(common.asset)

@@ -9,8 +9,6 @@ import pytest
 from tests.conftest import IN_CI
 from tests.support import browser as support
 
-pytestmark = pytest.mark.browser
-
 
 @pytest.fixture(scope="session")
 def chromium():
@@ -35,7 +33,7 @@ def console(database_url: str, tmp_path) -> Iterator[str]:
         yield server.url
 
 
-def _page(chromium, viewport: dict, lang: str | None):  # type: ignore[no-untyped-def]
+def _page(chromium, viewport: dict):  # type: ignore[no-untyped-def]
     context = chromium.new_context(viewport=viewport, accept_downloads=True, locale="fr-FR")
     context.set_default_timeout(30_000)
     return context, context.new_page()
@@ -44,14 +42,7 @@ def _page(chromium, viewport: dict, lang: str | None):  # type: ignore[no-untype
 @pytest.fixture
 def laptop(chromium):
     """A browser tab the size of a laptop screen."""
-    context, page = _page(chromium, support.LAPTOP, None)
+    context, page = _page(chromium, support.LAPTOP)
     yield page
     context.close()
 
-
-@pytest.fixture
-def phone(chromium):
-    """A browser tab the size of a phone screen."""
-    context, page = _page(chromium, support.PHONE, None)
-    yield page
-    context.close()

@@ -234,6 +234,21 @@ def test_every_console_action_refuses_a_request_without_its_csrf_token(app, clie
         session.close()
 
 
+def test_console_actions_need_the_console_session_not_other_credentials(client, site):
+    session = client.post(
+        "/v1/sessions", json={"email": "admin@example.org", "password": PASSWORD}
+    ).get_json()
+    p = site["project"].id
+    refused = client.post(
+        f"/projects/{p}/app-users",
+        data={"name": "Tablette"},
+        headers={"Authorization": f"Bearer {session['token']}"},
+    )
+    assert refused.status_code == 403 and refused.mimetype == "text/html"
+    shown = client.get(f"/projects/{p}", headers={"Authorization": f"Bearer {session['token']}"})
+    assert shown.status_code == 200  # reading is harmless
+
+
 def test_an_anonymous_action_is_refused_with_a_page(app, client, site):
     p = site["project"].id
     response = client.post(f"/projects/{p}/app-users", data={"name": "Tablette"})
