@@ -21,6 +21,7 @@ RESOURCES = (
     "server.api.encryption",
     "server.api.exports",
     "server.api.submissions",
+    "server.api.odata",
 )
 
 for _name in RESOURCES:

@@ -245,11 +245,20 @@ def iterate(
     *,
     order: Order = NEWEST_FIRST,
     batch: int = 500,
+    conditions: Sequence[Any] = (),
 ) -> Iterator[SubmissionRow]:
     """Yield every record in ``order``, ``batch`` rows per query (bounded memory)."""
     cursor: Cursor | None = None
     while True:
-        found = page(db_session, form_id, filters, order=order, cursor=cursor, limit=batch)
+        found = page(
+            db_session,
+            form_id,
+            filters,
+            order=order,
+            cursor=cursor,
+            limit=batch,
+            conditions=conditions,
+        )
         yield from found.rows
         if not found.more:
             return

@@ -1,0 +1,463 @@
+"""OData feeds of a form's records, as ODK Central serves them (pyodk, Power BI, Excel).
+
+GET  /v1/projects/<p>/forms/<f>.svc                       service document
+GET  /v1/projects/<p>/forms/<f>.svc/$metadata             EDMX
+GET  /v1/projects/<p>/forms/<f>.svc/Submissions           one row per record
+GET  /v1/projects/<p>/forms/<f>.svc/Submissions.<g>.<r>   one row per repeat instance
+GET  /v1/projects/<p>/forms/<f>.svc/Submissions('<id>')[/<repeat>...]
+(and the same under ``.../forms/<f>/draft.svc`` for the draft's test records)
+
+Query options: ``$top`` (the page size), ``$skip``, ``$count``, ``$filter`` (on
+``__system/submissionDate``, ``updatedAt``, ``submitterId``, ``reviewState`` and ``__id``, also
+as ``$root/Submissions/__system/...`` from a repeat table), ``$orderby`` (those fields, ``asc``
+or ``desc``), ``$select``, ``$expand=*``, ``$wkt=true``. Booleans are read case-insensitively.
+
+Paging: a page holds ``$top`` rows, or 1000 when the client gives none (never the whole form
+in one answer), at most 5000. When more rows follow, ``@odata.nextLink`` repeats the request
+with a ``$skiptoken`` naming the last row sent (:mod:`server.submissions.paging`): the next
+page starts right after it, so records arriving meanwhile never shift a page (offsets would
+skip or repeat rows). Records come newest first, as in Central, unless ``$orderby`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, request
+from flask_babel import gettext, lazy_gettext
+
+from server import db, errors
+from server.api import odata_format as fmt
+from server.api.blueprint import bp
+from server.api.render import iso, query_bool, query_int
+from server.api.schemas import documented
+from server.auth import access
+from server.auth.models import Actor
+from server.exports import layout as L
+from server.exports import service as exports
+from server.exports.odata import parse_filter
+from server.forms import services as forms
+from server.forms.models import Form, FormVersion
+from server.openrosa.protocol import base_url, quoted
+from server.submissions import paging, services
+from server.submissions.services import SubmissionFilter, SubmissionRow
+
+FORM = "/projects/<int:project_id>/forms/<xml_form_id>"
+DEFAULT_PAGE = 1000
+MAX_PAGE = 5000
+JSON_TYPE = "application/json; odata.metadata=minimal"
+ORDERABLE = {
+    "__system/submissionDate": "submissionDate",
+    "__system/updatedAt": "updatedAt",
+    "__system/reviewState": "reviewState",
+    "__system/submitterId": "submitterId",
+    "__id": "instanceId",
+}
+_SINGLE = re.compile(r"^([^(]+)\('((?:[^']|'')*)'\)$")
+
+
+class ExpandNotSupported(errors.Problem):
+    code = "501.6"
+    message = lazy_gettext('The $expand expression "%(text)s" is not supported: only $expand=* is.')
+
+
+class SelectWithExpand(errors.Problem):
+    code = "501.11"
+    message = lazy_gettext("$select cannot be used together with $expand.")
+
+
+def route(rule: str) -> Any:
+    """Register a view for a form's OData service and for its draft's (``draft.svc``)."""
+
+    def register(view: Any) -> Any:
+        bp.add_url_rule(FORM + ".svc" + rule, view.__name__, view, methods=["GET"])
+        bp.add_url_rule(
+            FORM + "/draft.svc" + rule,
+            "draft_" + view.__name__,
+            view,
+            methods=["GET"],
+            defaults={"draft": True},
+        )
+        return view
+
+    return register
+
+
+def _json(body: dict[str, Any]) -> Response:
+    response = Response(json.dumps(body, ensure_ascii=False), content_type=JSON_TYPE)
+    response.headers["OData-Version"] = "4.0"
+    return response
+
+
+def _service_url(project_id: int, xml_form_id: str, draft: bool) -> str:
+    suffix = "/draft.svc" if draft else ".svc"
+    return f"{base_url()}/v1/projects/{project_id}/forms/{quoted(xml_form_id)}{suffix}"
+
+
+def _form(project_id: int, xml_form_id: str, draft: bool) -> Form:
+    form = forms.find_form(db.session(), project_id, xml_form_id)
+    if form is None or (draft and form.draft_version_id is None):
+        raise errors.NotFound()
+    access.require_actor()
+    if not access.can("submission.read", project_id=project_id, form_id=form.id):
+        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    return form
+
+
+def _layout(form: Form, draft: bool) -> L.FormLayout:
+    db_session = db.session()
+    if not draft:
+        return exports.load_layout(db_session, form)
+    version = db_session.get(FormVersion, form.draft_version_id)
+    return L.merge(form.xml_form_id, [version.schema or {}], {str(version.id): version.version})
+
+
+@route("")
+@documented(content="application/json")
+def odata_service(project_id: int, xml_form_id: str, draft: bool = False) -> Response:
+    """Return the OData service document: Submissions and one entity set per repeat."""
+    form = _form(project_id, xml_form_id, draft)
+    roots = fmt.tree(_layout(form, draft))
+    return _json(fmt.service_document(roots, _service_url(project_id, xml_form_id, draft)))
+
+
+@route("/$metadata")
+@documented(content="application/xml")
+def odata_metadata(project_id: int, xml_form_id: str, draft: bool = False) -> Response:
+    """Return the EDMX document describing every entity set of the form."""
+    form = _form(project_id, xml_form_id, draft)
+    roots = fmt.tree(_layout(form, draft))
+    response = Response(fmt.edmx(xml_form_id, roots), content_type="application/xml")
+    response.headers["OData-Version"] = "4.0"
+    return response
+
+
+# ---- query options -----------------------------------------------------------------------------
+
+
+def _options(table: fmt.Table, roots: list[fmt.Node]) -> fmt.RowOptions:
+    expand = request.args.get("$expand")
+    if expand is not None and expand.strip() not in ("", "*"):
+        raise ExpandNotSupported(text=expand)
+    expanding = bool(expand and expand.strip() == "*")
+    select = request.args.get("$select")
+    if expanding and select and select.strip() not in ("", "*"):
+        raise SelectWithExpand()
+    return fmt.RowOptions(
+        wkt=query_bool("$wkt", False),
+        expand=expanding,
+        selection=fmt.parse_select(select, table, roots),
+    )
+
+
+def _conditions(dialect: str) -> list[Any]:
+    text = (request.args.get("$filter") or "").strip()
+    if not text:
+        return []
+    # From a repeat table, Central names the record's fields through $root.
+    return [parse_filter(text.replace("$root/Submissions/", ""), dialect)]
+
+
+def _order() -> paging.Order:
+    text = (request.args.get("$orderby") or "").strip()
+    if not text:
+        return paging.NEWEST_FIRST
+    clauses = [c.strip() for c in text.split(",") if c.strip()]
+    if len(clauses) != 1:
+        raise fmt.NotImplementedFeature(feature="$orderby on more than one property")
+    words = clauses[0].split()
+    if words[0] not in ORDERABLE or len(words) > 2 or words[1:] not in ([], ["asc"], ["desc"]):
+        raise errors.UnexpectedValue(
+            field="$orderby",
+            reason=gettext("expected one of %(fields)s, then asc or desc")
+            % {"fields": ", ".join(ORDERABLE)},
+        )
+    return paging.Order(ORDERABLE[words[0]], descending=words[1:] == ["desc"])
+
+
+def _page_size() -> int:
+    return min(query_int("$top", DEFAULT_PAGE) or 0, MAX_PAGE)
+
+
+def _skip_and_token() -> tuple[int, str | None]:
+    token = request.args.get("$skiptoken")
+    skip = query_int("$skip", 0) or 0
+    if token is not None and skip:
+        raise errors.UnexpectedValue(
+            field="$skip", reason=gettext("$skip cannot be used with $skiptoken")
+        )
+    return skip, token
+
+
+def _next_link(token: str | None = None, skip: int | None = None) -> str:
+    params = {k: v for k, v in request.args.items() if k not in ("$skiptoken", "$skip")}
+    if token is not None:
+        params["$skiptoken"] = token
+    if skip is not None:
+        params["$skip"] = str(skip)
+    return f"{base_url()}{request.path}?{urlencode(params)}"
+
+
+def _document(
+    values: list[dict[str, Any]],
+    service_url: str,
+    table_name: str,
+    *,
+    next_link: str | None,
+    count: int | None,
+) -> Response:
+    body: dict[str, Any] = {
+        "@odata.context": f"{service_url}/$metadata#{table_name}",
+        "value": values,
+    }
+    if next_link is not None:
+        body["@odata.nextLink"] = next_link
+    if count is not None:
+        body["@odata.count"] = count
+    return _json(body)
+
+
+def _record(row: SubmissionRow) -> fmt.Record:
+    submission, version = row.submission, row.version
+    return fmt.Record(
+        instance_id=submission.instance_id,
+        document=version.document if not version.encrypted else None,
+        system={
+            "submissionDate": iso(submission.created_at),
+            "updatedAt": iso(submission.updated_at),
+            "submitterId": str(submission.submitter_id) if submission.submitter_id else None,
+            "submitterName": row.submitter_name,
+            "attachmentsPresent": version.attachments_present,
+            "attachmentsExpected": version.attachments_expected,
+            "status": "notDecrypted" if version.encrypted else None,
+            "reviewState": submission.review_state,
+            "deviceId": submission.device_id,
+            "edits": row.edits,
+            "formVersion": row.form_version,
+            "deletedAt": iso(submission.deleted_at),
+        },
+    )
+
+
+# ---- repeat-table skiptokens -----------------------------------------------------------------
+
+
+def _row_token(seq: int, index: int) -> str:
+    raw = json.dumps({"o": "rows", "s": seq, "i": index}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_row_token(text: str) -> tuple[int, int]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if payload.get("o") != "rows":
+            raise ValueError(payload)
+        seq, index = payload["s"], payload["i"]
+        if not isinstance(seq, int) or not isinstance(index, int):
+            raise ValueError(payload)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise paging.BadCursor() from None
+    return seq, index
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+@route("/<path:subpath>")
+@documented(
+    content="application/json",
+    query={
+        "$top": "integer",
+        "$skip": "integer",
+        "$skiptoken": "string",
+        "$count": "boolean",
+        "$filter": "string",
+        "$orderby": "string",
+        "$select": "string",
+        "$expand": "string",
+        "$wkt": "boolean",
+    },
+)
+def odata_table(project_id: int, xml_form_id: str, subpath: str, draft: bool = False):
+    """Return a page of a table: Submissions, a repeat's table, or one record's rows."""
+    form = _form(project_id, xml_form_id, draft)
+    roots = fmt.tree(_layout(form, draft))
+    service_url = _service_url(project_id, xml_form_id, draft)
+    segments = subpath.split("/")
+    single = _SINGLE.match(segments[0])
+    if single is not None or len(segments) > 1:
+        return _single(form, roots, segments, service_url, draft)
+    table = fmt.find_table(roots, subpath)
+    options = _options(table, roots)
+    filters = SubmissionFilter(draft=draft)
+    conditions = _conditions(db.session().get_bind().dialect.name)
+    count = (
+        paging.count(db.session(), form.id, filters, conditions=conditions)
+        if table.is_root and query_bool("$count", False)
+        else None
+    )
+    if table.is_root:
+        return _records_page(form, table, roots, options, filters, conditions, count, service_url)
+    return _repeat_page(form, table, roots, options, filters, conditions, service_url)
+
+
+def _records_page(
+    form: Form,
+    table: fmt.Table,
+    roots: list[fmt.Node],
+    options: fmt.RowOptions,
+    filters: SubmissionFilter,
+    conditions: list[Any],
+    count: int | None,
+    service_url: str,
+) -> Response:
+    order = _order()
+    skip, token = _skip_and_token()
+    cursor = paging.decode(token, order) if token is not None else None
+    found = paging.page(
+        db.session(),
+        form.id,
+        filters,
+        order=order,
+        cursor=cursor,
+        offset=skip,
+        limit=_page_size(),
+        conditions=conditions,
+    )
+    values = [fmt.rows(table, roots, _record(row), options)[0] for row in found.rows]
+    next_link = None
+    if found.more and found.next_cursor is not None:
+        next_link = _next_link(token=paging.encode(found.next_cursor, order))
+    return _document(values, service_url, table.name, next_link=next_link, count=count)
+
+
+def _repeat_page(
+    form: Form,
+    table: fmt.Table,
+    roots: list[fmt.Node],
+    options: fmt.RowOptions,
+    filters: SubmissionFilter,
+    conditions: list[Any],
+    service_url: str,
+) -> Response:
+    if request.args.get("$orderby"):
+        raise fmt.NotImplementedFeature(feature="$orderby on a repeat table")
+    size = _page_size()
+    skip, token = _skip_and_token()
+    start = _read_row_token(token) if token is not None else None
+    cursor = paging.Cursor(start[0] + 1) if start is not None else None
+    values: list[dict[str, Any]] = []
+    last: tuple[int, int] | None = None
+    more = False
+    counted = 0
+    want_count = query_bool("$count", False)
+    db_session = db.session()
+    while True:
+        found = paging.page(
+            db_session,
+            form.id,
+            filters,
+            order=paging.NEWEST_FIRST,
+            cursor=cursor,
+            limit=200,
+            conditions=conditions,
+        )
+        for row in found.rows:
+            produced = fmt.rows(table, roots, _record(row), options)
+            first = 0
+            if start is not None and row.submission.seq == start[0]:
+                first = start[1] + 1
+            counted += len(produced[first:])
+            for index in range(first, len(produced)):
+                if skip:
+                    skip -= 1
+                    continue
+                if len(values) < size:
+                    values.append(produced[index])
+                    last = (row.submission.seq, index)
+                else:
+                    more = True
+            if more and not want_count:
+                break
+        if (more and not want_count) or not found.more:
+            break
+        cursor = found.next_cursor
+    count = None
+    if want_count:
+        # Central counts every row of the table, whatever the page.
+        count = counted if start is None else _count_rows(form, table, roots, filters, conditions)
+    next_link = _next_link(token=_row_token(*last)) if more and last is not None else None
+    return _document(values, service_url, table.name, next_link=next_link, count=count)
+
+
+def _count_rows(
+    form: Form,
+    table: fmt.Table,
+    roots: list[fmt.Node],
+    filters: SubmissionFilter,
+    conditions: list[Any],
+) -> int:
+    total = 0
+    options = fmt.RowOptions()
+    for row in paging.iterate(db.session(), form.id, filters, conditions=conditions):
+        total += len(fmt.rows(table, roots, _record(row), options))
+    return total
+
+
+def _single(
+    form: Form,
+    roots: list[fmt.Node],
+    segments: list[str],
+    service_url: str,
+    draft: bool,
+) -> Response:
+    """Rows of one record: ``Submissions('id')`` or ``Submissions('id')/group/repeat``."""
+    names: list[str] = []
+    ids: list[tuple[int, str]] = []
+    for index, segment in enumerate(segments):
+        match = _SINGLE.match(segment)
+        if match is None:
+            names.append(segment)
+        else:
+            names.append(match.group(1))
+            ids.append((index, match.group(2).replace("''", "'")))
+    if names[0] != "Submissions" or not ids or ids[0][0] != 0:
+        raise errors.NotFound()
+    table = fmt.find_table(roots, ".".join(names))
+    options = _options(table, roots)
+    submission = services.get(db.session(), form.id, ids[0][1], draft=draft)
+    version = services.current_version(db.session(), submission)
+    form_version = db.session().get(FormVersion, version.form_version_id)
+    actor = submission.submitter_id
+    submitter = db.session().get(Actor, actor) if actor else None
+    row = paging.add_edit_counts(
+        db.session(),
+        [
+            SubmissionRow(
+                submission,
+                version,
+                form_version.version if form_version else "",
+                submitter.display_name if submitter else None,
+            )
+        ],
+    )[0]
+    rows = fmt.rows(table, roots, _record(row), options)
+    position, wanted = ids[-1]
+    if position > 0:
+        # Rows below one repeat instance: filter by the key naming that instance.
+        key = "__" + "-".join(fmt.sanitize(n) for n in names[: position + 1]) + "-id"
+        every = fmt.rows(table, roots, _record(row), fmt.RowOptions(wkt=options.wkt))
+        keep = {r["__id"] for r in every if r.get(key) == wanted}
+        rows = [r for r in rows if r["__id"] in keep]
+    skip = query_int("$skip", 0) or 0
+    size = _page_size()
+    values = rows[skip : skip + size]
+    next_link = _next_link(skip=skip + size) if skip + size < len(rows) else None
+    count = len(rows) if query_bool("$count", False) else None
+    return _document(values, service_url, table.name, next_link=next_link, count=count)
