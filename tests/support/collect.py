@@ -23,6 +23,10 @@ JR_TEMPLATE = "{http://openrosa.org/javarosa}template"
 DEFAULT_SPLIT = 10_000_000
 
 
+class DownloadFailed(Exception):
+    """A form, manifest or media download answered other than 200 (Collect gives up on it)."""
+
+
 @dataclass
 class DownloadedForm:
     """A form as a tablet holds it: its XML bytes, md5 and media."""
@@ -43,8 +47,11 @@ class CollectClient:
         *,
         device_id: str | None = None,
         session: requests.Session | None = None,
+        timeout: float = 60,
     ) -> None:
         self.server_url = server_url.rstrip("/")
+        # Collect's read and write timeouts are 60 s; a simulation may shorten its clock.
+        self.timeout = timeout
         self.device_id = device_id or f"collect:{uuid.uuid4().hex[:16]}"
         self.http = session or requests.Session()
         self.http.headers.update(
@@ -56,8 +63,13 @@ class CollectClient:
         self.forms: dict[str, DownloadedForm] = {}
 
     def _get(self, url: str) -> requests.Response:
-        response = self.http.get(url, params={"deviceID": self.device_id}, timeout=60)
-        return response
+        return self.http.get(url, params={"deviceID": self.device_id}, timeout=self.timeout)
+
+    def _download(self, url: str) -> bytes:
+        response = self._get(url)
+        if response.status_code != 200:
+            raise DownloadFailed(f"{url}: {response.status_code}")
+        return response.content
 
     def form_list(self) -> list[dict[str, str]]:
         """GET formList and parse it as Collect does (formID, name, downloadUrl required)."""
@@ -81,7 +93,7 @@ class CollectClient:
             local = self.forms.get(entry["formID"])
             if local is not None and local.md5 == expected:
                 continue
-            xml = self._get(entry["downloadUrl"]).content
+            xml = self._download(entry["downloadUrl"])
             md5 = hashlib.md5(xml).hexdigest()
             if md5 != expected:
                 raise AssertionError(f"form list hash {expected} != md5 of bytes served {md5}")
@@ -94,13 +106,15 @@ class CollectClient:
 
     def _media(self, manifest_url: str) -> dict[str, bytes]:
         response = self._get(manifest_url)
-        assert response.status_code == 200 and "text/xml" in response.headers["Content-Type"]
+        if response.status_code != 200:
+            raise DownloadFailed(f"manifest: {response.status_code}")
+        assert "text/xml" in response.headers["Content-Type"]
         assert response.headers["X-OpenRosa-Version"] == "1.0"
         media = {}
         for item in etree.fromstring(response.content).findall(f"{{{MANIFEST_NS}}}mediaFile"):
             name = item.findtext(f"{{{MANIFEST_NS}}}filename")
             expected = item.findtext(f"{{{MANIFEST_NS}}}hash")[4:]  # Collect drops "md5:"
-            content = self._get(item.findtext(f"{{{MANIFEST_NS}}}downloadUrl")).content
+            content = self._download(item.findtext(f"{{{MANIFEST_NS}}}downloadUrl"))
             if hashlib.md5(content).hexdigest() != expected:
                 raise AssertionError(f"manifest hash of {name} does not match its bytes")
             media[name] = content
@@ -144,7 +158,9 @@ class CollectClient:
     def preflight(self) -> tuple[int, int]:
         """HEAD /submission; return (status, split size Collect would use)."""
         response = self.http.head(
-            f"{self.server_url}/submission", params={"deviceID": self.device_id}, timeout=60
+            f"{self.server_url}/submission",
+            params={"deviceID": self.device_id},
+            timeout=self.timeout,
         )
         if response.status_code != 204:
             return response.status_code, DEFAULT_SPLIT
@@ -186,7 +202,7 @@ class CollectClient:
             f"{self.server_url}/submission",
             params={"deviceID": self.device_id},
             files=multipart,
-            timeout=60,
+            timeout=self.timeout,
         )
 
     def send(self, xml: bytes, files: dict[str, bytes]) -> list[requests.Response]:

@@ -73,7 +73,7 @@ class S3Server:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
-    def start(self, timeout: float = 30) -> S3Server:
+    def start(self, timeout: float = 30, replay_timeout: float = 120) -> S3Server:
         """Start the server (replaying its recording when persistent); wait until it answers."""
         if self.running:
             return self
@@ -104,7 +104,9 @@ class S3Server:
                     raise RuntimeError(message) from None
                 time.sleep(0.05)
         if self.persist and self.recording.exists() and self.recording.stat().st_size:
-            answer = requests.post(f"{self.url}/moto-api/recorder/replay-recording", timeout=120)
+            answer = requests.post(
+                f"{self.url}/moto-api/recorder/replay-recording", timeout=replay_timeout
+            )
             answer.raise_for_status()
         return self
 
