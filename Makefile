@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
-TEST_STAMP := $(VENV)/.installed-test-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml docker/constraints.txt | cksum | cut -d' ' -f1)
+TEST_STAMP := $(VENV)/.installed-test-$(shell cat setup.cfg pyproject.toml docker/constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint format forms translations clean
@@ -19,12 +19,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e .
+# scripts/install.sh installs with the pins of docker/constraints.txt, as the Docker image does.
+$(STAMP): $(VENV)/bin/python setup.cfg pyproject.toml docker/constraints.txt
+	scripts/install.sh --venv $(VENV) --editable
 	@rm -f $(VENV)/.installed-*; touch $@
 
-$(TEST_STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+$(TEST_STAMP): $(VENV)/bin/python setup.cfg pyproject.toml docker/constraints.txt
+	scripts/install.sh --venv $(VENV) --editable --test
 	@rm -f $(VENV)/.installed-*; touch $@ $(STAMP)
 
 run: $(STAMP) ## Install, migrate, build the forms and serve on 127.0.0.1:8080 (MERIT_PORT)
