@@ -22,6 +22,7 @@ RESOURCES = (
     "server.api.exports",
     "server.api.submissions",
     "server.api.odata",
+    "server.api.entities",
 )
 
 for _name in RESOURCES:
