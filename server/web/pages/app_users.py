@@ -8,6 +8,8 @@ small form sent by POST, so the admin password never appears in a URL or an acce
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Response, current_app, flash, redirect, request, url_for
 from flask_babel import gettext, lazy_gettext
 
@@ -93,7 +95,7 @@ def create_app_user(project_id: int) -> Response:
     )
 
 
-def _options(source) -> collect.CollectOptions:  # type: ignore[no-untyped-def]
+def _options(source: Mapping[str, str]) -> collect.CollectOptions:
     """Read the Collect settings chosen in the form (defaults for what is not given)."""
     defaults = collect.CollectOptions()
     options = collect.CollectOptions(

@@ -8,6 +8,8 @@ shown with it); publishing is the decision.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, flash, redirect, request, url_for
 from flask_babel import gettext
 from werkzeug.datastructures import FileStorage
@@ -16,6 +18,7 @@ from server import db, errors
 from server.auth import access
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion
+from server.projects.models import Project
 from server.storage import downloads
 from server.storage.base import content_disposition
 from server.web import common, labels
@@ -85,7 +88,7 @@ def upload_form(project_id: int) -> Response:
     )
 
 
-def form_page(project, form: Form, *, status: int = 200, **extra) -> Response:  # type: ignore[no-untyped-def]
+def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> Response:
     """Render a form's page: state, draft (structure, warnings, media), versions."""
     db_session = db.session()
     current = forms.current_version(db_session, form)
@@ -253,7 +256,7 @@ def download_media(project_id: int, xml_form_id: str, version_id: int, name: str
     return downloads.send_blob(blob, name, attachment.content_type or "application/octet-stream")
 
 
-def _back_to(project, form: Form) -> Response:  # type: ignore[no-untyped-def]
+def _back_to(project: Project, form: Form) -> Response:
     return redirect(
         url_for("web.form", project_id=project.id, xml_form_id=form.xml_form_id), code=303
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, flash, redirect, request, url_for
 from flask_babel import gettext, lazy_gettext
 
@@ -10,6 +12,7 @@ from server.auth import access, members
 from server.auth import services as accounts
 from server.forms import services as forms
 from server.projects import services as projects
+from server.projects.models import Project
 from server.submissions import overview
 from server.web import common
 from server.web.views import bp
@@ -63,7 +66,7 @@ def project(project_id: int) -> Response:
     return project_page(found)
 
 
-def project_page(found, *, status: int = 200, **extra) -> Response:  # type: ignore[no-untyped-def]
+def project_page(found: Project, *, status: int = 200, **extra: Any) -> Response:
     """Render a project's forms page (also after a refused upload, with its problems)."""
     db_session = db.session()
     project_forms = forms.list_forms(db_session, found.id)
