@@ -23,6 +23,7 @@ RESOURCES = (
     "server.api.submissions",
     "server.api.odata",
     "server.api.entities",
+    "server.api.openapi",
 )
 
 for _name in RESOURCES:

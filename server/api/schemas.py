@@ -348,3 +348,72 @@ class EntityUpdateIn(Input):
         load_default=None,
         error_messages={"invalid": lazy_gettext("expected an object of property values")},
     )
+
+
+# ---- shapes of the resources served by the older modules (for the OpenAPI document) ----------
+
+
+class SessionIn(Input):
+    email = text(required=True)
+    password = text(required=True)
+
+
+class SessionOut(Output):
+    createdAt = out(Timestamp)
+    expiresAt = out(Timestamp)
+    token = out(fields.String)
+    csrf = out(fields.String)
+
+
+class UserOut(ActorOut):
+    email = out(fields.String)
+
+
+class ProjectOut(Output):
+    id = out(fields.Integer)
+    name = out(fields.String)
+    description = out(fields.String)
+    archived = out(fields.Boolean)
+    keyId = out(fields.Integer)
+    createdAt = out(Timestamp)
+    updatedAt = out(Timestamp)
+    deletedAt = out(Timestamp)
+
+
+class AppUserOut(Output):
+    projectId = out(fields.Integer)
+    id = out(fields.Integer)
+    type = out(fields.String)
+    displayName = out(fields.String)
+    token = out(fields.String)
+    createdAt = out(Timestamp)
+    updatedAt = out(Timestamp)
+    deletedAt = out(Timestamp)
+
+
+class FormOut(Output):
+    projectId = out(fields.Integer)
+    xmlFormId = out(fields.String)
+    state = out(fields.String)
+    enketoId = out(fields.String)
+    enketoOnceId = out(fields.String)
+    name = out(fields.String)
+    version = out(fields.String)
+    keyId = out(fields.Integer)
+    hash = out(fields.String)
+    sha = out(fields.String)
+    sha256 = out(fields.String)
+    draftToken = out(fields.String)
+    publishedAt = out(Timestamp)
+    createdAt = out(Timestamp)
+    updatedAt = out(Timestamp)
+
+
+class FormAttachmentOut(Output):
+    name = out(fields.String)
+    type = out(fields.String)
+    hash = out(fields.String)
+    exists = out(fields.Boolean)
+    blobExists = out(fields.Boolean)
+    datasetExists = out(fields.Boolean)
+    updatedAt = out(Timestamp)
