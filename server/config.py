@@ -128,8 +128,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MERIT_MAX_UPLOAD_BYTES",
         int,
         100_000_000,
-        "Largest request body accepted; also what `X-OpenRosa-Accept-Content-Length` "
-        "advertises to ODK Collect.",
+        "Largest request body accepted. ODK Collect is told 102 KiB less "
+        "(`X-OpenRosa-Accept-Content-Length`), room for the multipart framing it does not count.",
     ),
     Setting(
         "UPLOAD_STALL_SECONDS",

@@ -20,17 +20,29 @@ from server.auth.prefix import url_prefix
 from server.openrosa import documents
 
 XML_TYPE = "text/xml; charset=utf-8"
+# Collect fills each POST with files until the XML and the files' bytes reach the advertised
+# size, not counting the multipart framing around each part (openrosa.md §4.2). Advertising the
+# body limit itself, a POST that Collect thinks fits could pass the limit by a few hundred bytes
+# and be refused with 413 on every retry, for ever (found by scripts/field_sim.py). Keep room
+# for the framing of the most parts Collect puts in one POST (100 files, the XML and
+# *isIncomplete*, names up to 255 characters): 1 KiB each.
+MULTIPART_ROOM = 102 * 1024
 
 
 def add_headers(response: Response) -> Response:
     """Add the headers every OpenRosa answer must carry."""
     response.headers["X-OpenRosa-Version"] = "1.0"
     response.headers["X-OpenRosa-Accept-Content-Length"] = str(
-        current_app.config["MAX_UPLOAD_BYTES"]
+        advertised_upload_bytes(current_app.config["MAX_UPLOAD_BYTES"])
     )
     response.headers.setdefault("Date", formatdate(usegmt=True))
     response.headers["Content-Language"] = str(get_locale() or "fr")
     return response
+
+
+def advertised_upload_bytes(limit: int) -> int:
+    """Return the split size to advertise: the body limit less room for multipart framing."""
+    return max(limit - MULTIPART_ROOM, limit // 2)
 
 
 def xml_response(body: bytes, status: int = 200, *, no_cache: bool = False) -> Response:
