@@ -172,6 +172,7 @@ def _order() -> paging.Order:
     if len(clauses) != 1:
         raise fmt.NotImplementedFeature(feature="$orderby on more than one property")
     words = clauses[0].split()
+    words[1:] = [w.lower() for w in words[1:]]
     if words[0] not in ORDERABLE or len(words) > 2 or words[1:] not in ([], ["asc"], ["desc"]):
         raise errors.UnexpectedValue(
             field="$orderby",

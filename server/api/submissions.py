@@ -390,8 +390,10 @@ def edit_submission(project_id: int, xml_form_id: str, instance_id: str, draft: 
         raise errors.ExpectedDeprecation(
             deprecatedId=parsed.deprecated_id, currentInstanceId=current.instance_id
         )
-    if parsed.instance_id is None or _known(form, parsed.instance_id, draft):
-        raise errors.InstanceIdConflict(instance_id=parsed.instance_id or "")
+    if parsed.instance_id is None:
+        raise errors.MissingParameter(field="meta/instanceID")
+    if _known(form, parsed.instance_id, draft):
+        raise errors.InstanceIdConflict(instance_id=parsed.instance_id)
     receipt = _receive(form, body, actor_id, draft, require_deprecation=True)
     db.session().refresh(submission)
     if receipt.outcome != "edited":

@@ -142,6 +142,11 @@ def test_edit_with_deprecated_id_makes_a_new_version(client, setup, coord):
         url, data=record(new_instance_id(), photo=None, audit=None), headers={**coord, **XML}
     )
     assert no_deprecation.status_code == 400 and no_deprecation.json["code"] == 400.19
+    nameless = record("uuid:gone", deprecated_id=instance_id, photo=None, audit=None).replace(
+        b"<instanceID>uuid:gone</instanceID>", b""
+    )
+    no_instance_id = client.put(url, data=nameless, headers={**coord, **XML})
+    assert no_instance_id.status_code == 400 and no_instance_id.json["code"] == 400.2
     new_id = new_instance_id()
     edited = client.put(
         url,

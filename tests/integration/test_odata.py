@@ -296,6 +296,8 @@ def test_filter_orderby_and_select(client, feed):
     ]
     assert both_ids == sorted([first, second])
     get(client, feed, ".svc/Submissions?$orderby=weight", 400)
+    newest = get(client, feed, ".svc/Submissions?$orderby=__system/submissionDate DESC").json
+    assert [r["__id"] for r in newest["value"]] == [second, first]
     selected = get(client, feed, ".svc/Submissions?$select=__id,person/age,__system/reviewState")
     row = selected.json["value"][0]
     assert row == {"__id": second, "__system": {"reviewState": None}, "person": {"age": 34}}
