@@ -434,6 +434,7 @@ def _version_row(ctx: _Context, instance_id: str) -> sa.Row | None:
             VERSIONS.c.xml_sha256,
             VERSIONS.c.current,
             VERSIONS.c.instance_id,
+            VERSIONS.c.deprecated_id,
             VERSIONS.c.instance_name,
             VERSIONS.c.attachments_expected,
             VERSIONS.c.attachments_present,
@@ -461,7 +462,9 @@ def _repeat(ctx: _Context, existing: sa.Row) -> Receipt:
     if existing.xml_sha256 != ctx.xml_sha:
         _keep_conflict(ctx)
         raise errors.XmlConflict()
-    added, present = _fill_slots(ctx, existing.id, existing.attachments_present)
+    added, present = _fill_slots(
+        ctx, existing.id, existing.attachments_present, existing.deprecated_id
+    )
     return Receipt(
         outcome="duplicate",
         submission_id=existing.submission_id,
@@ -497,8 +500,15 @@ def _keep_conflict(ctx: _Context) -> None:
     )
 
 
-def _fill_slots(ctx: _Context, version_id: int, present: int) -> tuple[list[str], int]:
-    """Attach newly received files to a version's empty slots; return names added, count."""
+def _fill_slots(
+    ctx: _Context, version_id: int, present: int, deprecated_id: str | None = None
+) -> tuple[list[str], int]:
+    """Attach newly received files to a version's empty slots; return names added, count.
+
+    A slot an edit filled with the previous version's file (carried forward) is only a
+    stand-in: when the edit's own file of that name arrives in a later part of a split
+    upload, it takes the slot.
+    """
     if not ctx.received:
         return [], present
     slots = ctx.db.execute(
@@ -508,10 +518,27 @@ def _fill_slots(ctx: _Context, version_id: int, present: int) -> tuple[list[str]
     ).all()
     added = []
     now = utcnow()
+    carried: dict[str, int] | None = None
     for slot in slots:
         arrived = ctx.received.get(slot.name)
         if arrived is None:
             continue
+        if slot.blob_id is not None and slot.blob_id != arrived[0] and deprecated_id:
+            if carried is None:
+                carried = _previous_files(ctx, deprecated_id)
+            if carried.get(slot.name) == slot.blob_id:
+                # Found by the field simulation: an edit re-sending audit.csv (same name, new
+                # content) in its second POST kept the previous version's log.
+                ctx.db.execute(
+                    sa.update(SLOTS)
+                    .where(SLOTS.c.id == slot.id)
+                    .values(blob_id=arrived[0], content_type=arrived[1], updated_at=now)
+                )
+                log.info(
+                    "carried-forward attachment replaced by the edit's own file",
+                    extra={"fields": {"instance_id": ctx.parsed.instance_id, "file": slot.name}},
+                )
+                continue
         if slot.blob_id is None:
             ctx.db.execute(
                 sa.update(SLOTS)
@@ -534,6 +561,22 @@ def _fill_slots(ctx: _Context, version_id: int, present: int) -> tuple[list[str]
             .values(attachments_present=present)
         )
     return added, present
+
+
+def _previous_files(ctx: _Context, instance_id: str) -> dict[str, int]:
+    """Return name -> blob id of the files a version of this form holds."""
+    return dict(
+        ctx.db.execute(
+            sa.select(SLOTS.c.name, SLOTS.c.blob_id)
+            .join(VERSIONS, VERSIONS.c.id == SLOTS.c.submission_version_id)
+            .where(
+                VERSIONS.c.form_id == ctx.form.id,
+                VERSIONS.c.draft == ctx.draft,
+                VERSIONS.c.instance_id == instance_id,
+                SLOTS.c.blob_id.is_not(None),
+            )
+        ).all()
+    )
 
 
 # ---- writing new records and versions --------------------------------------------------------

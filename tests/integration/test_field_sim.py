@@ -18,7 +18,10 @@ import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
+from server.storage.models import Blob
+from server.submissions.models import SubmissionAttachment, SubmissionVersion
 from tests.support import factories
 from tests.support.collect import CollectClient
 from tests.support.openrosa import (
@@ -72,6 +75,70 @@ def test_a_post_filled_to_the_advertised_size_as_collect_does_is_accepted(client
     response = post(client, device, xml, files)
     assert response.status_code == 201, message_of(response)
     assert int(response.request.headers["Content-Length"]) > advertised  # framing came on top
+
+
+# ---- finding 2: an edit's own file arriving in a later POST lost to the carried-forward one -----
+
+
+def files_of(db_session, instance_id: str) -> dict[str, str]:
+    """Return name -> sha256 of the files one version holds."""
+    db_session.expire_all()
+    return dict(
+        db_session.execute(
+            sa.select(SubmissionAttachment.name, Blob.sha256)
+            .join(Blob, Blob.id == SubmissionAttachment.blob_id)
+            .join(
+                SubmissionVersion,
+                SubmissionVersion.id == SubmissionAttachment.submission_version_id,
+            )
+            .where(SubmissionVersion.instance_id == instance_id)
+        ).all()
+    )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_an_edit_split_over_two_posts_keeps_the_audit_log_it_sent(client, device, db_session):
+    """The edit's audit.csv (same name, grown) comes in the second POST, after a new photo."""
+    first = new_instance_id()
+    old_audit = b"event,node,start,end\nform start,,1,\n"
+    old_photo = photo_of(5000, 1)
+    sent = post(
+        client, device, record(first), {"1715090512345.jpg": old_photo, "audit.csv": old_audit}
+    )
+    assert sent.status_code == 201
+    edit = new_instance_id()
+    new_audit = old_audit + b"form resume,,2,\nform save,,3,\n"
+    new_photo = photo_of(5000, 2)
+    xml = record(edit, photo="1715090599999.jpg", deprecated_id=first)
+    part_one = post(client, device, xml, {"1715090599999.jpg": new_photo}, incomplete=True)
+    part_two = post(client, device, xml, {"audit.csv": new_audit})
+    assert part_one.status_code == part_two.status_code == 201
+    assert files_of(db_session, edit) == {
+        "1715090599999.jpg": sha(new_photo),
+        "audit.csv": sha(new_audit),
+    }
+    assert files_of(db_session, first) == {
+        "1715090512345.jpg": sha(old_photo),
+        "audit.csv": sha(old_audit),
+    }
+
+
+def test_a_file_resent_with_other_bytes_for_the_same_version_keeps_the_first(
+    client, device, db_session
+):
+    """Outside edits, the first durable copy of a name stays (nothing silently replaced)."""
+    iid = new_instance_id()
+    xml = record(iid)
+    photo = photo_of(5000, 3)
+    assert (
+        post(client, device, xml, {"1715090512345.jpg": photo}, incomplete=True).status_code == 201
+    )
+    again = post(client, device, xml, {"1715090512345.jpg": photo_of(5000, 4), "audit.csv": b"e\n"})
+    assert again.status_code == 201
+    assert files_of(db_session, iid) == {"1715090512345.jpg": sha(photo), "audit.csv": sha(b"e\n")}
 
 
 # ---- the simulation itself ---------------------------------------------------------------------
