@@ -518,6 +518,7 @@ class Tablet(threading.Thread):
         version.failures += 1
         version.last_error = reason
         self.sim.stats.add("failed_attempts")
+        self.sim.stats.add(f"failure:{reason}")
         scale = self.opts.time_scale
         if retry_after and retry_after.isdigit():
             wait = int(retry_after) * scale
@@ -755,6 +756,8 @@ class Simulation:
                 )
                 self.fault_log.append(note)
                 self.log(note)
+                # Let the server recover and uploads resume before the next fault.
+                time.sleep(self.opts.fault_gap)
         except Exception as exc:
             self.stats.add("fault_errors")
             self.log(f"fault injection failed: {exc!r}")
@@ -958,6 +961,11 @@ class Simulation:
                 k[12:]: v for k, v in sorted(s.items()) if k.startswith("head_status")
             },
             "final_answer_incomplete": s["final_answer_incomplete"],
+            "failures_by_reason": {
+                k[8:]: v
+                for k, v in sorted(s.items(), key=lambda i: -i[1])
+                if k.startswith("failure:")
+            },
             "form_polls": s["form_polls"],
             "form_downloads": s["form_downloads"],
             "form_hash_mismatches": s["form_hash_mismatches"],
@@ -1118,6 +1126,13 @@ class Checker:
                     "attachment_missing",
                     f"{version.instance_id}: {row['attachments_present']} of "
                     f"{row['attachments_expected']} present",
+                )
+        for version in ledger.versions.values():
+            if not version.delivered:
+                self.problem(
+                    "undelivered",
+                    f"{version.instance_id} of tablet {version.tablet} after {version.attempts} "
+                    f"attempts, last: {version.last_error}",
                 )
         for root, submissions in roots_seen.items():
             if len(submissions) > 1:
@@ -1328,6 +1343,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  duplicates absorbed          {s['duplicates_absorbed']} (answers 'already received')",
         f"  503s (Retry-After honoured)  {s['status_503']} ({s['retry_after_honoured']})",
         f"  POST answers by status       {s['statuses']}",
+        f"  failed attempts by reason    {s['failures_by_reason']}",
         f"  form polls / downloads       {s['form_polls']} / {s['form_downloads']} "
         f"(hash mismatches {s['form_hash_mismatches']})",
         f"  network faults               requests {network.get('requests', 0)}, drops "
@@ -1401,13 +1417,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--time-scale", type=float, default=0.05, help="factor applied to Retry-After")
     add("--backoff-base", type=float, default=0.25)
     add("--backoff-cap", type=float, default=8.0)
-    add("--max-attempts", type=int, default=40, help="attempts per record before the sweep")
+    add("--max-attempts", type=int, default=30, help="attempts per record before the sweep")
     add("--think-seconds", type=float, default=0.3, help="pause between a tablet's steps")
     add("--form-poll-seconds", type=float, default=20.0, help="form list polled this often")
     add("--s3-outage-min", type=float, default=2.0)
     add("--s3-outage-max", type=float, default=6.0)
     add("--spool-full-max-seconds", type=float, default=60.0)
-    add("--sweep-seconds", type=float, default=300.0, help="final sweep time limit")
+    add("--sweep-seconds", type=float, default=120.0, help="final sweep time limit")
+    add("--fault-gap", type=float, default=3.0, help="seconds of calm after each fault")
     add("--drain-seconds", type=float, default=180.0, help="wait this long for the spool")
     add("--max-minutes", type=float, default=60.0, help="stop the tablets after this long")
     add("--api-sample", type=int, default=0, help="versions checked through the API (0: all)")
