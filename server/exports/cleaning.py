@@ -346,12 +346,12 @@ def _records(
                 SubmissionVersion,
                 sa.and_(
                     SubmissionVersion.submission_id == Submission.id,
-                    SubmissionVersion.current.is_(True),
+                    SubmissionVersion.current == sa.true(),
                 ),
             )
             .where(
                 Submission.form_id == form.id,
-                Submission.draft.is_(False),
+                Submission.draft == sa.false(),
                 Submission.deleted_at.is_(None),
                 Submission.instance_id.in_(batch),
             )

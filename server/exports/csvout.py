@@ -27,6 +27,30 @@ from server.exports.streams import (
 BOM = "\ufeff"
 
 
+class RowWriter:
+    """Write rows of strings as CSV, as the csv module would, faster when nothing is quoted.
+
+    The csv module looks at every character of every cell; on a sixty-field row of French
+    text it costs more than everything else an export does. Most rows need no quoting, which
+    one join and a few C-speed checks of the joined line tell: a cell with a quote or a line
+    break shows in the line, a cell with a comma adds a comma. Those rows go to the module.
+    (``in`` scans with memchr; a regular expression would cost twenty times more on text with
+    accents.)
+    """
+
+    def __init__(self, text: io.TextIOBase, width: int) -> None:
+        self.write = text.write
+        self.writer = csv.writer(text)
+        self.commas = width - 1
+
+    def __call__(self, cells: list[str]) -> None:
+        line = ",".join(cells)
+        if line.count(",") != self.commas or '"' in line or "\n" in line or "\r" in line:
+            self.writer.writerow(cells)
+        else:
+            self.write(line + "\r\n")
+
+
 def csv_chunks(ctx: ExportContext) -> Iterator[bytes]:
     """Yield the main table as CSV."""
     buffer = ChunkBuffer()
@@ -39,7 +63,7 @@ def csv_chunks(ctx: ExportContext) -> Iterator[bytes]:
     text.flush()
     yield buffer.take()
     stats = ctx.stats
-    convert, writerow = main.convert, writer.writerow
+    convert, writerow = main.convert, RowWriter(text, main.width)
     for row in ctx.records():
         writerow(convert(row))
         stats.rows_written += 1
@@ -59,8 +83,8 @@ class _Spill:
         self.text = text_writer(self.file)
         if ctx.options.bom:
             self.text.write(BOM)
-        self.writer = csv.writer(self.text)
-        self.writer.writerow(headers)
+        csv.writer(self.text).writerow(headers)
+        self.writerow = RowWriter(self.text, len(headers))
 
     def rewind(self) -> io.BufferedIOBase:
         """Finish writing and return the file, ready to be read from the start."""
@@ -87,14 +111,14 @@ def csv_zip_chunks(ctx: ExportContext) -> Iterator[bytes]:
     writer.writerow(main.headers)
     yield buffer.take()  # the zip's first bytes leave before any record is read
     stats = ctx.stats
-    convert, writerow = main.convert, writer.writerow
+    convert, writerow = main.convert, RowWriter(text, main.width)
     has_repeats = bool(main.children)
     for row in ctx.records():
         writerow(convert(row))
         stats.rows_written += 1
         if has_repeats:
             for table, raw in ctx.repeat_rows(row):
-                spills[id(table)][1].writer.writerow(table.convert(raw))
+                spills[id(table)][1].writerow(table.convert(raw))
         if buffer.size >= CHUNK_BYTES:
             stats.bytes_out = buffer.total
             yield buffer.take()

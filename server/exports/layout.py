@@ -19,21 +19,21 @@ so that tools that read Central's columns by position still find them where Cent
 
 A *raw row* is what the record source gives for one table row: metadata then every field's
 trimmed text, in the table's field order. A :class:`TablePlan` turns raw rows into output
-rows with one ``operator.itemgetter`` (which also repeats a geopoint's text into its four
-cells) and a short list of converters for the columns that need typing.
+rows with a function generated for it (:mod:`server.exports.compiled`): one
+``operator.itemgetter`` (which also repeats a geopoint's text into its four cells), then the
+converters of the columns that need typing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, Literal
 
 from flask_babel import gettext
 
-from server.exports import values
+from server.exports import compiled, values
 from server.exports.options import BadExportOption, ExportOptions
 
 Target = Literal["csv", "xlsx"]
@@ -261,8 +261,9 @@ class TablePlan:
     # Parts from the parent table's instance down to this repeat (the repeat's own name last).
     relative: tuple[str, ...] = ()
     leaf_parts: list[tuple[str, ...]] = field(default_factory=list)
-    getter: Callable[[Any], Any] | None = None
-    handlers: list[tuple[int, int, Callable[[Any], Any]]] = field(default_factory=list)
+    # Set by _compile: raw row -> output row, and a repeat instance (or document) -> texts.
+    convert: Callable[[list[Any]], list[Any]] = field(default=None, repr=False)  # type: ignore[assignment]
+    extract: Callable[[Any], list[str]] = field(default=None, repr=False)  # type: ignore[assignment]
     width: int = 0
     file_name: str = ""
 
@@ -277,17 +278,6 @@ class TablePlan:
             positions = {leaf.path: self.meta_width + i for i, leaf in enumerate(self.leaves)}
             self.__dict__["_positions"] = positions
         return positions[path]
-
-    def convert(self, raw: list[Any]) -> list[Any]:
-        """Turn a raw row into an output row."""
-        out = self.getter(raw)
-        out = list(out) if self.width != 1 else [out]
-        for position, width, handler in self.handlers:
-            if width == 1:
-                out[position] = handler(out[position])
-            else:
-                out[position : position + width] = handler(out[position])
-        return out
 
     def walk(self) -> Iterator[TablePlan]:
         """Yield this table and every table below it, depth first."""
@@ -418,7 +408,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
     sources: list[int] = []
     headers: list[str] = []
     columns: list[ColumnRef] = []
-    handlers: list[tuple[int, int, Callable[[Any], Any]]] = []
+    handlers: list[tuple[int, int, Callable[[Any], Any], str | None]] = []
     hide_pii = options.pii != "plain"
 
     def add(header: str, source: int, ref: ColumnRef) -> None:
@@ -438,12 +428,12 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
         pii = leaf.pii or (layout.has_pii and leaf.path.endswith("/meta/instanceName"))
         if pii and hide_pii and pseudonymise is not None:
             add(base, source, ColumnRef(base, field=leaf))
-            handlers.append((position, 1, _pseudonymising(leaf.type, pseudonymise)))
+            handlers.append((position, 1, _pseudonymising(leaf.type, pseudonymise), None))
             continue
         if leaf.type == "geopoint" and options.split_geopoints:
             for part in values.GEO_PARTS:
                 add(f"{base}{sep}{part}", source, ColumnRef(f"{base}{sep}{part}", leaf, part))
-            handlers.append((position, 4, _geo_splitter(typed)))
+            handlers.append((position, 4, _geo_splitter(typed), None))
             continue
         choices = leaf.choice_names
         if leaf.type == "select_multiple" and options.split_select_multiples and choices:
@@ -456,25 +446,23 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             ]
             for choice, label in zip(choices, labels, strict=True):
                 add(f"{base}/{label}", source, ColumnRef(f"{base}/{label}", leaf, choice))
-            handlers.append((position, 1 + len(choices), _select_splitter(choices)))
+            handlers.append((position, 1 + len(choices), _select_splitter(choices), None))
             continue
         add(base, source, ColumnRef(base, field=leaf))
         converter = (values.xlsx_converter if typed else values.csv_converter)(leaf.type)
         if converter is not None:
-            handlers.append((position, 1, converter))
+            clean = None if typed else compiled.CSV_ALREADY_CLEAN.get(leaf.type)
+            handlers.append((position, 1, converter, clean))
     if table.path is None:
         for header, source in MAIN_TRAILER:
             position = len(sources)
             add(header, source, ColumnRef(header, meta=header))
             if header == "FormVersion":
-                handlers.append((position, 1, _version_lookup(layout.versions)))
+                handlers.append((position, 1, _version_lookup(layout.versions), None))
             elif header == "instanceName" and layout.has_pii and hide_pii:
-                if pseudonymise is None:
-                    handlers.append((position, 1, _blank))
-                else:
-                    handlers.append((position, 1, pseudonymise))
+                handlers.append((position, 1, pseudonymise or _blank, None))
             elif typed and header in _INTEGER_META:
-                handlers.append((position, 1, _meta_int))
+                handlers.append((position, 1, _meta_int, None))
     else:
         add("PARENT_KEY", R_PARENT_KEY, ColumnRef("PARENT_KEY", meta="PARENT_KEY"))
         add("KEY", R_KEY, ColumnRef("KEY", meta="KEY"))
@@ -483,8 +471,8 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
         column.header = header
     table.columns = columns
     table.width = len(sources)
-    table.getter = itemgetter(*sources)
-    table.handlers = handlers
+    table.convert = compiled.converter(sources, handlers)
+    table.extract = compiled.extractor(table.leaf_parts)
 
 
 _INTEGER_META = ("SubmitterID", "AttachmentsPresent", "AttachmentsExpected", "Edits")
@@ -559,7 +547,7 @@ def _select_splitter(choices: list[str]) -> Callable[[str], list[Any]]:
             # Not answered is not "not chosen": the 0/1 cells stay empty.
             return ["", *blank]
         picked = set(value.split())
-        return [" ".join(value.split()), *(1 if c in picked else 0 for c in choices)]
+        return [" ".join(value.split()), *("1" if c in picked else "0" for c in choices)]
 
     return split
 
@@ -573,17 +561,3 @@ def _pseudonymising(field_type: str, pseudonymise: Callable[[Any], str]) -> Call
         return pseudonymise(value)
 
     return hide
-
-
-def iter_leaf_values(node: Any, parts_list: Iterable[tuple[str, ...]]) -> list[str]:
-    """Return the trimmed text of each field below ``node`` ('' when absent)."""
-    out = []
-    for parts in parts_list:
-        current = node
-        for part in parts:
-            if type(current) is not dict:
-                current = None
-                break
-            current = current.get(part)
-        out.append(current.strip() if isinstance(current, str) else "")
-    return out

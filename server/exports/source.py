@@ -19,9 +19,9 @@ deferred transaction gives the same snapshot in WAL mode and never blocks intake
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,25 +66,30 @@ def _json_path(parts: tuple[str, ...]) -> str:
     return "$" + "".join(f'."{part}"' for part in parts)
 
 
+def _text(expression: Any) -> Any:
+    """Return SQL giving an expression as text, '' for NULL: every raw cell is a string."""
+    return sa.func.coalesce(sa.cast(expression, sa.Text), "")
+
+
 def _text_at(dialect: str, parts: tuple[str, ...], document: Any) -> Any:
     """Return the SQL for a field's text (or '' when absent)."""
     if dialect == "postgresql":
         expression: Any = document
         for part in parts[:-1]:
             expression = expression.op("->")(sa.literal(part, sa.Text))
-        return expression.op("->>", return_type=sa.Text)(sa.literal(parts[-1], sa.Text))
-    extracted = sa.func.json_extract(document, _json_path(parts), type_=sa.Text)
-    return sa.func.coalesce(sa.cast(extracted, sa.Text), "")
+        extracted = expression.op("->>", return_type=sa.Text)(sa.literal(parts[-1], sa.Text))
+        return sa.func.coalesce(extracted, "")
+    return _text(sa.func.json_extract(document, _json_path(parts), type_=sa.Text))
 
 
 def _json_at(dialect: str, parts: tuple[str, ...], document: Any) -> Any:
-    """Return the SQL for a subtree (a repeat's list) as JSON text."""
+    """Return the SQL for a subtree (a repeat's list) as JSON text ('' when absent)."""
     if dialect == "postgresql":
         expression: Any = document
         for part in parts:
             expression = expression.op("->", return_type=sa.Text)(sa.literal(part, sa.Text))
-        return expression
-    return sa.func.json_extract(document, _json_path(parts), type_=sa.Text)
+        return _text(expression)
+    return _text(sa.func.json_extract(document, _json_path(parts), type_=sa.Text))
 
 
 _EMPTY_JSONB = sa.literal_column("'{}'::jsonb")
@@ -106,7 +111,7 @@ def conditions(form: Form, layout: L.FormLayout, options: ExportOptions, dialect
     """Return the WHERE conditions choosing an export's records (raise 400 on bad filters)."""
     where: list[Any] = [
         S.c.form_id == form.id,
-        S.c.draft.is_(False),
+        S.c.draft == sa.false(),
         S.c.deleted_at.is_(None),
     ]
     states = options.review_states
@@ -151,23 +156,23 @@ def records_query(plan: L.Plan, where: list[Any], dialect: str) -> Any:
         .scalar_subquery()
     ) - 1
     columns: list[Any] = [
-        S.c.id,
+        _text(S.c.id),
         S.c.instance_id,
         _submission_date(dialect),
-        S.c.submitter_id,
-        A.c.display_name,
-        S.c.review_state,
-        S.c.device_id,
-        edits,
-        V.c.form_version_id,
-        V.c.instance_name,
-        V.c.attachments_present,
-        V.c.attachments_expected,
-        V.c.encrypted,
-        V.c.id,
+        _text(S.c.submitter_id),
+        _text(A.c.display_name),
+        _text(S.c.review_state),
+        _text(S.c.device_id),
+        _text(edits),
+        _text(V.c.form_version_id),
+        _text(V.c.instance_name),
+        _text(V.c.attachments_present),
+        _text(V.c.attachments_expected),
+        _text(V.c.encrypted),
+        _text(V.c.id),
         sa.literal("", sa.Text),  # Status, filled for encrypted records
     ]
-    tables: Any = S.join(V, sa.and_(V.c.submission_id == S.c.id, V.c.current.is_(True)))
+    tables: Any = S.join(V, sa.and_(V.c.submission_id == S.c.id, V.c.current == sa.true()))
     tables = tables.outerjoin(A, A.c.id == S.c.submitter_id)
     document: Any = V.c.document
     if dialect == "postgresql":
@@ -188,30 +193,65 @@ def records_query(plan: L.Plan, where: list[Any], dialect: str) -> Any:
     return sa.select(*columns).select_from(tables).where(*where).order_by(S.c.id)
 
 
+# Planner settings of an export's transaction on PostgreSQL (SET LOCAL: this transaction only).
+# COPY is planned for total time, so PostgreSQL would hash or merge the records with their
+# versions and sort them: the first row would wait for the whole sort, which spills to disk
+# once the decompressed documents outgrow work_mem. Walking the records in id order through
+# the indexes (nested loops) streams from the first row with flat memory. JIT compilation of
+# the sixty field extractions costs more than it saves (measured: scripts/bench_export.py).
+PG_EXPORT_SETTINGS = (
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_sort = off",
+    "SET LOCAL jit = off",
+)
+
+
 def begin_snapshot(db_session: Session) -> None:
     """Start the export's transaction; on PostgreSQL as one REPEATABLE READ snapshot."""
-    if db_session.get_bind().dialect.name == "postgresql" and not db_session.in_transaction():
-        db_session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    else:
+    if db_session.get_bind().dialect.name != "postgresql":
         db_session.connection()
+        return
+    if not db_session.in_transaction():
+        db_session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    for statement in PG_EXPORT_SETTINGS:
+        db_session.execute(sa.text(statement))
 
 
-def _pg_rows(db_session: Session, statement: Any) -> Iterator[list[Any]]:
-    """Stream rows through COPY … TO STDOUT, parsed by the csv module."""
+_UNESCAPE = re.compile(r"\\(.)")
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return _ESCAPES.get(match.group(1), match.group(1))
+
+
+def _pg_rows(db_session: Session, statement: Any) -> Iterator[list[str]]:
+    """Stream rows through COPY … TO STDOUT in PostgreSQL's text format.
+
+    Every column is text and never NULL (see :func:`_text`), so a row is its line split on
+    tabs, unless it holds a backslash: then some value had a tab, a line break or a backslash,
+    which COPY escaped, and that row is unescaped field by field.
+    """
     connection = db_session.connection()
     driver = connection.connection.driver_connection
     compiled = statement.compile(
         dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
     )
-    sql = f"COPY ({compiled}) TO STDOUT (FORMAT csv)"
+    sql = f"COPY ({compiled}) TO STDOUT"
     # Leaving the block early (the client went away) makes psycopg cancel the server's COPY
     # rather than read the rest of it.
     with driver.cursor() as cursor, cursor.copy(sql, compiled.params) as copy:
-        # psycopg hands one COPY message per row; csv joins nothing across them.
-        yield from csv.reader(str(block, "utf-8") for block in copy)
+        # psycopg hands one COPY message, that is one row, at a time.
+        for block in copy:
+            line = str(block, "utf-8")[:-1]
+            if "\\" in line:
+                yield [_UNESCAPE.sub(_unescape, field) for field in line.split("\t")]
+            else:
+                yield line.split("\t")
 
 
-def _sqlite_rows(db_session: Session, statement: Any) -> Iterator[list[Any]]:
+def _sqlite_rows(db_session: Session, statement: Any) -> Iterator[list[str]]:
     result = db_session.execute(
         statement, execution_options={"stream_results": True, "yield_per": YIELD_PER}
     )
@@ -245,7 +285,7 @@ def iter_records(
         for row in rows:
             stats.records_read += 1
             row[first:end] = map(str.strip, row[first:end])
-            if row[L.M_ENCRYPTED] in ("t", True, 1, "1"):
+            if row[L.M_ENCRYPTED] in ("true", "1"):
                 document = None
                 if decryptor is not None:
                     if lookups is None:
@@ -256,7 +296,7 @@ def iter_records(
                 if document is None:
                     row[L.M_STATUS] = L.NOT_DECRYPTED
                 else:
-                    row[first:end] = L.iter_leaf_values(document, plan.main.leaf_parts)
+                    row[first:end] = plan.main.extract(document)
                     row[end:] = [_at(document, parts) for parts, _c in plan.main.children]
             yield row
     finally:
@@ -313,7 +353,7 @@ def _repeat_rows(
     base = parent_key + "/" + "".join(p + "/" for p in parts[:-1]) + parts[-1]
     for position, item in enumerate(items, 1):
         key = f"{base}[{position}]"
-        raw = [key, parent_key, *L.iter_leaf_values(item, table.leaf_parts)]
+        raw = [key, parent_key, *table.extract(item)]
         if corrections is not None:
             corrections.apply(table, raw, key)
         yield table, raw
@@ -327,13 +367,13 @@ def attachments_query(where: list[Any], *, client_audit: bool) -> Any:
     return (
         sa.select(S.c.instance_id, ATT.c.name, B.c.sha256, B.c.size)
         .select_from(
-            S.join(V, sa.and_(V.c.submission_id == S.c.id, V.c.current.is_(True)))
+            S.join(V, sa.and_(V.c.submission_id == S.c.id, V.c.current == sa.true()))
             .join(ATT, ATT.c.submission_version_id == V.c.id)
             .join(B, B.c.id == ATT.c.blob_id)
         )
         .where(
             *where,
-            V.c.encrypted.is_(False),
+            V.c.encrypted == sa.false(),
             ATT.c.is_client_audit.is_(client_audit),
         )
         .order_by(S.c.id, ATT.c.id)
@@ -362,6 +402,6 @@ def document_row(plan: L.Plan, instance_id: str, document: dict[str, Any] | None
     if document is None:
         row += [""] * len(plan.main.leaves) + [None] * len(plan.main.children)
         return row
-    row += L.iter_leaf_values(document, plan.main.leaf_parts)
+    row += plan.main.extract(document)
     row += [_at(document, parts) for parts, _child in plan.main.children]
     return row

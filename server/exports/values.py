@@ -38,9 +38,9 @@ Converter = Callable[[str], Any]
 # ---- CSV -------------------------------------------------------------------------------------
 
 
-def _csv_int(value: str) -> Any:
+def _csv_int(value: str) -> str:
     if _INT.fullmatch(value):
-        return int(value)
+        return str(int(value))
     return value
 
 
@@ -91,17 +91,21 @@ def _number(value: str) -> Any:
 
 
 def _xlsx_int(value: str) -> Any:
-    if _INT.fullmatch(value):
+    if (value.isdigit() and value.isascii()) or _INT.fullmatch(value):
         number = int(value)
         return number if abs(number) < 10**15 else value
     return value
 
 
 def _xlsx_decimal(value: str) -> Any:
-    if _DECIMAL.fullmatch(value):
+    # float() is the fast test; what it accepts beyond decimals ("nan", "1_000") stays text.
+    try:
         number = float(value)
-        return number if math.isfinite(number) else value
-    return value
+    except ValueError:
+        return value
+    if not math.isfinite(number) or "_" in value:
+        return value
+    return number
 
 
 def _xlsx_date(value: str) -> Any:
