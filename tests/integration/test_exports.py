@@ -449,3 +449,27 @@ def test_a_form_without_records_exports_its_headers(app):
         }
         workbook = openpyxl.load_workbook(io.BytesIO(X.export(app, form, "xlsx")))
         assert workbook.sheetnames == ["suivi", "household", "member"]
+
+
+TRICKY = 'Il a dit "non",\npuis\tparti \\ loin & <vite>'
+
+
+def test_text_with_quotes_commas_breaks_tabs_and_backslashes_survives_every_format(app):
+    from tests.support import factories
+
+    with app.app_context(), db.database().session() as db_session:
+        project = factories.project(db_session, "Textes")
+        form = X.publish(db_session, project.id, X.SUIVI_V1)
+        instance_id = X.new_id()
+        values = X.answers("Awa", name=TRICKY, old_note="a,b", households=[X.household(TRICKY)])
+        X.receive(db_session, project.id, X.record_xml(instance_id, values, instance_name="Awa"))
+        rows = X.as_dicts(X.csv_rows(X.export(app, form, "csv")))
+        assert (rows[0]["respondent-name"], rows[0]["old_note"]) == (TRICKY, "a,b")
+        frame = pd.read_csv(io.BytesIO(X.export(app, form, "csv")), keep_default_na=False)
+        assert frame["respondent-name"].tolist() == [TRICKY]
+        tables = X.zip_tables(X.export(app, form, "csv.zip"))
+        assert X.as_dicts(tables["suivi-household.csv"])[0]["head"] == TRICKY
+        workbook = openpyxl.load_workbook(io.BytesIO(X.export(app, form, "xlsx")))
+        header = [c.value for c in workbook["suivi"][1]]
+        assert workbook["suivi"][2][header.index("respondent-name")].value == TRICKY
+        assert workbook["household"]["A2"].value == TRICKY
