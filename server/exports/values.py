@@ -168,7 +168,10 @@ def canonical(field_type: str, value: str | None) -> Any:
     if field_type in ("select_multiple", "rank"):
         return normalise_multiple(value)
     if field_type in GEO_TYPES:
-        return " ".join(str(_number(p)) for p in value.split())
+        return " ".join(
+            repr(float(p)) if _DECIMAL.fullmatch(p) else p
+            for p in value.replace(";", " ; ").split()
+        )
     return value
 
 

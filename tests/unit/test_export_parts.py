@@ -1,0 +1,403 @@
+"""The pieces of exports that need no database: options, $filter, values, merged layouts, names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.exports import compiled, values, xlsx
+from server.exports import layout as L
+from server.exports.odata import BadFilter, parse_filter
+from server.exports.options import BadExportOption, ExportOptions, parse_options
+from server.exports.streams import ChunkBuffer, gzip_chunks, open_entry, open_zip
+
+
+@pytest.fixture(autouse=True)
+def _babel():
+    """Messages are built with gettext: give them an application context (English)."""
+    from flask_babel import Babel
+
+    app = Flask(__name__)
+    Babel(app, locale_selector=lambda: "en")
+    with app.test_request_context():
+        yield
+
+
+def field(path: str, type_: str = "string", kind: str = "field", **extra) -> dict:
+    return {"path": path, "name": path.rsplit("/", 1)[1], "kind": kind, "type": type_, **extra}
+
+
+def schema(*fields: dict, choices: dict | None = None, languages=()) -> dict:
+    return {
+        "root": "data",
+        "fields": list(fields),
+        "choiceLists": choices or {},
+        "languages": list(languages),
+        "defaultLanguage": languages[0] if languages else None,
+    }
+
+
+# ---- options ----------------------------------------------------------------------------------
+
+
+def test_options_read_centrals_parameters_and_ours():
+    options = parse_options(
+        {
+            "groupPaths": "False",  # pyodk sends Python's spelling
+            "splitSelectMultiples": "true",
+            "deletedFields": "false",
+            "attachments": "0",
+            "start": "2024-05-01",
+            "end": "2024-05-31",
+            "reviewState": "approved,null",
+            "submitterId": "4, 7",
+            "formVersion": "1,2",
+            "fields": "name, /data/grp",
+            "headers": "labels",
+            "language": "fr",
+            "separator": ".",
+            "pii": "pseudonymize",
+            "bom": "yes",
+            "unknown": "ignored",
+        }
+    )
+    assert options == ExportOptions(
+        headers="labels",
+        language="fr",
+        group_paths=False,
+        separator=".",
+        split_select_multiples=True,
+        start=dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
+        end=dt.datetime(2024, 6, 1, tzinfo=dt.UTC),  # a bare end date includes that day
+        review_states=("approved", "received"),
+        submitter_ids=(4, 7),
+        form_versions=("1", "2"),
+        fields=("name", "/data/grp"),
+        deleted_fields=False,
+        bom=True,
+        attachments=False,
+        pii="pseudonymise",
+    )
+    assert options.describe()["group_paths"] is False
+    assert options.describe()["start"] == "2024-05-01T00:00:00+00:00"
+    assert "cleaned" not in options.describe()  # defaults are left out of the audit log
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"groupPaths": "oui"}, "groupPaths"),
+        ({"headers": "titles"}, "headers"),
+        ({"separator": "----"}, "separator"),
+        ({"start": "07/05/2024"}, "start"),
+        ({"start": "2024-05-02", "end": "2024-05-01"}, "end"),
+        ({"reviewState": "approuvé"}, "reviewState"),
+        ({"submitterId": "moi"}, "submitterId"),
+        ({"pii": "hidden"}, "pii"),
+    ],
+)
+def test_bad_option_values_name_the_parameter(params, field):
+    with pytest.raises(BadExportOption) as raised:
+        parse_options(params)
+    assert raised.value.details["field"] == field
+    assert raised.value.status == 400
+
+
+# ---- $filter ------------------------------------------------------------------------------------
+
+
+def sql(text: str, dialect=postgresql.dialect()) -> str:
+    expression = parse_filter(text, dialect.name)
+    return str(expression.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def test_filter_translates_centrals_subset_to_sql():
+    assert sql("__system/submitterId eq 5") == (
+        "submissions.submitter_id IS NOT NULL AND submissions.submitter_id = 5"
+    )
+    assert sql("__system/reviewState eq null") == "submissions.review_state IS NULL"
+    assert sql("__system/reviewState ne 'rejected'") == (
+        "submissions.review_state != 'rejected' OR submissions.review_state IS NULL"
+    )
+    both = sql(
+        "__system/submissionDate ge 2024-05-01T00:00:00Z and "
+        "(__system/reviewState eq 'approved' or __system/reviewState eq 'hasIssues')"
+    )
+    assert "submissions.created_at >= '2024-05-01 00:00:00+00:00'" in both
+    assert " OR " in both
+    # A literal on the left is turned around.
+    assert sql("5 lt __system/submitterId") == (
+        "submissions.submitter_id IS NOT NULL AND submissions.submitter_id > 5"
+    )
+    assert "EXTRACT(year FROM timezone('UTC', submissions.created_at))" in sql(
+        "year(__system/submissionDate) eq 2024"
+    )
+    assert "STRFTIME('%Y'" in sql("year(__system/submissionDate) eq 2024", sqlite.dialect())
+    assert sql("not (__id eq 'uuid:a''b')") == (
+        "NOT (submissions.instance_id IS NOT NULL AND submissions.instance_id = 'uuid:a''b')"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "__system/submitterId",
+        "__system/submitterId eq",
+        "__system/submitterId eq 'five'",
+        "__system/reviewState eq 5",
+        "__system/reviewState gt null",
+        "1 eq 1",
+        "year(__system/reviewState) eq 2024",
+        "__system/whatever eq 1",
+        "__system/submitterId eq 1 and",
+        "(__system/submitterId eq 1",
+        "__system/submitterId eq 1; DROP TABLE submissions",
+        "contains(__id, 'x')",
+    ],
+)
+def test_unusable_filters_are_400_18(text):
+    with pytest.raises(BadFilter) as raised:
+        parse_filter(text)
+    assert raised.value.code == "400.18"
+
+
+# ---- values -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw", "csv_cell", "excel"),
+    [
+        ("int", "034", "34", 34),
+        ("int", "-7", "-7", -7),
+        ("int", "douze", "douze", "douze"),
+        ("int", "12345678901234567", "12345678901234567", "12345678901234567"),
+        ("decimal", "12.50", "12.50", 12.5),
+        ("decimal", "nan", "nan", "nan"),
+        ("date", "2024-05-07", "2024-05-07", dt.date(2024, 5, 7)),
+        ("date", "2024-05-07T00:00:00.000+02:00", "2024-05-07", dt.date(2024, 5, 7)),
+        ("date", "07/05/2024", "07/05/2024", "07/05/2024"),
+        ("boolean", "1", "true", True),
+        ("boolean", "FALSE", "false", False),
+        ("select_multiple", "a  b\tc", "a b c", "a b c"),
+        (
+            "dateTime",
+            "2024-05-07T14:01:55.123+02:00",
+            "2024-05-07T14:01:55.123+02:00",
+            "2024-05-07T14:01:55.123+02:00",
+        ),
+    ],
+)
+def test_cleaned_values_for_csv_and_excel(field_type, raw, csv_cell, excel):
+    to_csv, to_excel = values.csv_converter(field_type), values.xlsx_converter(field_type)
+    assert (to_csv(raw) if to_csv else raw) == csv_cell
+    assert (to_excel(raw) if to_excel else raw) == excel
+
+
+def test_the_fast_paths_agree_with_the_converters():
+    checks = {
+        name: eval(f"lambda v: {test}")  # noqa: S307 - our own constant expressions
+        for name, test in compiled.CSV_ALREADY_CLEAN.items()
+    }
+    samples = ["0", "7", "07", "-1", "1e3", "٣", "12", "2024-05-07", "2024-05-07T00:00", "true",
+               "1", "a b", "a  b", "a\tb", "x"]  # fmt: skip
+    for field_type, already_clean in checks.items():
+        convert = values.csv_converter(field_type)
+        for sample in samples:
+            if already_clean(sample):
+                assert convert(sample) == sample, (field_type, sample)
+
+
+def test_canonical_values_compare_spellings_of_one_answer():
+    assert values.canonical("int", " 034") == values.canonical("int", "34") == 34
+    assert values.canonical("decimal", "12.50") == values.canonical("decimal", "12.5")
+    assert values.canonical("string", "  ") is None
+    assert values.canonical("select_multiple", "a  b") == "a b"
+    assert values.canonical("geopoint", "12.60 -8 0 5") == values.canonical(
+        "geopoint", "12.6 -8.0 0 5"
+    )
+
+
+def test_checking_new_values_against_types_and_choices():
+    assert values.check("int", "12", None) is None
+    assert values.check("int", "12.5", None) == "expected a whole number"
+    assert values.check("date", "2024-02-30", None) == "expected a date written YYYY-MM-DD"
+    assert values.check("dateTime", "2024-05-07T14:00:00+02:00", None) is None
+    assert values.check("geopoint", "95 10", None).startswith("the latitude")
+    assert values.check("geotrace", "12 -8;13 -8", None) is None
+    assert values.check("select_one", "x", ["a", "b"]).startswith("“x” is not one of")
+    assert values.check("select_multiple", "a a", ["a", "b"]) == "a choice is given twice"
+    assert values.check("select_one", "anything", None) is None  # choices from a file
+    assert values.check("int", "", None) is None  # clearing is allowed
+
+
+# ---- merged layouts -----------------------------------------------------------------------------
+
+
+def test_columns_follow_the_newest_version_and_removed_fields_keep_their_place():
+    v1 = schema(field("/data/a"), field("/data/b"), field("/data/c"), field("/data/d"))
+    v2 = schema(field("/data/a"), field("/data/c"), field("/data/new"), field("/data/d"))
+    v3 = schema(field("/data/new"), field("/data/a"), field("/data/d"))
+    layout = L.merge("f", [v1, v2, v3], {})
+    assert [f.name for f in layout.fields] == ["new", "a", "b", "c", "d"]
+    assert [f.name for f in layout.fields if f.deleted] == ["b", "c"]
+
+
+def test_choices_are_the_union_of_every_version():
+    lists = {
+        "v1": {"l": [{"name": "a", "labels": {}}, {"name": "b", "labels": {}}]},
+        "v2": {"l": [{"name": "c", "labels": {}}, {"name": "a", "labels": {}}]},
+    }
+    q = field("/data/q", "select_multiple", choices="l")
+    layout = L.merge("f", [schema(q, choices=lists["v1"]), schema(q, choices=lists["v2"])], {})
+    assert layout.by_path["/data/q"].choice_names == ["c", "a", "b"]
+
+
+def test_nested_repeats_make_linked_tables_with_unique_file_and_sheet_names():
+    form = schema(
+        field("/data/hh", "repeat", "repeat"),
+        field("/data/hh/name"),
+        field("/data/hh/grp", "group", "group"),
+        field("/data/hh/grp/person", "repeat", "repeat"),
+        field("/data/hh/grp/person/age", "int"),
+        field("/data/other", "repeat", "repeat"),
+        field("/data/other/person", "repeat", "repeat"),
+        field("/data/other/person/x"),
+    )
+    plan = L.build_plan(L.merge("enquête", [form], {}), ExportOptions(), "csv")
+    tables = plan.tables()
+    assert [(t.path, t.relative) for t in tables] == [
+        (None, ()),
+        ("/data/hh", ("hh",)),
+        ("/data/hh/grp/person", ("grp", "person")),
+        ("/data/other", ("other",)),
+        ("/data/other/person", ("person",)),
+    ]
+    assert [t.file_name for t in tables] == [
+        "enquête.csv",
+        "enquête-hh.csv",
+        "enquête-person~1.csv",
+        "enquête-other.csv",
+        "enquête-person~2.csv",
+    ]
+    assert tables[2].headers == ["age", "PARENT_KEY", "KEY"]
+    assert xlsx.sheet_names(tables) == ["enquête", "hh", "person", "other", "person (2)"]
+
+
+def test_sheet_names_respect_excels_rules():
+    names = xlsx.sheet_names(
+        [
+            L.TablePlan(path=None, name="a very long form id that exceeds thirty-one", leaves=[]),
+            L.TablePlan(path="/x", name="a very long form id that exceeds thirty-one", leaves=[]),
+            L.TablePlan(path="/y", name="what?[is]:this*/\\", leaves=[]),
+            L.TablePlan(path="/z", name="History", leaves=[]),
+        ]
+    )
+    assert names == [
+        "a very long form id that exceed",
+        "a very long form id that ex (2)",
+        "what__is__this___",
+        "History (2)",
+    ]
+    assert all(len(n) <= 31 for n in names)
+
+
+def test_headers_from_labels_in_a_language_with_group_paths():
+    group = {"Français (fr)": "Ménage", "English (en)": "Household"}
+    name = {"Français (fr)": "<b>Nom</b> du chef", "English (en)": "Name"}
+    form = schema(
+        field("/data/grp", "group", "group", labels=group),
+        field("/data/grp/q", labels=name),
+        field("/data/loc", "geopoint", labels={"English (en)": "Place"}),
+        languages=("Français (fr)", "English (en)"),
+    )
+    layout = L.merge("f", [form], {})
+    french = L.build_plan(layout, ExportOptions(headers="labels", language="fr"), "csv")
+    assert french.main.headers[1:6] == [
+        "Ménage-Nom du chef",
+        "Place-Latitude",  # no French label: the default language, then any
+        "Place-Longitude",
+        "Place-Altitude",
+        "Place-Accuracy",
+    ]
+    english = L.build_plan(
+        layout, ExportOptions(headers="labels", language="English", group_paths=False), "csv"
+    )
+    assert english.main.headers[1] == "Name"
+    with pytest.raises(BadExportOption):
+        L.build_plan(layout, ExportOptions(headers="labels", language="bm"), "csv")
+
+
+def test_compiled_converter_and_extractor():
+    convert = compiled.converter(
+        [0, 1, 1, 2], [(1, 2, lambda v: [v.upper(), v.lower()], None), (3, 1, int, "v == '1'")]
+    )
+    assert convert(["a", "Bb", "7"]) == ["a", "BB", "bb", 7]
+    assert convert(["a", "", "1"]) == ["a", "", "", "1"]  # empty cells and clean ones stay
+    extract = compiled.extractor([("a",), ("g", "b"), ("g", "c", "d")])
+    assert extract({"a": " x ", "g": {"b": "y", "c": {"d": None}}}) == ["x", "y", ""]
+    assert extract({"a": {"not": "text"}, "g": "text"}) == ["", "", ""]
+    assert extract(None) == ["", "", ""]
+
+
+# ---- bytes ---------------------------------------------------------------------------------------
+
+
+def test_streamed_zip_reads_back_with_zip64_entries():
+    buffer = ChunkBuffer()
+    archive = open_zip(buffer)
+    chunks = []
+    with open_entry(archive, "a.csv") as entry:
+        entry.write(b"x,y\r\n" * 10_000)
+        chunks.append(buffer.take())
+    archive.writestr("b.txt", "é")
+    archive.close()
+    chunks.append(buffer.take())
+    data = b"".join(chunks)
+    with zipfile.ZipFile(io.BytesIO(data)) as reopened:
+        assert reopened.read("a.csv") == b"x,y\r\n" * 10_000
+        assert reopened.read("b.txt") == "é".encode()
+        assert reopened.testzip() is None
+
+
+def test_gzip_chunks_are_one_member():
+    import gzip
+
+    assert gzip.decompress(b"".join(gzip_chunks([b"abc", b"", b"def"]))) == b"abcdef"
+
+
+def test_xlsx_rows_escape_text_and_drop_forbidden_characters():
+    cells = ["a<b & c>", "", 5, 1.5, True, dt.date(2024, 5, 7), "bell\x07"]
+    row = xlsx.row_xml(2, cells, list("ABCDEFG"))
+    assert row == (
+        b'<row r="2"><c r="A2" t="inlineStr"><is><t>a&lt;b &amp; c&gt;</t></is></c>'
+        b'<c r="C2"><v>5</v></c><c r="D2"><v>1.5</v></c><c r="E2" t="b"><v>1</v></c>'
+        b'<c r="F2" s="1"><v>45419</v></c>'
+        b'<c r="G2" t="inlineStr"><is><t>bell</t></is></c></row>'
+    )
+    assert xlsx.column_letters(28)[-3:] == ["Z", "AA", "AB"]
+
+
+def test_pseudonyms_are_keyed_by_project():
+    one, two = values.Pseudonymiser("secret", 1), values.Pseudonymiser("secret", 2)
+    assert one("Awa") == values.Pseudonymiser("secret", 1)("Awa")
+    assert one("Awa") != two("Awa") and one("Awa") != one("Awa ")
+    assert one("Awa").startswith("pid_") and len(one("Awa")) == 24
+    assert values.Pseudonymiser("other", 1)("Awa") != one("Awa")
+
+
+def test_where_sql_stays_on_sargable_conditions():
+    # draft = false (not IS FALSE) so that PostgreSQL walks ix_submissions_form_id_draft_id.
+    from server.exports import source
+
+    form = type("F", (), {"id": 3})()
+    layout = L.merge("f", [], {})
+    where = source.conditions(form, layout, ExportOptions(), "postgresql")
+    text = str(sa.and_(*where).compile(dialect=postgresql.dialect()))
+    assert "submissions.draft = false" in text
