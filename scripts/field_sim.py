@@ -1383,6 +1383,10 @@ def failed(summary: dict[str, Any]) -> bool:
         or summary["form_hash_mismatches"]
         or summary["tablet_crashes"]
         or summary["fault_errors"]
+        # Every Blob row is written in the transaction that references it: one referenced by
+        # nothing is a bug (objects without a row are what a crash between the store's write
+        # and the commit leaves, by design: reported, not failed).
+        or summary["orphan_blob_rows"]
     )
 
 
