@@ -171,6 +171,7 @@ class Version:
     last_error: str = ""
 
     def __post_init__(self) -> None:
+        """Hash the XML once: the ledger compares digests."""
         self.xml_sha256 = hashlib.sha256(self.xml).hexdigest()
 
 
@@ -283,6 +284,7 @@ class Tablet(threading.Thread):
     # ---- the loop ------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Poll forms, fill records and send them until the quota is done."""
         try:
             while not self.sim.stop_event.is_set():
                 if time.monotonic() - self.forms_checked > self.opts.form_poll_seconds:
@@ -507,6 +509,7 @@ class Tablet(threading.Thread):
         return True
 
     def delivered(self, version: Version) -> None:
+        """Note a version delivered; keep its hashes, drop its bytes."""
         with self.sim.ledger.lock:
             version.delivered = True
         version.files = {}  # the bytes are no longer needed: their sha256 stays
@@ -689,6 +692,7 @@ class Simulation:
         forms = ["field_visit", "needs_assessment", "youth_survey"]
 
         def make(index: int) -> str:
+            """Create one app user, assign it, return its server URL."""
             created = self.api(
                 "POST",
                 f"/v1/projects/{PROJECT}/app-users",
@@ -801,10 +805,12 @@ class Simulation:
         self.pg.crash_and_start()
 
     def _s3_down(self) -> None:
+        """Close the gate and stop moto: the store is unreachable."""
         self.gate.close()
         self.s3.stop()
 
     def _s3_up(self) -> None:
+        """Start moto (replaying its objects), then open the gate."""
         self.s3.start(timeout=60, replay_timeout=3600)
         self.gate.open()
 
@@ -1165,6 +1171,7 @@ class Checker:
         session = threading.local()
 
         def one(version: Version) -> None:
+            """Compare one version's XML and files downloaded through the API."""
             http = getattr(session, "http", None)
             if http is None:
                 http = session.http = requests.Session()

@@ -145,15 +145,18 @@ class FaultyProxy:
             self._listener.close()
 
     def _count(self, kind: str) -> None:
+        """Add one to a counter."""
         with self._lock:
             self.counts[kind] += 1
 
     def _draw(self) -> tuple[str, float, float]:
+        """Draw a request's fate, where in its body it strikes, and a stall's length."""
         with self._lock:
             kind = self.rates.choose(self._rng) if self.enabled else "pass"
             return kind, self._rng.random(), self._rng.uniform(*self.rates.stall_seconds)
 
     def _accept(self) -> None:
+        """Serve each connection on a thread of its own."""
         while not self._stopping:
             try:
                 client, _ = self._listener.accept()
@@ -162,6 +165,7 @@ class FaultyProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        """Read one request, apply its fate, answer (or not)."""
         try:
             client.settimeout(self.upstream_timeout)
             request = _read_request(client)
@@ -208,6 +212,7 @@ class FaultyProxy:
         if concurrent:
 
             def send(index: int) -> None:
+                """Send one of the two copies."""
                 answers[index] = self._exchange(head, body)
 
             threads = [threading.Thread(target=send, args=(i,)) for i in (0, 1)]
@@ -300,6 +305,7 @@ class TcpGate:
             reset(sock)
 
     def _accept(self, listener: socket.socket) -> None:
+        """Relay each connection to the target while the gate is open."""
         while True:
             try:
                 client, _ = listener.accept()

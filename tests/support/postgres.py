@@ -66,6 +66,7 @@ class PrivateCluster:
     def _run(
         self, *args: str, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess:
+        """Run one of PostgreSQL's programs (as postgres when we are root)."""
         command = [str(self.bin / args[0]), *args[1:]]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
@@ -75,6 +76,7 @@ class PrivateCluster:
         return result
 
     def _options(self) -> str:
+        """Return the postmaster's options."""
         # TCP on loopback only, the socket in our folder (never /var/run/postgresql, which the
         # shared server uses), and enough connections for a server's pools and a checker.
         return (
@@ -108,6 +110,7 @@ class PrivateCluster:
         return self
 
     def _pg_ctl_start(self, timeout: float = 60) -> None:
+        """Start the postmaster, retrying while a crashed one's backends linger."""
         deadline = time.monotonic() + timeout
         while True:
             result = self._run(
@@ -228,6 +231,7 @@ def _let_postgres_through(directory: Path) -> None:
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until a process has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -25,6 +25,7 @@ module attribute, and an import would trip ruff's F811 on each use):
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -104,11 +105,38 @@ class S3Server:
                     raise RuntimeError(message) from None
                 time.sleep(0.05)
         if self.persist and self.recording.exists() and self.recording.stat().st_size:
+            self._repair_recording()
             answer = requests.post(
                 f"{self.url}/moto-api/recorder/replay-recording", timeout=replay_timeout
             )
             answer.raise_for_status()
         return self
+
+    def _repair_recording(self) -> None:
+        """Put each recorded request on a line of its own again, before moto replays them.
+
+        moto's recorder writes an entry, then its newline, from every thread serving a
+        request: under concurrent uploads two entries end up on one line, and the replay
+        stops at the first such line (JSONDecodeError, 500). An entry cut short by a stop is
+        dropped. Streamed line by line: recordings of many uploads are large.
+        """
+        decoder = json.JSONDecoder()
+        repaired = self.recording.with_suffix(".repaired")
+        with self.recording.open(encoding="utf-8") as source, repaired.open("w") as out:
+            for line in source:
+                position = 0
+                while True:
+                    while position < len(line) and line[position].isspace():
+                        position += 1
+                    if position >= len(line):
+                        break
+                    try:
+                        _, end = decoder.raw_decode(line, position)
+                    except json.JSONDecodeError:
+                        break  # the rest of this line is a fragment
+                    out.write(line[position:end] + "\n")
+                    position = end
+        repaired.replace(self.recording)
 
     def stop(self) -> None:
         """Stop the server: connections are refused until :meth:`start` is called again."""
