@@ -309,22 +309,30 @@ def check_upload(
     """Check every line against the data; fill each line's problems (empty when valid)."""
     plan = L.build_plan(layout, ExportOptions(pii="plain"), "csv")
     index = load_index(db_session, form, layout)
-    roots = {line.key.split("/", 1)[0] for line in lines if line.key}
-    records = _records(db_session, form, roots)
-    rows_by_key: dict[str, tuple[L.TablePlan, list[Any], int]] = {}
-    for instance_id, (submission_id, document, encrypted) in records.items():
-        if encrypted:
-            continue
-        row = source.document_row(plan, instance_id, document)
-        if index is not None:
-            index.apply(plan.main, row, instance_id)
-        rows_by_key[instance_id] = (plan.main, row, submission_id)
-        for table, raw in source.repeat_rows(plan, row, index):
-            rows_by_key[raw[L.R_KEY]] = (table, raw, submission_id)
     column_ids = {id(t): _column_ids(t) for t in plan.tables()}
     seen: dict[tuple[str, str], int] = {}
+    # Lines are checked record by record, a few hundred records at a time, so that a large
+    # upload never holds every record it names in memory at once.
+    by_root: dict[str, list[Line]] = {}
     for line in lines:
-        _check_line(line, records, rows_by_key, column_ids, seen, may_touch_pii)
+        by_root.setdefault(line.key.split("/", 1)[0], []).append(line)
+    roots = list(by_root)
+    for start in range(0, len(roots), 500):
+        batch = roots[start : start + 500]
+        records = _records(db_session, form, [r for r in batch if r])
+        rows_by_key: dict[str, tuple[L.TablePlan, list[Any], int]] = {}
+        for instance_id, (submission_id, document, encrypted) in records.items():
+            if encrypted:
+                continue
+            row = source.document_row(plan, instance_id, document)
+            if index is not None:
+                index.apply(plan.main, row, instance_id)
+            rows_by_key[instance_id] = (plan.main, row, submission_id)
+            for table, raw in source.repeat_rows(plan, row, index):
+                rows_by_key[raw[L.R_KEY]] = (table, raw, submission_id)
+        for root in batch:
+            for line in by_root[root]:
+                _check_line(line, records, rows_by_key, column_ids, seen, may_touch_pii)
 
 
 def _records(
@@ -335,6 +343,8 @@ def _records(
     roots = list(roots)
     for start in range(0, len(roots), 500):
         batch = roots[start : start + 500]
+        if not batch:
+            continue
         rows = db_session.execute(
             sa.select(
                 Submission.instance_id,
