@@ -1366,7 +1366,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  blobs catalogued / in bucket {s['blobs_catalogued']} / {s['objects_in_bucket']}",
         f"  orphan blob rows / objects   {s['orphan_blob_rows']} / {s['orphan_objects']}",
         f"  spooled, never drained       {s['spooled_never_drained']}",
-        f"  unknown records on server    {s['unknown_on_server']}",
+        f"  unknown records on server    {s['unknown_on_server']} (conflicts kept "
+        f"{s['conflicts_kept']})",
         f"  final answers incomplete     {s['final_answer_incomplete']}",
         f"  LOSSES                       {s['losses']}",
         f"  DUPLICATES ON SERVER         {s['duplicates_on_server']}",
@@ -1394,6 +1395,8 @@ def failed(summary: dict[str, Any]) -> bool:
         # nothing is a bug (objects without a row are what a crash between the store's write
         # and the commit leaves, by design: reported, not failed).
         or summary["orphan_blob_rows"]
+        # No tablet ever sends other XML under an instanceID: a kept conflict is a bug.
+        or summary["conflicts_kept"]
     )
 
 
