@@ -267,6 +267,19 @@ class TablePlan:
     width: int = 0
     file_name: str = ""
 
+    def text_columns(self) -> list[bool]:
+        """Tell, per output column, whether its cells are always text (for Excel writers)."""
+        typed_fields = ("int", "decimal", "date", "boolean")
+        return [
+            (column.meta is not None and column.meta not in _INTEGER_META)
+            or (
+                column.field is not None
+                and column.part is None
+                and column.field.type not in typed_fields
+            )
+            for column in self.columns
+        ]
+
     @property
     def meta_width(self) -> int:
         return META_WIDTH if self.path is None else REPEAT_META_WIDTH
@@ -446,7 +459,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             ]
             for choice, label in zip(choices, labels, strict=True):
                 add(f"{base}/{label}", source, ColumnRef(f"{base}/{label}", leaf, choice))
-            handlers.append((position, 1 + len(choices), _select_splitter(choices), None))
+            handlers.append((position, 1 + len(choices), _select_splitter(choices, typed), None))
             continue
         add(base, source, ColumnRef(base, field=leaf))
         converter = (values.xlsx_converter if typed else values.csv_converter)(leaf.type)
@@ -539,15 +552,16 @@ def _geo_splitter(typed: bool) -> Callable[[str], list[Any]]:
     return split
 
 
-def _select_splitter(choices: list[str]) -> Callable[[str], list[Any]]:
+def _select_splitter(choices: list[str], typed: bool) -> Callable[[str], list[Any]]:
     blank = [""] * len(choices)
+    yes, no = (1, 0) if typed else ("1", "0")
 
     def split(value: str) -> list[Any]:
         if not value:
             # Not answered is not "not chosen": the 0/1 cells stay empty.
             return ["", *blank]
         picked = set(value.split())
-        return [" ".join(value.split()), *("1" if c in picked else "0" for c in choices)]
+        return [" ".join(value.split()), *(yes if c in picked else no for c in choices)]
 
     return split
 

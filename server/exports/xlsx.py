@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -125,6 +125,58 @@ def row_xml(number: int, values: list[Any], letters: list[str], *, style: str = 
     return data
 
 
+def row_writer(table: L.TablePlan) -> Callable[[int, list[Any]], bytes]:
+    """Return a function writing a table's row as XML, generated for its columns.
+
+    Same output as :func:`row_xml`; text columns (most of a form) are written inline without
+    the per-cell type dispatch. Only column letters and positions go into the code.
+    """
+    namespace: dict[str, Any] = {"escape": _text, "typed": _typed_cell, "CONTROL": _CONTROL_BYTES}
+    lines = [
+        "def row(number, v):",
+        "    n = str(number)",
+        "    p = ['<row r=\"' + n + '\">']",
+        "    a = p.append",
+    ]
+    for position, (letter, text) in enumerate(
+        zip(column_letters(len(table.headers)), table.text_columns(), strict=True)
+    ):
+        lines.append(f"    x = v[{position}]")
+        if text:
+            lines.append("    if x:")
+            lines.append(
+                "        if '&' in x or '<' in x or '>' in x or len(x) > 32767: x = escape(x)"
+            )
+            lines.append(
+                f"        a('<c r=\"{letter}' + n + '\" t=\"inlineStr\"><is><t>' + x"
+                " + '</t></is></c>')"
+            )
+        else:
+            lines.append("    if x != '' and x is not None:")
+            lines.append(f"        a(typed('{letter}', n, x))")
+    lines += [
+        "    a('</row>')",
+        "    data = ''.join(p).encode().translate(None, CONTROL)",
+        "    if b'\\xef\\xbf' in data:",
+        "        data = NONCHARACTERS.sub(b'', data)",
+        "    return data",
+    ]
+    namespace["NONCHARACTERS"] = _NONCHARACTERS
+    exec(compile("\n".join(lines), "<xlsx row>", "exec"), namespace)  # noqa: S102
+    return namespace["row"]
+
+
+def _typed_cell(letter: str, n: str, value: Any) -> str:
+    kind = value.__class__
+    if kind is int or kind is float:
+        return f'<c r="{letter}{n}"><v>{value!r}</v></c>'
+    if kind is bool:
+        return f'<c r="{letter}{n}" t="b"><v>{int(value)}</v></c>'
+    if kind is dt.date:
+        return f'<c r="{letter}{n}" s="1"><v>{(value - _EPOCH).days}</v></c>'
+    return f'<c r="{letter}{n}" t="inlineStr"><is><t>{_text(str(value))}</t></is></c>'
+
+
 def sheet_names(tables: list[L.TablePlan]) -> list[str]:
     """Return a valid, unique sheet name per table (Excel: 31 characters, no []:*?/\\)."""
     taken: set[str] = {"history"}  # reserved by Excel
@@ -153,6 +205,7 @@ class _Sheet:
         self.name = name
         self.table = table
         self.letters = column_letters(len(table.headers))
+        self.row = row_writer(table)
         self.out = out  # a binary stream: the zip entry, or a temporary file
         self.handle = handle  # the temporary file, for repeat sheets
         self.index = 0
@@ -171,7 +224,7 @@ class _Sheet:
     def write(self, values: list[Any]) -> None:
         """Append a row."""
         self.rows += 1
-        self.add(row_xml(self.rows, values, self.letters))
+        self.add(self.row(self.rows, values))
 
     def flush(self) -> None:
         self.out.write(b"".join(self.pending))
