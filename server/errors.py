@@ -298,14 +298,16 @@ class StaleEdit(Conflict):
 
 
 class MissingMedia(Conflict):
-    code = "409.15"
+    # Not one of Central's codes (Central publishes without media); 409.15 and 409.16 are
+    # Central's entity conflicts (server/entities/services.py).
+    code = "409.21"
     message = lazy_gettext(
         "The form cannot be published until these files are attached: %(missing)s."
     )
 
 
 class LastAdministrator(Conflict):
-    code = "409.16"
+    code = "409.22"
     message = lazy_gettext(
         "This is the last administrator: make someone else an administrator first."
     )

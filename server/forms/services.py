@@ -11,7 +11,7 @@ Central's, and openrosa.md §8.17):
   is that XForm forever: publishing different XML (or different media) under a version
   already published is refused (409.6); publishing byte-identical content again is harmless
   and answers the existing version;
-* publishing is refused (409.15) while a media file the XForm references is missing;
+* publishing is refused (409.21) while a media file the XForm references is missing;
 * an XLSForm with warnings needs ``ignore_warnings`` (400.16), as in Central;
 * every published version keeps its XForm text (served unchanged, ``hash`` = its MD5), its
   source spreadsheet, its field schema and its media; records filled on any of them are
@@ -593,7 +593,7 @@ def publish_draft(
 ) -> FormVersion:
     """Publish the form's draft, optionally under a new ``version`` (rewritten in the XForm).
 
-    Raises 404 without a draft, 409.15 while media is missing, 409.6 when the version was
+    Raises 404 without a draft, 409.21 while media is missing, 409.6 when the version was
     already published with different content. Publishing identical content again returns
     the existing version. Commits.
     """

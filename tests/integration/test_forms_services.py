@@ -231,7 +231,7 @@ def test_media_missing_blocks_publishing_until_attached_and_is_carried_forward(s
     assert services.missing_media(session, draft) == ["besoins.png", "needs.png", "villages.csv"]
     with pytest.raises(errors.MissingMedia) as caught:
         services.publish_draft(session, form)
-    assert caught.value.code == "409.15"
+    assert caught.value.code == "409.21"
     assert caught.value.details["files"] == ["besoins.png", "needs.png", "villages.csv"]
     assert "villages.csv" in caught.value.render_message()
 
