@@ -32,7 +32,7 @@ PII_MODES: tuple[str, ...] = ("plain", "pseudonymise", "omit")
 RECEIVED = "received"
 
 
-class BadExportOption(errors.BadRequest):
+class BadExportOption(errors.UnexpectedValue):
     """An export option has a value that cannot be used."""
 
     code = "400.8"

@@ -41,7 +41,7 @@ LANGUAGES = ("fr", "en")
 PAGE_SIZE = 50
 
 
-class BadFilter(errors.BadRequest):
+class BadFilter(errors.UnexpectedValue):
     """A filter or form field of a console page has a value that cannot be used."""
 
     code = "400.8"

@@ -40,3 +40,25 @@ def test_a_problem_can_be_raised_outside_a_request(bare_app):
         problem = errors.NotFound()
     assert problem.status == 404
     assert problem.render_message()
+
+
+def test_each_code_means_one_thing_across_the_whole_server(bare_app):
+    # Importing the app imports every module that defines problems.
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    by_code: dict[str, list[type]] = {}
+    for cls in subclasses(errors.Problem):
+        by_code.setdefault(cls.code, []).append(cls)
+    clashes = []
+    for code, classes in by_code.items():
+        for a in classes:
+            for b in classes:
+                related = a is b or issubclass(a, b) or issubclass(b, a)
+                # Siblings may share a code only when both refine a class with that code.
+                common = any(issubclass(a, p) and issubclass(b, p) for p in classes)
+                if not related and not common:
+                    clashes.append((code, a.__qualname__, b.__qualname__))
+    assert not clashes, clashes
