@@ -193,6 +193,7 @@ def live(database_url, tmp_path, db_session):
         yield server, f"/v1/key/{token}/projects/{project.id}", token, log
 
 
+@pytest.mark.slow
 def test_counts_of_every_worker_add_up(live):
     server, base, _token, _log = live
     payloads = [
@@ -248,6 +249,7 @@ def raw(server: ServerProcess, data: bytes) -> bytes:
     return answer
 
 
+@pytest.mark.slow
 def test_no_token_password_or_passphrase_reaches_the_logs(live):
     server, base, token, log = live
     url = server.url
