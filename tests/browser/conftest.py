@@ -45,4 +45,3 @@ def laptop(chromium):
     context, page = _page(chromium, support.LAPTOP)
     yield page
     context.close()
-

@@ -391,14 +391,19 @@ def test_a_new_record_reusing_an_edits_instance_id_is_a_conflict_not_a_second_re
     assert count(db_session, SubmissionVersion) == 2
 
 
-@pytest.mark.parametrize("listed", [
-    "<media><file>a.jpg.enc</file></media><media><file>a.jpg.enc</file></media>",
-    "<media><file>submission.xml.enc</file></media>",
-])
-def test_an_encrypted_envelope_naming_a_file_twice_is_400_not_500(client, device, db_session,
-                                                                  listed):
+@pytest.mark.parametrize(
+    "listed",
+    [
+        "<media><file>a.jpg.enc</file></media><media><file>a.jpg.enc</file></media>",
+        "<media><file>submission.xml.enc</file></media>",
+    ],
+)
+def test_an_encrypted_envelope_naming_a_file_twice_is_400_not_500(
+    client, device, db_session, listed
+):
     xml = encrypted_envelope(new_instance_id()).replace(
-        b"<media><file>1715090512345.jpg.enc</file></media>", listed.encode())
+        b"<media><file>1715090512345.jpg.enc</file></media>", listed.encode()
+    )
     response = post(client, device, xml)
     assert response.status_code == 400
     assert "twice" in message_of(response) or "deux fois" in message_of(response)

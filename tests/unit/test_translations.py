@@ -28,8 +28,11 @@ def test_compiled_catalogue_matches_the_po_file():
         # Plural entries carry tuples (or lists, from a compiled catalogue).
         return tuple(value) if isinstance(value, list | tuple) else value
 
-    expected = {key(m.id): key(m.string) for m in source
-                if m.id and m.string and any(m.string) and not m.fuzzy}
+    expected = {
+        key(m.id): key(m.string)
+        for m in source
+        if m.id and m.string and any(m.string) and not m.fuzzy
+    }
     actual = {key(m.id): key(m.string) for m in compiled if m.id}
     assert actual == expected, "the .mo is stale: run `python scripts/i18n.py compile`"
 
