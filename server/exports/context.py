@@ -35,14 +35,14 @@ class ExportContext:
 
     def records(self) -> Iterator[list[Any]]:
         """Stream the main raw rows (corrections applied when the export is cleaned)."""
-        main = self.plan.main
-        corrections = self.corrections
-        for row in source.iter_records(
-            self.db_session, self.plan, self.where, self.stats, decryptor=self.decryptor
-        ):
-            if corrections is not None:
-                corrections.apply(main, row, row[L.M_INSTANCE_ID])
-            yield row
+        return source.iter_records(
+            self.db_session,
+            self.plan,
+            self.where,
+            self.stats,
+            decryptor=self.decryptor,
+            corrections=self.corrections,
+        )
 
     def repeat_rows(self, row: list[Any]) -> Iterator[tuple[L.TablePlan, list[Any]]]:
         """Yield a record's repeat rows, depth first."""

@@ -269,8 +269,9 @@ def iter_records(
     stats: ExportStats,
     *,
     decryptor: Decryptor | None = None,
+    corrections: Any | None = None,
 ) -> Iterator[list[Any]]:
-    """Yield main raw rows (fields trimmed), each followed in place by its repeats' subtrees."""
+    """Yield main raw rows (fields trimmed, corrections applied), then repeats' subtrees."""
     dialect = db_session.get_bind().dialect.name
     statement = records_query(plan, where, dialect)
     rows = (
@@ -298,6 +299,8 @@ def iter_records(
                 else:
                     row[first:end] = plan.main.extract(document)
                     row[end:] = [_at(document, parts) for parts, _c in plan.main.children]
+            if corrections is not None:
+                corrections.apply(plan.main, row, row[L.M_INSTANCE_ID])
             yield row
     finally:
         close = getattr(rows, "close", None)
