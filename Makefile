@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml docker/constraints.txt | cksum | cut -d' ' -f1)
+# Test processes (pytest-xdist): many tests wait on servers they start, so more than the CPUs.
+TEST_WORKERS ?= 3
 TEST_STAMP := $(VENV)/.installed-test-$(shell cat setup.cfg pyproject.toml docker/constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
@@ -38,7 +40,7 @@ forms: $(STAMP) ## Compile xlsforms/ into forms/ (XForms, media, build records)
 test: $(TEST_STAMP) ## Install the test extra and run the whole suite (SQLite and PostgreSQL)
 	$(BIN)/ruff check server tests scripts
 	$(BIN)/ruff format --check server tests scripts
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP) ## ruff check and format check
 	$(BIN)/ruff check server tests scripts

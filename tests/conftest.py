@@ -11,15 +11,72 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import jinja2
 import pytest
+from argon2 import PasswordHasher
 from flask import Flask
+from werkzeug.routing import Rule
 
 from server import db
 from server.app import create_app
+from server.auth import passwords
 from tests.support import databases
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+# Two costs every test would otherwise pay, which say nothing about the server:
+#
+# * argon2id at the library's recommended parameters costs about 0.1 s of CPU per hash and per
+#   check, by design; tests create users and sign in by the thousand. In this process it runs
+#   with its cheapest parameters (still argon2id: hashes, checks and rehash-on-login behave the
+#   same). Servers the tests start as processes (``merit serve``) keep the real parameters, and
+#   tests/unit/test_passwords.py checks that the server's are the recommended ones.
+# * Flask compiles a Python function per URL rule per application (werkzeug builds it with ast
+#   and compile()): about 0.2 s for each of the thousands of applications the tests create. The
+#   builder depends only on the rule's text, parsed trace and defaults, and reaches everything
+#   else through ``self``, so it is made once per process and shared. Jinja's compiled
+#   templates are shared the same way, through its bytecode cache (checked against the source).
+REAL_PASSWORD_HASHER = passwords._hasher
+passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+_werkzeug_compile_builder = Rule._compile_builder
+_builders: dict = {}
+
+
+def _shared_compile_builder(self: Rule, append_unknown: bool = True):  # type: ignore[no-untyped-def]
+    key = (
+        self.rule,
+        tuple(self._trace),
+        repr(sorted((self.defaults or {}).items())),
+        append_unknown,
+    )
+    builder = _builders.get(key)
+    if builder is None:
+        builder = _builders[key] = _werkzeug_compile_builder(self, append_unknown)
+    return builder
+
+
+Rule._compile_builder = _shared_compile_builder  # type: ignore[method-assign]
+
+
+class _SharedTemplateCode(jinja2.BytecodeCache):
+    """Compiled templates kept in memory for every application of this process."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+Flask.jinja_options = {**Flask.jinja_options, "bytecode_cache": _SharedTemplateCode()}
 
 
 def _worker(config: pytest.Config) -> str:
@@ -128,3 +185,19 @@ def shared_dir() -> Path:
 def bare_app(tmp_path: Path) -> Iterator[Flask]:
     """The application with no database behind it, for tests of pure request handling."""
     yield make_app("sqlite://", tmp_path)
+
+
+# The field simulation runs for minutes on its own; `make test` runs the suite on several
+# workers (pytest-xdist), which take tests in collection order. Longest first, so that the
+# others fill the remaining workers meanwhile: that module, then modules with slow tests, then
+# the rest, each module's tests kept together and in their order.
+LONGEST_FIRST = ("test_field_sim.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        own = 0 if module.endswith(LONGEST_FIRST) else 1 if item.get_closest_marker("slow") else 2
+        weight[module] = min(weight.get(module, 2), own)
+    items.sort(key=lambda item: weight[item.nodeid.split("::")[0]])

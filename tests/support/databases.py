@@ -72,25 +72,35 @@ def create_sqlite_database(directory: Path) -> str:
     return url
 
 
+# Sequences a test used go back to 1 (tests may count on the first project being 1).
+_PG_RESTART_SEQUENCES = """
+DO $$DECLARE s record; BEGIN
+  FOR s IN SELECT schemaname, sequencename FROM pg_sequences WHERE last_value IS NOT NULL LOOP
+    EXECUTE format('ALTER SEQUENCE %I.%I RESTART', s.schemaname, s.sequencename);
+  END LOOP;
+END$$
+"""
+
+
 def reset(url: str) -> None:
-    """Empty every table and put the system roles back."""
+    """Empty every table, restart the id counters and put the system roles back.
+
+    DELETE rather than TRUNCATE on PostgreSQL: the tables of a test hold a few rows, and
+    TRUNCATE of thirty tables (new files for each, on disk) costs fifteen times as much.
+    """
     engine = create_engine(url, poolclass=sa.pool.NullPool)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in KEEP]
     with engine.begin() as connection:
+        # Foreign keys stay on: tables are emptied children first, and the two cycles
+        # (forms <-> form_versions) are broken before.
+        connection.execute(
+            sa.text("UPDATE forms SET current_version_id = NULL, draft_version_id = NULL")
+        )
+        for table in tables:
+            connection.execute(sa.text(f'DELETE FROM "{table}"'))  # noqa: S608 - our names
         if engine.dialect.name == "postgresql":
-            connection.execute(
-                sa.text(
-                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
-                )
-            )
+            connection.execute(sa.text(_PG_RESTART_SEQUENCES))
         else:
-            # Foreign keys stay on: tables are emptied children first, and the two cycles
-            # (forms <-> form_versions) are broken before.
-            connection.execute(
-                sa.text("UPDATE forms SET current_version_id = NULL, draft_version_id = NULL")
-            )
-            for table in tables:
-                connection.execute(sa.text(f'DELETE FROM "{table}"'))  # noqa: S608 - our names
             connection.execute(sa.text("DELETE FROM sqlite_sequence"))  # AUTOINCREMENT counters
     with sa.orm.Session(engine) as db_session:
         sync_roles(db_session)
