@@ -33,32 +33,50 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 #   with its cheapest parameters (still argon2id: hashes, checks and rehash-on-login behave the
 #   same). Servers the tests start as processes (``merit serve``) keep the real parameters, and
 #   tests/unit/test_passwords.py checks that the server's are the recommended ones.
-# * Flask compiles a Python function per URL rule per application (werkzeug builds it with ast
-#   and compile()): about 0.2 s for each of the thousands of applications the tests create. The
-#   builder depends only on the rule's text, parsed trace and defaults, and reaches everything
-#   else through ``self``, so it is made once per process and shared. Jinja's compiled
-#   templates are shared the same way, through its bytecode cache (checked against the source).
+# * Flask compiles every URL rule for every application (werkzeug parses it with regular
+#   expressions and builds a URL builder function with ast and compile()): about 0.2 s for
+#   each of the thousands of applications the tests create. What a rule compiles to depends
+#   only on its text, defaults and the map's settings and converters, so it is compiled once
+#   per process and the result is shared (the converters too: werkzeug's own keep nothing of
+#   their map). Jinja's compiled templates are shared the same way, through its bytecode
+#   cache (which checks them against the source).
 REAL_PASSWORD_HASHER = passwords._hasher
 passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
-_werkzeug_compile_builder = Rule._compile_builder
-_builders: dict = {}
+_werkzeug_compile = Rule.compile
+_compiled: dict = {}
 
 
-def _shared_compile_builder(self: Rule, append_unknown: bool = True):  # type: ignore[no-untyped-def]
+def _compile_once(self: Rule) -> None:
     key = (
         self.rule,
-        tuple(self._trace),
+        self.subdomain,
+        self.host,
+        self.merge_slashes,
+        self.map.host_matching,
         repr(sorted((self.defaults or {}).items())),
-        append_unknown,
+        tuple(sorted((name, id(kind)) for name, kind in self.map.converters.items())),
     )
-    builder = _builders.get(key)
-    if builder is None:
-        builder = _builders[key] = _werkzeug_compile_builder(self, append_unknown)
-    return builder
+    done = _compiled.get(key)
+    if done is None:
+        _werkzeug_compile(self)
+        _compiled[key] = (
+            self._parts,
+            self._trace,
+            self._converters,
+            set(self.arguments),
+            self._build.__func__,
+            self._build_unknown.__func__,
+        )
+        return
+    parts, trace, converters, arguments, build, build_unknown = done
+    self._parts, self._trace, self._converters = list(parts), list(trace), dict(converters)
+    self.arguments = set(arguments)
+    self._build = build.__get__(self, None)
+    self._build_unknown = build_unknown.__get__(self, None)
 
 
-Rule._compile_builder = _shared_compile_builder  # type: ignore[method-assign]
+Rule.compile = _compile_once  # type: ignore[method-assign]
 
 
 class _SharedTemplateCode(jinja2.BytecodeCache):
