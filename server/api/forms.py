@@ -7,6 +7,7 @@ GET             /v1/projects/<p>/forms/<f>.xml              the XForm, exact sto
 GET             /v1/projects/<p>/forms/<f>.xlsx | .xls      the source spreadsheet
 GET             /v1/projects/<p>/forms/<f>/versions         published versions, newest first
 GET             /v1/projects/<p>/forms/<f>/versions/<v>.xml one published version's XForm
+GET             /v1/projects/<p>/forms/<f>/fields           the fields (also draft/, versions/<v>/)
 GET             /v1/projects/<p>/forms/<f>/attachments      the published version's media
 GET, POST, DEL  /v1/projects/<p>/forms/<f>/draft            the draft (POST: new draft)
 POST            /v1/projects/<p>/forms/<f>/draft/publish    publish (?version=)
@@ -27,6 +28,7 @@ from flask import Response, jsonify, request
 
 from server import db, errors
 from server.api.blueprint import bp
+from server.api.odata_format import sanitize
 from server.api.render import iso, json_body, query_bool, success
 from server.auth import access
 from server.forms import services
@@ -71,6 +73,36 @@ def _form_json(form: Form) -> dict:
     current = services.current_version(db_session, form)
     draft = services.draft_version(db_session, form)
     return form_json(form, current or draft, draft)
+
+
+# Central's names for the types of groups and repeats, and for selects (stored as strings).
+_FIELD_TYPES = {"group": "structure", "select_one": "string", "select_multiple": "string"}
+
+
+def fields_json(version: FormVersion, *, odata: bool = False) -> list[dict]:
+    """The version's fields as Central lists them (``/fields``, which ruODK reads).
+
+    Paths are relative to the root element; with ``odata`` every name is made an OData
+    identifier, as the OData tables name their properties.
+    """
+    root = "/" + version.schema["root"]
+    listed = []
+    for field in version.schema["fields"]:
+        path = field["path"].removeprefix(root)
+        name = field["name"]
+        if odata:
+            path = "/".join(sanitize(part) if part else part for part in path.split("/"))
+            name = sanitize(name)
+        listed.append(
+            {
+                "path": path,
+                "name": name,
+                "type": _FIELD_TYPES.get(field["type"], field["type"]),
+                "binary": True if field["type"] == "binary" else None,
+                "selectMultiple": True if field["type"] == "select_multiple" else None,
+            }
+        )
+    return listed
 
 
 def attachment_json(attachment: FormAttachment, blob: Blob | None) -> dict:
@@ -236,6 +268,36 @@ def version_xml(project_id: int, xml_form_id: str, version: str):
     if found is None:
         raise errors.NotFound()
     return _xml_response(found)
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/fields")
+def list_fields(project_id: int, xml_form_id: str):
+    """List the published version's fields (``?odata=true``: names as in OData)."""
+    form = _readable(project_id, xml_form_id)
+    version = services.current_version(db.session(), form)
+    if version is None:
+        raise errors.NotFound()
+    return jsonify(fields_json(version, odata=query_bool("odata")))
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<version>/fields")
+def list_version_fields(project_id: int, xml_form_id: str, version: str):
+    """List one published version's fields."""
+    form = _readable(project_id, xml_form_id)
+    found = services.version_for_submission(
+        db.session(), form, "" if version == "___" else version, draft=False
+    )
+    if found is None:
+        raise errors.NotFound()
+    return jsonify(fields_json(found, odata=query_bool("odata")))
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/draft/fields")
+def list_draft_fields(project_id: int, xml_form_id: str):
+    """List the draft's fields."""
+    form = _form(project_id, xml_form_id)
+    access.require("form.update", project_id=project_id, form_id=form.id)
+    return jsonify(fields_json(_draft(form), odata=query_bool("odata")))
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/attachments")

@@ -260,3 +260,48 @@ def test_a_tablet_downloads_the_xform_of_an_assigned_form_only(client, manager, 
     served = client.get(f"{key}/forms/simple.xml")
     assert served.status_code == 200 and served.data.startswith(b"<?xml")
     assert served.headers["X-OpenRosa-Version"] == "1.0"
+
+
+def test_fields_list_every_field_as_central_does_for_ruodk(client, manager):
+    base, headers, viewer = manager["base"], manager["headers"], manager["viewer"]
+    body = workbooks.xlsx(workbooks.text("household.md"))
+    assert upload(client, manager, body, query="?ignoreWarnings=true").status_code == 200
+    draft = client.get(f"{base}/forms/household/draft/fields", headers=headers)
+    assert draft.status_code == 200
+    fields = {f["path"]: f for f in draft.json}
+    assert all(set(f) == {"path", "name", "type", "binary", "selectMultiple"} for f in draft.json)
+    assert fields["/respondent"] == {
+        "path": "/respondent",
+        "name": "respondent",
+        "type": "structure",
+        "binary": None,
+        "selectMultiple": None,
+    }
+    assert fields["/respondent/age"]["type"] == "int"
+    assert fields["/household"]["type"] == "repeat"
+    assert fields["/household/member/sex"]["type"] == "string"
+    assert fields["/household/member/sex"]["selectMultiple"] is None
+    assert (fields["/needs"]["type"], fields["/needs"]["selectMultiple"]) == ("string", True)
+    assert (fields["/photo"]["type"], fields["/photo"]["binary"]) == ("binary", True)
+    assert fields["/meta/instanceID"]["type"] == "string"
+    # No published version yet; a viewer may not see the draft.
+    assert client.get(f"{base}/forms/household/fields", headers=headers).status_code == 404
+    assert client.get(f"{base}/forms/household/draft/fields", headers=viewer).status_code == 403
+    for name, content in [
+        ("besoins.png", b"\x89PNG fr"),
+        ("needs.png", b"\x89PNG en"),
+        ("villages.csv", workbooks.data("villages.csv")),
+    ]:
+        client.post(
+            f"{base}/forms/household/draft/attachments/{name}", data=content, headers=headers
+        )
+    published = client.post(f"{base}/forms/household/draft/publish", headers=headers)
+    assert published.status_code == 200, published.json
+    listed = client.get(f"{base}/forms/household/fields?odata=True", headers=viewer)
+    assert listed.status_code == 200
+    assert [f["path"] for f in listed.json] == [f["path"] for f in draft.json]
+    version = client.get(f"{base}/forms/household/versions/2024050701/fields", headers=viewer)
+    assert version.json == draft.json
+    assert (
+        client.get(f"{base}/forms/household/versions/9/fields", headers=viewer).status_code == 404
+    )
