@@ -13,7 +13,11 @@ GET                 /v1/projects/<p>/datasets/<name>.svc[/$metadata|/Entities]
 
 The OData ``Entities`` table pages newest first with ``$top`` (1000 by default) and a
 ``$skiptoken`` naming the last entity sent; ``$skip``, ``$count`` and ``$select`` work as for
-submissions. ``$filter`` is not supported on entities yet (501).
+submissions. ``$filter`` takes Central's fields for entities (:data:`FILTER_FIELDS`): ``__id``,
+``__system/createdAt``, ``updatedAt``, ``deletedAt``, ``creatorId`` and ``conflict``, with the
+submissions' operators and functions (:mod:`server.api.odata_filter`); like Central, it cannot
+name the label or the list's properties (501.5). Deleted entities are left out unless the
+filter names ``__system/deletedAt``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from flask import Response, jsonify, request
 from flask_babel import gettext
 
 from server import db, errors
+from server.api import odata_filter
 from server.api.blueprint import bp
-from server.api.odata_format import FQDN_ROOT, NotImplementedFeature, PropertyNotFound, sanitize
+from server.api.odata_format import FQDN_ROOT, PropertyNotFound, sanitize
 from server.api.render import iso, json_body, query_bool, query_int
 from server.api.schemas import (
     DatasetDetailOut,
@@ -53,7 +58,7 @@ from server.api.sessions import actor_json
 from server.auth import access
 from server.auth.models import Actor
 from server.entities import services
-from server.entities.models import Dataset, DatasetProperty, EntityVersion
+from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
 from server.openrosa.protocol import base_url, quoted
 from server.projects.models import Project
 from server.submissions.paging import BadCursor
@@ -62,6 +67,19 @@ PROJECT = "/projects/<int:project_id>"
 DATASET = PROJECT + "/datasets/<name>"
 DEFAULT_PAGE = 1000
 MAX_PAGE = 5000
+DELETED_AT = "__system/deletedAt"
+
+# What ``$filter`` may name on the Entities table: Central's map for entities
+# (``odataToColumnMap`` in lib/data/entity.js). Not the label nor the properties.
+FILTER_FIELDS = {
+    "__id": odata_filter.Field(Entity.uuid, odata_filter.TEXT),
+    "__system/createdAt": odata_filter.Field(Entity.created_at, odata_filter.DATE),
+    "__system/updatedAt": odata_filter.Field(Entity.updated_at, odata_filter.DATE),
+    DELETED_AT: odata_filter.Field(Entity.deleted_at, odata_filter.DATE),
+    "__system/creatorId": odata_filter.Field(Entity.creator_id, odata_filter.NUMBER),
+    # Conflicts are not kept here (updates never conflict silently: 409.15), so always null.
+    "__system/conflict": odata_filter.Field(sa.cast(sa.null(), sa.String), odata_filter.TEXT),
+}
 
 
 def _extended() -> bool:
@@ -458,6 +476,20 @@ def _read_token(text: str) -> int:
     return payload["id"]
 
 
+def _filter() -> tuple[Any, bool | None]:
+    """Return the ``$filter``'s SQL condition (None without one) and which entities it reads.
+
+    As Central, deleted entities are left out unless the filter names ``__system/deletedAt``
+    (then the filter alone decides).
+    """
+    text = (request.args.get("$filter") or "").strip()
+    if not text:
+        return None, False
+    dialect = db.session().get_bind().dialect.name
+    parsed = odata_filter.parse(text, FILTER_FIELDS, dialect)
+    return parsed.condition, None if DELETED_AT in parsed.fields else False
+
+
 @bp.get(DATASET + ".svc/Entities")
 @documented(
     content="application/json",
@@ -466,14 +498,14 @@ def _read_token(text: str) -> int:
         "$skip": "integer",
         "$skiptoken": "string",
         "$count": "boolean",
+        "$filter": "string",
         "$select": "string",
     },
 )
 def entities_table(project_id: int, name: str):
     """Return a page of the entity list as OData rows: __id, label, __system, properties."""
     dataset, _ = _dataset(project_id, name, "entity.list")
-    if request.args.get("$filter"):
-        raise NotImplementedFeature(feature="$filter on entities")
+    condition, deleted = _filter()
     props = services.properties(db.session(), dataset)
     size = min(query_int("$top", DEFAULT_PAGE) or 0, MAX_PAGE)
     skip = query_int("$skip", 0) or 0
@@ -483,7 +515,15 @@ def entities_table(project_id: int, name: str):
             field="$skip", reason=gettext("$skip cannot be used with $skiptoken")
         )
     after = _read_token(token) if token is not None else None
-    rows = services.entities(db.session(), dataset, after_id=after, limit=size + 1, offset=skip)
+    rows = services.entities(
+        db.session(),
+        dataset,
+        deleted=deleted,
+        condition=condition,
+        after_id=after,
+        limit=size + 1,
+        offset=skip,
+    )
     more = len(rows) > size
     rows = rows[:size]
     select = request.args.get("$select")
@@ -496,5 +536,7 @@ def entities_table(project_id: int, name: str):
         params["$skiptoken"] = _token(rows[-1].entity.id)
         body["@odata.nextLink"] = f"{base_url()}{request.path}?{urlencode(params)}"
     if query_bool("$count", False):
-        body["@odata.count"] = services.count_entities(db.session(), dataset)
+        body["@odata.count"] = services.count_entities(
+            db.session(), dataset, deleted=deleted, condition=condition
+        )
     return _odata(body)

@@ -288,21 +288,32 @@ def _rows(db_session: Session, query: sa.Select) -> list[EntityRow]:
     return [EntityRow(e, v, n, name) for e, v, n, name in rows]
 
 
+def _where(dataset: Dataset, deleted: bool | None, condition: Any) -> list[Any]:
+    where = [Entity.dataset_id == dataset.id]
+    if deleted is not None:
+        where.append(Entity.deleted_at.is_not(None) if deleted else Entity.deleted_at.is_(None))
+    if condition is not None:
+        where.append(condition)
+    return where
+
+
 def entities(
     db_session: Session,
     dataset: Dataset,
     *,
-    deleted: bool = False,
+    deleted: bool | None = False,
     after_id: int | None = None,
     limit: int | None = None,
     offset: int = 0,
     newest_first: bool = True,
+    condition: Any = None,
 ) -> list[EntityRow]:
-    """Return a list's entities with their current versions (newest first, as Central)."""
-    query = sa.select(Entity).where(
-        Entity.dataset_id == dataset.id,
-        Entity.deleted_at.is_not(None) if deleted else Entity.deleted_at.is_(None),
-    )
+    """Return a list's entities with their current versions (newest first, as Central).
+
+    ``deleted``: the live entities (False), the deleted ones (True) or both (None).
+    ``condition``: an SQL condition on :class:`Entity`'s columns (an OData ``$filter``).
+    """
+    query = sa.select(Entity).where(*_where(dataset, deleted, condition))
     if after_id is not None:
         query = query.where(Entity.id < after_id if newest_first else Entity.id > after_id)
     query = query.order_by(Entity.id.desc() if newest_first else Entity.id.asc()).offset(offset)
@@ -311,12 +322,12 @@ def entities(
     return _rows(db_session, query)
 
 
-def count_entities(db_session: Session, dataset: Dataset) -> int:
-    """Count a list's live entities."""
+def count_entities(
+    db_session: Session, dataset: Dataset, *, deleted: bool | None = False, condition: Any = None
+) -> int:
+    """Count a list's live entities (or as :func:`entities` selects them)."""
     return db_session.execute(
-        sa.select(sa.func.count()).where(
-            Entity.dataset_id == dataset.id, Entity.deleted_at.is_(None)
-        )
+        sa.select(sa.func.count()).select_from(Entity).where(*_where(dataset, deleted, condition))
     ).scalar_one()
 
 

@@ -13,7 +13,7 @@ submissions.create (with an attachment, sent chunked) / get / list / edit (with 
 review (with comment) / list_comments / add_comment / get_table (Submissions and a repeat,
 top/skip/count/filter/expand/select/wkt and the nextLink), entity_lists.create/list/get/
 add_property, entities.create/create_many/list/update (baseVersion and force)/delete/
-get_table/merge, and PyODKError.is_central_error on Central's codes.
+get_table (with filter)/merge, and PyODKError.is_central_error on Central's codes.
 """
 
 from __future__ import annotations
@@ -304,6 +304,21 @@ def test_entity_lists_and_entities(client):
     row = next(r for r in table["value"] if r["__id"] == segou.uuid)
     assert row["label"] == "Segou" and row["region"] == "ML4"
     assert row["__system"]["version"] == 3
+    # $filter on Central's entity fields; the label and properties are refused as by Central.
+    updated_only = client.entities.get_table(
+        entity_list_name=name, filter="__system/updatedAt ne null", count=True
+    )
+    assert [r["__id"] for r in updated_only["value"]] == [segou.uuid]
+    assert updated_only["@odata.count"] == 1
+    by_id = client.entities.get_table(
+        entity_list_name=name,
+        filter=f"__id eq '{segou.uuid}' or year(__system/createdAt) lt 2000",
+        select="__id,label",
+    )
+    assert by_id["value"] == [{"__id": segou.uuid, "label": "Segou"}]
+    with pytest.raises(PyODKError) as by_label:
+        client.entities.get_table(entity_list_name=name, filter="label eq 'Segou'")
+    assert by_label.value.is_central_error("501.5")
 
     # merge: add a property, insert one, update one, delete the ones not given.
     actions = client.entities.merge(

@@ -1,0 +1,227 @@
+"""OData ``$filter`` over a table's own fields, with the submissions' parser.
+
+ODK Central reads every ``$filter`` with one parser and gives it, per table, the OData fields it
+may name and the columns behind them (``lib/data/odata-filter.js``; the entities' map is in
+``lib/data/entity.js``). This module does the same with :mod:`server.exports.odata`, the parser
+the submissions' OData and exports use: its tokens, precedence (``or`` < ``and`` < ``not``),
+parentheses, literals (text, numbers, dates and date-times, ``null``, ``now()``), the date
+functions ``year() month() day() hour() minute() second()`` and its null rules are kept as
+they are; only the fields come from the caller (:class:`Field`).
+
+Errors follow Central's codes:
+
+- 400.18: the text cannot be read (a word where a comparison is expected, an open
+  parenthesis, a value of the wrong type...);
+- 501.5: a field the table cannot filter on (``unsupportedODataField``), named with the ones
+  it can;
+- 501.4: OData that Central does not implement either (``unsupportedODataExpression``):
+  string and maths functions such as ``contains()``, and the arithmetic operators.
+
+    parse("__system/createdAt ge 2024-05-01 and __system/creatorId eq 5", FIELDS, "sqlite")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask_babel import gettext
+
+from server.api.odata_format import NotImplementedFeature
+from server.exports.odata import (
+    _FUNCTIONS,
+    _MIRROR,
+    _OPERATORS,
+    BadFilter,
+    _compare,
+    _datetime,
+    _Parser,
+    _Token,
+)
+
+DATE, NUMBER, TEXT = "date", "number", "text"
+MAX_LENGTH = 2000
+
+# OData's canonical functions other than the date parts: Central's parser knows them and
+# answers 501.4.
+_UNSUPPORTED_FUNCTIONS = frozenset(
+    {
+        "concat",
+        "contains",
+        "endswith",
+        "indexof",
+        "length",
+        "startswith",
+        "substring",
+        "matchesPattern",
+        "tolower",
+        "toupper",
+        "trim",
+        "date",
+        "time",
+        "fractionalseconds",
+        "totaloffsetminutes",
+        "totalseconds",
+        "maxdatetime",
+        "mindatetime",
+        "round",
+        "floor",
+        "ceiling",
+        "cast",
+        "isof",
+    }
+)
+_UNSUPPORTED_OPERATORS = frozenset({"add", "sub", "mul", "div", "divby", "mod", "has"})
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field ``$filter`` may name: the SQL expression behind it and its type."""
+
+    column: Any
+    kind: str  # DATE, NUMBER or TEXT
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A parsed ``$filter``: the SQL condition and the fields it names."""
+
+    condition: Any
+    fields: frozenset[str]
+
+
+class UnsupportedField(BadFilter):
+    """A field the table cannot be filtered on (Central's ``unsupportedODataField``)."""
+
+    code = "501.5"
+
+
+def _unsupported(feature: str) -> NotImplementedFeature:
+    """OData Central does not implement either (its ``unsupportedODataExpression``)."""
+    return NotImplementedFeature(feature=feature, code="501.4")
+
+
+class _TableParser(_Parser):
+    """The submissions' parser, reading the fields of ``fields`` instead of theirs."""
+
+    def __init__(self, text: str, dialect: str, fields: Mapping[str, Field]) -> None:
+        super().__init__(text, dialect)
+        self.fields = fields
+        self.named: set[str] = set()
+
+    def unknown(self, name: str) -> UnsupportedField:
+        return UnsupportedField(
+            reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
+            % {"found": name, "fields": ", ".join(self.fields)}
+        )
+
+    def comparison(self) -> Any:
+        token = self.peek()
+        if token is not None and token.text == "(":
+            self.take()
+            inner = self.disjunction()
+            self.expect(")")
+            return inner
+        left, left_name = self.operand()
+        operator = self.take()
+        if operator.text in _UNSUPPORTED_OPERATORS:
+            raise _unsupported(f"“{operator.text}” in $filter")
+        if operator.text not in _OPERATORS:
+            raise BadFilter(
+                reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
+                % {"found": operator.text}
+            )
+        right, right_name = self.operand()
+        if left_name == "literal" and right_name != "literal":
+            left, right = right, left
+            left_name, right_name = right_name, left_name
+            operator = _Token("word", _MIRROR[operator.text])
+        if left_name == "literal":
+            raise BadFilter(reason=gettext("a comparison needs a field on one side"))
+        return _compare(left, operator.text, self.coerce(right, left_name))
+
+    def operand(self) -> tuple[Any, str]:
+        """Return (expression or value, name): a field's name, a function's, or "literal"."""
+        token = self.peek()
+        if token is None or token.kind != "word" or token.text in ("null", "true", "false"):
+            return super().operand()
+        following = self.tokens[self.position + 1] if self.position + 1 < len(self.tokens) else None
+        if following is not None and following.text == "(":
+            return self.call()
+        self.take()
+        field = self.fields.get(token.text)
+        if field is None:
+            raise self.unknown(token.text)
+        self.named.add(token.text)
+        return field.column, token.text
+
+    def call(self) -> tuple[Any, str]:
+        name = self.peek().text
+        if name == "now":
+            return super().operand()
+        if name in _UNSUPPORTED_FUNCTIONS:
+            raise _unsupported(f"{name}() in $filter")
+        if name not in _FUNCTIONS:
+            raise BadFilter(
+                reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
+                % {"found": name, "fields": ", ".join(self.fields)}
+            )
+        self.take()
+        self.expect("(")
+        argument = self.take()
+        field = self.fields.get(argument.text)
+        if field is None and argument.kind == "word":
+            raise self.unknown(argument.text)
+        if field is None or field.kind != DATE:
+            raise BadFilter(
+                reason=gettext("%(function)s() applies to a date field") % {"function": name}
+            )
+        self.expect(")")
+        self.named.add(argument.text)
+        column = field.column
+        if self.dialect == "postgresql":
+            # extract() on a timestamptz follows the session's time zone; Central's is UTC.
+            column = sa.func.timezone("UTC", column)
+        return sa.extract(name, column), f"{name}({argument.text})"
+
+    def coerce(self, value: Any, name: str) -> Any:
+        """Check a literal against the field (or function) it is compared with."""
+        if value is None:
+            return None
+        field = self.fields.get(name)
+        kind = field.kind if field is not None else NUMBER
+        if kind == DATE:
+            if isinstance(value, str):
+                return _datetime(value)
+            if isinstance(value, dt.datetime):
+                return value
+        elif kind == NUMBER:
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                return int(value)  # Central's PostgreSQL reads '5' as 5 for an integer column
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BadFilter(
+                    reason=gettext("%(field)s is compared with a number") % {"field": name}
+                )
+            return value
+        elif isinstance(value, str):
+            return value
+        raise BadFilter(
+            reason=gettext("%(value)s cannot be compared with %(field)s")
+            % {"value": str(value), "field": name}
+        )
+
+
+def parse(text: str, fields: Mapping[str, Field], dialect: str = "postgresql") -> Filter:
+    """Return the SQL condition a ``$filter`` on these fields means, and the fields it names.
+
+    Raise 400.18 for text that cannot be used, 501.5 for a field not in ``fields``, 501.4 for
+    OData functions and operators that are not implemented.
+    """
+    if len(text) > MAX_LENGTH:
+        raise BadFilter(reason=gettext("the expression is too long"))
+    parser = _TableParser(text, dialect, fields)
+    condition = parser.parse()
+    return Filter(condition, frozenset(parser.named))
