@@ -72,7 +72,10 @@ def _form_json(form: Form) -> dict:
     db_session = db.session()
     current = services.current_version(db_session, form)
     draft = services.draft_version(db_session, form)
-    return form_json(form, current or draft, draft)
+    # The draftToken opens the draft to whoever holds it (/v1/test/<token>/...): only those
+    # who may change the form are shown it, as the draft's own routes require.
+    may_test = access.can("form.update", project_id=form.project_id, form_id=form.id)
+    return form_json(form, current or draft, draft if may_test else None)
 
 
 # Central's names for the types of groups and repeats, and for selects (stored as strings).
