@@ -46,6 +46,29 @@ def find_by_token(db_session: Session, token: str) -> AppUser | None:
     ).scalar_one_or_none()
 
 
+# Every request a tablet makes runs this: built once, in Core (no ORM entities to load).
+_APP_USERS, _ACTORS, _ASSIGNMENTS = AppUser.__table__, Actor.__table__, Assignment.__table__
+_PRINCIPAL_BY_TOKEN = (
+    sa.select(
+        _APP_USERS.c.actor_id,
+        _APP_USERS.c.project_id,
+        _ACTORS.c.display_name,
+        _ASSIGNMENTS.c.actee,
+        _ASSIGNMENTS.c.role_id,
+    )
+    .select_from(
+        _APP_USERS.join(_ACTORS, _ACTORS.c.id == _APP_USERS.c.actor_id).outerjoin(
+            _ASSIGNMENTS, _ASSIGNMENTS.c.actor_id == _APP_USERS.c.actor_id
+        )
+    )
+    .where(
+        _APP_USERS.c.token_hash == sa.bindparam("token_hash"),
+        _APP_USERS.c.revoked_at.is_(None),
+        _ACTORS.c.deleted_at.is_(None),
+    )
+)
+
+
 def principal_by_token(
     db_session: Session, token: str
 ) -> tuple[int, int, str, list[tuple[str, int]]] | None:
@@ -53,22 +76,7 @@ def principal_by_token(
 
     One query for identity and rights: it runs on every request a tablet makes.
     """
-    rows = db_session.execute(
-        sa.select(
-            AppUser.actor_id,
-            AppUser.project_id,
-            Actor.display_name,
-            Assignment.actee,
-            Assignment.role_id,
-        )
-        .join(Actor, Actor.id == AppUser.actor_id)
-        .outerjoin(Assignment, Assignment.actor_id == AppUser.actor_id)
-        .where(
-            AppUser.token_hash == token_hash(token),
-            AppUser.revoked_at.is_(None),
-            Actor.deleted_at.is_(None),
-        )
-    ).all()
+    rows = db_session.execute(_PRINCIPAL_BY_TOKEN, {"token_hash": token_hash(token)}).all()
     if not rows:
         return None
     actor_id, project_id, display_name = rows[0][:3]

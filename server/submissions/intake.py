@@ -151,6 +151,45 @@ def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | 
     ).scalar_one_or_none()
 
 
+FORMS, FORM_VERSIONS = Form.__table__, FormVersion.__table__
+
+
+def _target_statement(*, draft: bool) -> sa.Select:
+    """The form and the version a record names, in one query (built once, in Core)."""
+    matches = (
+        FORM_VERSIONS.c.id == FORMS.c.draft_version_id
+        if draft
+        else FORM_VERSIONS.c.published_at.is_not(None)
+    )
+    return (
+        sa.select(
+            FORMS.c.id,
+            FORMS.c.state,
+            FORM_VERSIONS.c.id,
+            FORM_VERSIONS.c.hash,
+            FORM_VERSIONS.c.published_at,
+        )
+        .select_from(
+            FORMS.outerjoin(
+                FORM_VERSIONS,
+                sa.and_(
+                    FORM_VERSIONS.c.form_id == FORMS.c.id,
+                    FORM_VERSIONS.c.version == sa.bindparam("version"),
+                    matches,
+                ),
+            )
+        )
+        .where(
+            FORMS.c.project_id == sa.bindparam("project_id"),
+            FORMS.c.xml_form_id == sa.bindparam("xml_form_id"),
+            FORMS.c.deleted_at.is_(None),
+        )
+    )
+
+
+_TARGET = {draft: _target_statement(draft=draft) for draft in (False, True)}
+
+
 def _target(
     db_session: Session, project_id: int, xml_form_id: str, version: str, *, draft: bool
 ) -> tuple[FormRef | None, int | None, str | None, bool]:
@@ -159,20 +198,9 @@ def _target(
     Records filled on any published version are accepted (tablets update at their own pace);
     draft test records must name the draft's version.
     """
-    matches = (
-        FormVersion.id == Form.draft_version_id if draft else FormVersion.published_at.is_not(None)
-    )
     row = db_session.execute(
-        sa.select(Form.id, Form.state, FormVersion.id, FormVersion.hash, FormVersion.published_at)
-        .outerjoin(
-            FormVersion,
-            sa.and_(FormVersion.form_id == Form.id, FormVersion.version == version, matches),
-        )
-        .where(
-            Form.project_id == project_id,
-            Form.xml_form_id == xml_form_id,
-            Form.deleted_at.is_(None),
-        )
+        _TARGET[draft],
+        {"project_id": project_id, "xml_form_id": xml_form_id, "version": version},
     ).first()
     if row is None:
         return None, None, None, False

@@ -61,11 +61,19 @@ class ParsedSubmission:
     encrypted_media: list[str] = field(default_factory=list)
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def local(tag: Any) -> str:
     """Return the local name of an element tag (``{ns}name`` -> ``name``)."""
-    if not isinstance(tag, str):
-        return ""
-    return tag.rpartition("}")[2]
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        if not isinstance(tag, str):
+            return ""
+        name = tag.rpartition("}")[2]
+        if len(_LOCAL_NAMES) < 10_000:  # a form's tags repeat from record to record
+            _LOCAL_NAMES[tag] = name
+    return name
 
 
 def parse_xml(data: bytes) -> etree._Element:
@@ -86,22 +94,22 @@ def parse_xml(data: bytes) -> etree._Element:
     return root
 
 
+# Both bounds are checked by libxml2's XPath engine, in C: a Python walk of every element cost
+# more than the rest of parsing a record.
+_TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_DEPTH + 1) + ")")
+_COUNT = etree.XPath("count(//*)")
+
+
 def _check_shape(root: etree._Element) -> None:
     """Refuse documents too deep or too large to be a form's record."""
-    count = 0
-    stack = [(root, 1)]
-    while stack:
-        element, depth = stack.pop()
-        count += 1
-        if depth > MAX_DEPTH:
-            raise errors.HostileInput(
-                reason=_("the XML is nested deeper than %(limit)s levels", limit=MAX_DEPTH)
-            )
-        if count > MAX_ELEMENTS:
-            raise errors.HostileInput(
-                reason=_("the XML has more than %(limit)s elements", limit=MAX_ELEMENTS)
-            )
-        stack.extend((child, depth + 1) for child in element if isinstance(child.tag, str))
+    if _TOO_DEEP(root):
+        raise errors.HostileInput(
+            reason=_("the XML is nested deeper than %(limit)s levels", limit=MAX_DEPTH)
+        )
+    if _COUNT(root) > MAX_ELEMENTS:
+        raise errors.HostileInput(
+            reason=_("the XML has more than %(limit)s elements", limit=MAX_ELEMENTS)
+        )
 
 
 def _child(element: etree._Element, name: str) -> etree._Element | None:
