@@ -242,6 +242,9 @@ def _answer(receipt: intake.Receipt) -> Response:
             present=receipt.attachments_present,
             expected=receipt.attachments_expected,
         )
+    elif receipt.outcome == "duplicate" and receipt.attachments_received:
+        # The last part of a split upload (or a resend that brought what was missing).
+        text = gettext("Record complete: all its files have been received.")
     elif receipt.outcome == "duplicate":
         text = gettext("This record had already been received. Nothing was lost.")
     elif receipt.outcome == "edited":

@@ -102,6 +102,8 @@ def test_a_record_split_over_three_posts_becomes_one_complete_record(client, dev
     second = post(client, device, xml, {names[2]: files[names[2]]}, incomplete=True)
     third = post(client, device, xml, {names[3]: files[names[3]]})
     assert second.status_code == third.status_code == 201
+    # The tablet is told when the last file has come (and not that it sent a duplicate).
+    assert message_of(third) == "Fiche complète : tous ses fichiers ont été reçus."
     assert count(db_session, Submission) == 1
     version = db_session.scalars(sa.select(SubmissionVersion)).one()
     assert (version.attachments_expected, version.attachments_present) == (4, 4)
