@@ -74,8 +74,7 @@ def _form_json(form: Form) -> dict:
     draft = services.draft_version(db_session, form)
     # The draftToken opens the draft to whoever holds it (/v1/test/<token>/...): only those
     # who may change the form are shown it, as the draft's own routes require.
-    may_test = access.can("form.update", project_id=form.project_id, form_id=form.id)
-    return form_json(form, current or draft, draft if may_test else None)
+    return form_json(form, current or draft, draft if _may_change(form) else None)
 
 
 # Central's names for the types of groups and repeats, and for selects (stored as strings).
@@ -139,12 +138,22 @@ def _form(project_id: int, xml_form_id: str) -> Form:
 
 
 def _readable(project_id: int, xml_form_id: str) -> Form:
-    """Return a form the actor may read; a device gets 404 for forms not assigned to it."""
+    """Return a form the actor may read; a device gets 404 for forms not assigned to it.
+
+    A form never published is only a draft: as in Central, it exists only for those who may
+    change it (404 for everyone else).
+    """
     form = _form(project_id, xml_form_id)
     access.require_actor()
     if not access.can("form.read", project_id=project_id, form_id=form.id):
         raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    if form.current_version_id is None and not _may_change(form):
+        raise errors.NotFound()
     return form
+
+
+def _may_change(form: Form) -> bool:
+    return access.can("form.update", project_id=form.project_id, form_id=form.id)
 
 
 def _draft(form: Form) -> FormVersion:
@@ -204,7 +213,10 @@ def list_forms(project_id: int):
     """List the project's forms."""
     _project(project_id)
     access.require("form.list", project_id=project_id)
-    return jsonify([_form_json(form) for form in services.list_forms(db.session(), project_id)])
+    forms = services.list_forms(db.session(), project_id)
+    # Forms never published are drafts: listed only for those who may change them.
+    listed = [f for f in forms if f.current_version_id is not None or _may_change(f)]
+    return jsonify([_form_json(form) for form in listed])
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>")

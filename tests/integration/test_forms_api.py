@@ -305,3 +305,18 @@ def test_fields_list_every_field_as_central_does_for_ruodk(client, manager):
     assert (
         client.get(f"{base}/forms/household/versions/9/fields", headers=viewer).status_code == 404
     )
+
+
+def test_a_form_never_published_exists_only_for_those_who_may_change_it(client, manager):
+    base = manager["base"]
+    upload(client, manager, workbooks.xlsx(workbooks.simple("1")), query="?publish=true")
+    upload(client, manager, workbooks.xlsx(workbooks.simple("1", form_id="brouillon")))
+    as_manager = client.get(f"{base}/forms", headers=manager["headers"]).json
+    as_viewer = client.get(f"{base}/forms", headers=manager["viewer"]).json
+    assert [f["xmlFormId"] for f in as_manager] == ["brouillon", "simple"]
+    assert [f["xmlFormId"] for f in as_viewer] == ["simple"]
+    assert client.get(f"{base}/forms/brouillon", headers=manager["viewer"]).status_code == 404
+    assert client.get(f"{base}/forms/brouillon", headers=manager["headers"]).status_code == 200
+    # Once published, the analyst sees it.
+    client.post(f"{base}/forms/brouillon/draft/publish", headers=manager["headers"])
+    assert client.get(f"{base}/forms/brouillon", headers=manager["viewer"]).status_code == 200
