@@ -32,14 +32,14 @@ from flask_babel import gettext
 
 from server.api.odata_format import NotImplementedFeature
 from server.exports.odata import (
-    _FUNCTIONS,
-    _MIRROR,
-    _OPERATORS,
+    FUNCTIONS,
+    MIRROR,
+    OPERATORS,
     BadFilter,
-    _compare,
-    _datetime,
-    _Parser,
-    _Token,
+    Parser,
+    Token,
+    compare,
+    parse_datetime,
 )
 
 DATE, NUMBER, TEXT = "date", "number", "text"
@@ -104,7 +104,7 @@ def _unsupported(feature: str) -> NotImplementedFeature:
     return NotImplementedFeature(feature=feature, code="501.4")
 
 
-class _TableParser(_Parser):
+class _TableParser(Parser):
     """The submissions' parser, reading the fields of ``fields`` instead of theirs."""
 
     def __init__(self, text: str, dialect: str, fields: Mapping[str, Field]) -> None:
@@ -129,7 +129,7 @@ class _TableParser(_Parser):
         operator = self.take()
         if operator.text in _UNSUPPORTED_OPERATORS:
             raise _unsupported(f"“{operator.text}” in $filter")
-        if operator.text not in _OPERATORS:
+        if operator.text not in OPERATORS:
             raise BadFilter(
                 reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
                 % {"found": operator.text}
@@ -138,10 +138,10 @@ class _TableParser(_Parser):
         if left_name == "literal" and right_name != "literal":
             left, right = right, left
             left_name, right_name = right_name, left_name
-            operator = _Token("word", _MIRROR[operator.text])
+            operator = Token("word", MIRROR[operator.text])
         if left_name == "literal":
             raise BadFilter(reason=gettext("a comparison needs a field on one side"))
-        return _compare(left, operator.text, self.coerce(right, left_name))
+        return compare(left, operator.text, self.coerce(right, left_name))
 
     def operand(self) -> tuple[Any, str]:
         """Return (expression or value, name): a field's name, a function's, or "literal"."""
@@ -164,7 +164,7 @@ class _TableParser(_Parser):
             return super().operand()
         if name in _UNSUPPORTED_FUNCTIONS:
             raise _unsupported(f"{name}() in $filter")
-        if name not in _FUNCTIONS:
+        if name not in FUNCTIONS:
             raise BadFilter(
                 reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
                 % {"found": name, "fields": ", ".join(self.fields)}
@@ -195,7 +195,7 @@ class _TableParser(_Parser):
         kind = field.kind if field is not None else NUMBER
         if kind == DATE:
             if isinstance(value, str):
-                return _datetime(value)
+                return parse_datetime(value)
             if isinstance(value, dt.datetime):
                 return value
         elif kind == NUMBER:

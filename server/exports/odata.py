@@ -6,6 +6,9 @@ with ``eq ne lt le gt ge``, ``and or not``, parentheses, ``null`` and the date f
 ``year() month() day() hour() minute() second()`` and ``now()``. pyodk and Power BI send
 exactly that. Anything else is refused with a 400 saying what was not understood.
 
+The parser (:class:`Parser`, its tokens and comparisons) is shared: the entities' OData table
+reads its own fields with it (:mod:`server.api.odata_filter`).
+
     __system/submissionDate ge 2024-05-01 and __system/reviewState ne 'rejected'
 """
 
@@ -42,19 +45,19 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
-_OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
-_FUNCTIONS = {"year", "month", "day", "hour", "minute", "second"}
+OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
+FUNCTIONS = {"year", "month", "day", "hour", "minute", "second"}
 _DATES = {"__system/submissionDate", "__system/updatedAt", "__system/deletedAt"}
 
 
 @dataclass
-class _Token:
+class Token:
     kind: str
     text: str
 
 
-def _tokens(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
+def _tokens(text: str) -> list[Token]:
+    tokens: list[Token] = []
     position = 0
     text = text.strip()
     while position < len(text):
@@ -65,7 +68,7 @@ def _tokens(text: str) -> list[_Token]:
                 % {"rest": text[position:].strip()[:40]}
             )
         kind = match.lastgroup or ""
-        tokens.append(_Token(kind, match.group(kind)))
+        tokens.append(Token(kind, match.group(kind)))
         position = match.end()
         while position < len(text) and text[position].isspace():
             position += 1
@@ -83,7 +86,7 @@ def _columns() -> dict[str, Any]:
     }
 
 
-class _Parser:
+class Parser:
     """A recursive-descent parser producing SQLAlchemy expressions."""
 
     def __init__(self, text: str, dialect: str) -> None:
@@ -91,10 +94,10 @@ class _Parser:
         self.position = 0
         self.dialect = dialect
 
-    def peek(self) -> _Token | None:
+    def peek(self) -> Token | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
 
-    def take(self) -> _Token:
+    def take(self) -> Token:
         token = self.peek()
         if token is None:
             raise BadFilter(reason=gettext("the expression ends too early"))
@@ -145,7 +148,7 @@ class _Parser:
             return inner
         left, left_kind = self.operand()
         operator = self.take()
-        if operator.text not in _OPERATORS:
+        if operator.text not in OPERATORS:
             raise BadFilter(
                 reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
                 % {"found": operator.text}
@@ -154,16 +157,16 @@ class _Parser:
         if left_kind == "literal" and right_kind != "literal":
             left, right = right, left
             left_kind, right_kind = right_kind, left_kind
-            operator = _Token("word", _MIRROR[operator.text])
+            operator = Token("word", MIRROR[operator.text])
         if left_kind == "literal":
             raise BadFilter(reason=gettext("a comparison needs a field on one side"))
         right = _coerce(right, left_kind)
-        return _compare(left, operator.text, right)
+        return compare(left, operator.text, right)
 
     def operand(self) -> tuple[Any, str]:
         """Return (expression or value, kind); kind is a field name, "number" or "literal"."""
         token = self.take()
-        if token.kind == "word" and token.text in _FUNCTIONS:
+        if token.kind == "word" and token.text in FUNCTIONS:
             self.expect("(")
             argument = self.take()
             if argument.text not in _DATES:
@@ -192,17 +195,17 @@ class _Parser:
         if token.kind == "number":
             return (float(token.text) if "." in token.text else int(token.text)), "literal"
         if token.kind == "datetime":
-            return _datetime(token.text), "literal"
+            return parse_datetime(token.text), "literal"
         raise BadFilter(
             reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
             % {"found": token.text, "fields": ", ".join(_columns())}
         )
 
 
-_MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
 
 
-def _datetime(text: str) -> dt.datetime:
+def parse_datetime(text: str) -> dt.datetime:
     try:
         if len(text) == 10:
             return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
@@ -218,7 +221,7 @@ def _coerce(value: Any, kind: str) -> Any:
         return None
     if kind in _DATES:
         if isinstance(value, str):
-            return _datetime(value)
+            return parse_datetime(value)
         if isinstance(value, dt.datetime):
             return value
     elif kind in ("__system/submitterId", "number"):
@@ -233,7 +236,7 @@ def _coerce(value: Any, kind: str) -> Any:
     )
 
 
-def _compare(left: Any, operator: str, right: Any) -> Any:
+def compare(left: Any, operator: str, right: Any) -> Any:
     if right is None:
         if operator == "eq":
             return left.is_(None)
@@ -258,4 +261,4 @@ def parse_filter(text: str, dialect: str = "postgresql") -> Any:
     """Return the SQL condition a Central ``$filter`` expression means; raise 400 if unusable."""
     if len(text) > 2000:
         raise BadFilter(reason=gettext("the expression is too long"))
-    return _Parser(text, dialect).parse()
+    return Parser(text, dialect).parse()
