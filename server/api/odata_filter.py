@@ -33,12 +33,9 @@ from flask_babel import gettext
 from server.api.odata_format import NotImplementedFeature
 from server.exports.odata import (
     FUNCTIONS,
-    MIRROR,
-    OPERATORS,
     BadFilter,
     Parser,
     Token,
-    compare,
     parse_datetime,
 )
 
@@ -118,30 +115,9 @@ class _TableParser(Parser):
             % {"found": name, "fields": ", ".join(self.fields)}
         )
 
-    def comparison(self) -> Any:
-        token = self.peek()
-        if token is not None and token.text == "(":
-            self.take()
-            inner = self.disjunction()
-            self.expect(")")
-            return inner
-        left, left_name = self.operand()
-        operator = self.take()
+    def check_operator(self, operator: Token) -> None:
         if operator.text in _UNSUPPORTED_OPERATORS:
             raise _unsupported(f"“{operator.text}” in $filter")
-        if operator.text not in OPERATORS:
-            raise BadFilter(
-                reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
-                % {"found": operator.text}
-            )
-        right, right_name = self.operand()
-        if left_name == "literal" and right_name != "literal":
-            left, right = right, left
-            left_name, right_name = right_name, left_name
-            operator = Token("word", MIRROR[operator.text])
-        if left_name == "literal":
-            raise BadFilter(reason=gettext("a comparison needs a field on one side"))
-        return compare(left, operator.text, self.coerce(right, left_name))
 
     def operand(self) -> tuple[Any, str]:
         """Return (expression or value, name): a field's name, a function's, or "literal"."""

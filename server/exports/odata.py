@@ -148,6 +148,7 @@ class Parser:
             return inner
         left, left_kind = self.operand()
         operator = self.take()
+        self.check_operator(operator)
         if operator.text not in OPERATORS:
             raise BadFilter(
                 reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
@@ -160,8 +161,14 @@ class Parser:
             operator = Token("word", MIRROR[operator.text])
         if left_kind == "literal":
             raise BadFilter(reason=gettext("a comparison needs a field on one side"))
-        right = _coerce(right, left_kind)
-        return compare(left, operator.text, right)
+        return compare(left, operator.text, self.coerce(right, left_kind))
+
+    def check_operator(self, operator: Token) -> None:
+        """Refuse an operator before it is read as a comparison (a hook for other tables)."""
+
+    def coerce(self, value: Any, kind: str) -> Any:
+        """Check a literal against the field (or function) it is compared with."""
+        return _coerce(value, kind)
 
     def operand(self) -> tuple[Any, str]:
         """Return (expression or value, kind); kind is a field name, "number" or "literal"."""
