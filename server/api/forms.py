@@ -156,6 +156,17 @@ def _may_change(form: Form) -> bool:
     return access.can("form.update", project_id=form.project_id, form_id=form.id)
 
 
+def _published(project_id: int, xml_form_id: str, version: str) -> FormVersion:
+    """Return one published version of a readable form (``___`` names the empty version)."""
+    form = _readable(project_id, xml_form_id)
+    found = services.version_for_submission(
+        db.session(), form, "" if version == "___" else version, draft=False
+    )
+    if found is None:
+        raise errors.NotFound()
+    return found
+
+
 def _draft(form: Form) -> FormVersion:
     draft = services.draft_version(db.session(), form)
     if draft is None:
@@ -276,13 +287,7 @@ def list_versions(project_id: int, xml_form_id: str):
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<version>.xml")
 def version_xml(project_id: int, xml_form_id: str, version: str):
     """Serve one published version's XForm (``___`` names the empty version, as in Central)."""
-    form = _readable(project_id, xml_form_id)
-    found = services.version_for_submission(
-        db.session(), form, "" if version == "___" else version, draft=False
-    )
-    if found is None:
-        raise errors.NotFound()
-    return _xml_response(found)
+    return _xml_response(_published(project_id, xml_form_id, version))
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/fields")
@@ -298,12 +303,7 @@ def list_fields(project_id: int, xml_form_id: str):
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<version>/fields")
 def list_version_fields(project_id: int, xml_form_id: str, version: str):
     """List one published version's fields."""
-    form = _readable(project_id, xml_form_id)
-    found = services.version_for_submission(
-        db.session(), form, "" if version == "___" else version, draft=False
-    )
-    if found is None:
-        raise errors.NotFound()
+    found = _published(project_id, xml_form_id, version)
     return jsonify(fields_json(found, odata=query_bool("odata")))
 
 
