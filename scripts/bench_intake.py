@@ -405,8 +405,9 @@ def start_server(
 # ---- the load generator ----------------------------------------------------------------------
 
 
-def _read_response(sock: socket.socket, buffer: bytearray) -> int:
-    """Read one HTTP response from a keep-alive socket; return its status."""
+def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bool]:
+    """Read one HTTP response from a keep-alive socket; return its status and whether the
+    server closes the connection after it (``Connection: close``)."""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
         if not chunk:
@@ -415,17 +416,21 @@ def _read_response(sock: socket.socket, buffer: bytearray) -> int:
     head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = 0
+    closing = False
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value.strip())
+        elif name == b"connection":
+            closing = value.strip().lower() == b"close"
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("server closed the connection")
         rest += chunk
     buffer[:] = rest[length:]
-    return status
+    return status, closing
 
 
 def run_load(port: int, requests_for: callable, concurrency: int, seconds: float) -> dict:
@@ -443,12 +448,18 @@ def run_load(port: int, requests_for: callable, concurrency: int, seconds: float
             number += 1
             began = time.perf_counter()
             sock.sendall(request)
-            status = _read_response(sock, buffer)
+            status, closing = _read_response(sock, buffer)
             latencies[slot].append(time.perf_counter() - began)
             if status == 201:
                 done[slot] += 1
             else:
                 errors[slot] += 1
+            if closing:
+                # A nearly full worker stops keeping connections alive (server/ops/worker.py):
+                # connect again, as HTTP clients do, to whichever worker has room.
+                sock.close()
+                sock = socket.create_connection(("127.0.0.1", port))
+                buffer.clear()
         sock.close()
 
     began = time.perf_counter()
