@@ -5,11 +5,11 @@ from __future__ import annotations
 from argon2 import PasswordHasher, Type
 
 from server.auth import passwords
-from tests.conftest import REAL_PASSWORD_HASHER
+from tests.support.fast import REAL_PASSWORD_HASHER
 
 
 def test_the_server_hashes_with_argon2id_at_the_recommended_parameters():
-    # The suite swaps in cheap parameters for speed (tests/conftest.py); the server's own
+    # The suite swaps in cheap parameters for speed (tests/support/fast.py); the server's own
     # hasher, kept aside there, is the library's recommendation (RFC 9106's second choice).
     recommended = PasswordHasher()
     assert REAL_PASSWORD_HASHER.type is Type.ID
