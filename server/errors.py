@@ -29,7 +29,8 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, render_template_string, request
 from flask_babel import lazy_gettext
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,40 @@ class Unavailable(Problem):
     )
 
 
+class DatabaseUnavailable(Unavailable):
+    # PostgreSQL restarting or unreachable, SQLite locked past its wait, the pool exhausted:
+    # transient, so 503 with Retry-After rather than 500. Whether the request's changes were
+    # committed is unknown when a connection drops during COMMIT; a retry is safe either way
+    # (intake recognises a record it already has).
+    code = "503.4"
+    message = lazy_gettext(
+        "The server's database is not answering for a moment. Try again shortly; a record that "
+        "was not acknowledged stays on the tablet and is sent again automatically."
+    )
+
+
+DATABASE_RETRY_AFTER_SECONDS = 10
+
+# SQLite reports programming errors ("no such table") as OperationalError too; only these are
+# the passing kind.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o error")
+
+
+def database_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """Return the 503 for a database error that goes away by itself, or None for any other."""
+    if isinstance(exc, PoolTimeout):
+        transient = True
+    elif isinstance(exc, OperationalError | InterfaceError):
+        text = str(exc.orig if exc.orig is not None else exc).lower()
+        is_sqlite = type(exc.orig).__module__.startswith("sqlite3")
+        transient = not is_sqlite or any(marker in text for marker in _SQLITE_TRANSIENT)
+    else:
+        transient = False
+    if not transient:
+        return None
+    return DatabaseUnavailable(headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 # ---- rendering -------------------------------------------------------------------------------
 
 # Which renderer a request's problems use, by blueprint (set by each blueprint at registration).
@@ -458,6 +493,19 @@ def register(app: Flask) -> None:
         # A value the database cannot hold (a NUL byte in text, a number out of range):
         # the client sent it, so it is the client's problem to hear about.
         return render(UnexpectedValue(field="value", reason="it cannot be stored"))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database(exc: Exception) -> Response:
+        problem = database_unavailable(exc)
+        if problem is None:
+            return _unexpected(exc)
+        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.path, "".join(first_line)
+        )
+        return render(problem)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

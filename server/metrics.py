@@ -134,12 +134,14 @@ def record_rejected(exc: BaseException) -> None:
     """Count an upload refused with ``exc`` (a Problem, a 413, or anything unexpected)."""
     from werkzeug.exceptions import RequestEntityTooLarge
 
-    from server.errors import Problem, XmlConflict
+    from server.errors import Problem, XmlConflict, database_unavailable
 
     if isinstance(exc, Problem):
         code = exc.code
     elif isinstance(exc, RequestEntityTooLarge):
         code = "413.1"
+    elif (unavailable := database_unavailable(exc)) is not None:
+        code = unavailable.code
     else:
         code = "500.1"
     REJECTIONS.labels(code).inc()

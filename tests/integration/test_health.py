@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import sqlalchemy as sa
 from flask import Blueprint
 
 from server import migrate
 from server.db import create_engine
 from tests.conftest import make_app
+from tests.support.openrosa import OPENROSA, message_of
 
 
 def test_healthz_answers_while_the_process_runs(client):
@@ -96,3 +99,37 @@ def test_wal_mode_on_sqlite(tmp_path):
         assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_a_database_away_is_503_with_retry_after_for_tablets_and_the_api(tmp_path):
+    # PostgreSQL restarting or unreachable: a passing state, so Collect and API clients are
+    # told to come back (503, Retry-After), not that the server is broken (500).
+    client = make_app("postgresql://nobody@127.0.0.1:1/nothing", tmp_path).test_client()
+    body = {"xml_submission_file": (io.BytesIO(b'<data id="menage"/>'), "submission.xml")}
+    tablet = client.post(
+        "/v1/key/" + "a" * 64 + "/projects/1/submission",
+        data=body,
+        headers={**OPENROSA, "Accept-Language": "fr"},
+    )
+    assert tablet.status_code == 503
+    assert tablet.headers["Retry-After"] == "10"
+    assert tablet.mimetype == "text/xml"
+    assert "reste sur la tablette" in message_of(tablet)
+
+    api = client.get("/v1/projects", headers={"Authorization": "Bearer " + "b" * 64})
+    assert api.status_code == 503
+    assert api.headers["Retry-After"] == "10"
+    assert api.json["code"] == 503.4
+
+
+def test_a_database_never_migrated_is_a_500_not_a_503(tmp_path):
+    # SQLite says OperationalError for a missing table too: that is a broken deployment, which
+    # waiting will not mend, so it must not be dressed up as a passing outage.
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    api = (
+        make_app(url, tmp_path)
+        .test_client()
+        .get("/v1/projects", headers={"Authorization": "Bearer " + "b" * 64})
+    )
+    assert api.status_code == 500
+    assert api.json["code"] == 500.1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import sqlite3
+
+from sqlalchemy import exc as sa_exc
 
 from server import errors
 
@@ -62,3 +65,26 @@ def test_each_code_means_one_thing_across_the_whole_server(bare_app):
                 if not related and not common:
                     clashes.append((code, a.__qualname__, b.__qualname__))
     assert not clashes, clashes
+
+
+def _operational(orig: BaseException) -> sa_exc.OperationalError:
+    return sa_exc.OperationalError("SELECT 1", {}, orig)
+
+
+def test_a_database_that_is_away_or_busy_is_503_with_retry_after():
+    for exc in (
+        _operational(sqlite3.OperationalError("database is locked")),
+        _operational(sqlite3.OperationalError("disk I/O error")),
+        _operational(ConnectionRefusedError("connection refused")),  # any PostgreSQL driver's
+        sa_exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+    ):
+        problem = errors.database_unavailable(exc)
+        assert problem is not None, exc
+        assert problem.code == "503.4"
+        assert problem.headers == {"Retry-After": str(errors.DATABASE_RETRY_AFTER_SECONDS)}
+
+
+def test_a_programming_error_sqlite_calls_operational_stays_a_500():
+    no_table = _operational(sqlite3.OperationalError("no such table: x"))
+    assert errors.database_unavailable(no_table) is None
+    assert errors.database_unavailable(RuntimeError("database is locked")) is None
