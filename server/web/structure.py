@@ -7,6 +7,7 @@ database; the pages pass the schema and the record's document in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,10 @@ from typing import Any
 from flask_babel import lazy_gettext
 
 from server.web.labels import pick
+
+# A reference to another answer in a label, as the schema writes XForm outputs: ``${name}``,
+# or ``${../name}`` for a sibling inside a repeat (pyxform writes those relative).
+_REFERENCE = re.compile(r"\$\{(?:\.\./)*([A-Za-z_][\w.-]*)\}")
 
 _TYPES = {
     "string": lazy_gettext("text"),
@@ -168,8 +173,34 @@ def answers(
         children.setdefault(parent if parent != f"/{root}" else None, []).append(entry)
     out: list[Answer] = []
 
-    def value_of(entry: Mapping[str, Any], raw: Any) -> Answer:
+    def scope_of(parent: str | None, container: Any) -> dict[str, str]:
+        # The answers a label inside ``container`` may name: its fields and those of its
+        # groups, not those of repeats within it (each instance is a scope of its own).
+        found: dict[str, str] = {}
+
+        def collect(parent: str | None, container: Any) -> None:
+            if not isinstance(container, Mapping):
+                return
+            for entry in children.get(parent, []):
+                value = container.get(entry.get("name", ""))
+                if entry.get("kind") == "group":
+                    collect(entry["path"], value)
+                elif entry.get("kind") != "repeat" and isinstance(value, str | int | float):
+                    found.setdefault(entry.get("name", ""), str(value))
+
+        collect(parent, container)
+        return found
+
+    def label_of(entry: Mapping[str, Any], scopes: tuple[dict[str, str], ...]) -> str:
+        # As ODK Collect shows it: each ``${name}`` replaced by that answer, looked up from the
+        # innermost repeat instance outwards; one never answered shows as nothing.
         label = pick(entry.get("labels"), language, entry.get("name", ""))
+        return _REFERENCE.sub(
+            lambda m: next((scope[m[1]] for scope in reversed(scopes) if m[1] in scope), ""),
+            label,
+        )
+
+    def value_of(entry: Mapping[str, Any], raw: Any, label: str) -> Answer:
         answer = Answer(0, "field", label, entry.get("name", ""))
         if raw is None or raw == "":
             return answer
@@ -196,23 +227,25 @@ def answers(
             answer.value = text
         return answer
 
-    def walk(parent: str | None, container: Any, depth: int) -> None:
+    def walk(
+        parent: str | None, container: Any, depth: int, scopes: tuple[dict[str, str], ...]
+    ) -> None:
         for entry in children.get(parent, []):
             name = entry.get("name", "")
             value = container.get(name) if isinstance(container, Mapping) else None
-            label = pick(entry.get("labels"), language, name)
             if entry.get("kind") == "repeat":
                 instances = value if isinstance(value, list) else ([value] if value else [])
                 for number, instance in enumerate(instances, 1):
-                    out.append(Answer(depth, "repeat", f"{label} #{number}", name))
-                    walk(entry["path"], instance, depth + 1)
+                    inner = (*scopes, scope_of(entry["path"], instance))
+                    out.append(Answer(depth, "repeat", f"{label_of(entry, inner)} #{number}", name))
+                    walk(entry["path"], instance, depth + 1, inner)
             elif entry.get("kind") == "group":
-                out.append(Answer(depth, "group", label, name))
-                walk(entry["path"], value, depth + 1)
+                out.append(Answer(depth, "group", label_of(entry, scopes), name))
+                walk(entry["path"], value, depth + 1, scopes)
             else:
-                answer = value_of(entry, value)
+                answer = value_of(entry, value, label_of(entry, scopes))
                 answer.depth = depth
                 out.append(answer)
 
-    walk(None, document or {}, 0)
+    walk(None, document or {}, 0, (scope_of(None, document),))
     return out

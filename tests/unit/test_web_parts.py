@@ -212,3 +212,50 @@ def test_the_qr_code_is_segnos_rendering_of_the_settings():
         scale=1, border=4, svgclass="qr", lineclass=None, omitsize=True, dark="#000", light="#fff"
     )
     assert "style=" not in svg  # the Content-Security-Policy forbids inline styles
+
+
+def test_references_in_labels_show_the_records_answers_innermost_first():
+    def field(path: str, label: str, kind: str = "field") -> dict:
+        parent, _, name = path.rpartition("/")
+        return {
+            "path": path,
+            "name": name,
+            "kind": kind,
+            "type": kind if kind != "field" else "string",
+            "parent": parent,
+            "labels": {"default": label},
+        }
+
+    schema = {
+        "root": "data",
+        "fields": [
+            field("/data/name", "Nom"),
+            field("/data/about", "Informations sur ${name}", "group"),
+            field("/data/about/village", "Village de ${name}"),
+            field("/data/child", "Enfant de ${name}", "repeat"),
+            field("/data/child/first", "Prénom"),
+            # pyxform writes a sibling in a repeat relative: ``../first``.
+            field(
+                "/data/child/note", "${../first}, enfant de ${name}, vit à ${village} (${nothing})"
+            ),
+        ],
+    }
+    document = {
+        "name": "Awa",
+        "about": {"village": "Ségou"},
+        "child": [{"first": "Issa", "note": ""}, {"first": "Mariam", "note": ""}],
+    }
+    labels = [a.label for a in structure.answers(schema, document, None, str, set())]
+    assert labels == [
+        "Nom",
+        "Informations sur Awa",
+        "Village de Awa",
+        # In a repeat instance, ${first} is that instance's own answer, as in ODK Collect;
+        # a reference to something never answered shows as nothing.
+        "Enfant de Awa #1",
+        "Prénom",
+        "Issa, enfant de Awa, vit à Ségou ()",
+        "Enfant de Awa #2",
+        "Prénom",
+        "Mariam, enfant de Awa, vit à Ségou ()",
+    ]
