@@ -36,6 +36,7 @@ from server.exports.odata import (
     BadFilter,
     Parser,
     Token,
+    UnsupportedField,
     parse_datetime,
 )
 
@@ -88,12 +89,6 @@ class Filter:
 
     condition: Any
     fields: frozenset[str]
-
-
-class UnsupportedField(BadFilter):
-    """A field the table cannot be filtered on (Central's ``unsupportedODataField``)."""
-
-    code = "501.5"
 
 
 def _unsupported(feature: str) -> NotImplementedFeature:

@@ -4,7 +4,8 @@ Central documents ``$filter`` on ``__system/submissionDate``, ``__system/updated
 ``__system/submitterId``, ``__system/reviewState`` and ``__system/deletedAt`` (and ``__id``),
 with ``eq ne lt le gt ge``, ``and or not``, parentheses, ``null`` and the date functions
 ``year() month() day() hour() minute() second()`` and ``now()``. pyodk and Power BI send
-exactly that. Anything else is refused with a 400 saying what was not understood.
+exactly that. Anything else is refused as Central refuses it, saying what was not understood:
+400.18 for text that cannot be read, 501.5 for a field that cannot be filtered on.
 
 The parser (:class:`Parser`, its tokens and comparisons) is shared: the entities' OData table
 reads its own fields with it (:mod:`server.api.odata_filter`).
@@ -32,6 +33,12 @@ class BadFilter(errors.BadRequest):
 
     code = "400.18"
     message = lazy_gettext("The $filter expression cannot be used: %(reason)s")
+
+
+class UnsupportedField(BadFilter):
+    """A field the table cannot be filtered on (Central's ``unsupportedODataField``)."""
+
+    code = "501.5"
 
 
 _TOKEN = re.compile(
@@ -203,7 +210,9 @@ class Parser:
             return (float(token.text) if "." in token.text else int(token.text)), "literal"
         if token.kind == "datetime":
             return parse_datetime(token.text), "literal"
-        raise BadFilter(
+        # A name Central does not know is its 501.5; anything else could not be read (400.18).
+        kind = UnsupportedField if token.kind == "word" else BadFilter
+        raise kind(
             reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
             % {"found": token.text, "fields": ", ".join(_columns())}
         )

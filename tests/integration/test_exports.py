@@ -408,7 +408,7 @@ def test_same_value_same_pseudonym_in_one_project_only(app, suivi):
     assert first("") == ""
 
 
-def test_bad_filters_are_400_problems_not_crashes(app, suivi):
+def test_bad_filters_are_problems_not_crashes(app, suivi):
     for bad in (
         "__system/reviewState eq",
         "__system/nothing eq 1",

@@ -284,8 +284,11 @@ def test_filter_orderby_and_select(client, feed):
         ".svc/Submissions.household?$filter=$root/Submissions/__system/reviewState eq null",
     )
     assert {r["__Submissions-id"] for r in rooted.json["value"]} == {second}
-    bad = get(client, feed, ".svc/Submissions?$filter=name eq 'x'", 400)
-    assert bad.json["code"] == 400.18
+    # Central filters submissions on __system fields and __id only: a form field is its 501.5.
+    bad = get(client, feed, ".svc/Submissions?$filter=name eq 'x'", 501)
+    assert bad.json["code"] == 501.5
+    unreadable = get(client, feed, ".svc/Submissions?$filter=__id eq", 400)
+    assert unreadable.json["code"] == 400.18
     ordered = get(client, feed, ".svc/Submissions?$orderby=__system/submissionDate asc").json
     assert [r["__id"] for r in ordered["value"]] == [first, second]
     paged = get(client, feed, ".svc/Submissions?$orderby=__id asc&$top=1").json
