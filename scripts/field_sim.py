@@ -251,9 +251,22 @@ def audit_log(rng: random.Random, previous: bytes = b"") -> bytes:
     return previous + ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def photo_name(rng: random.Random) -> str:
-    """Name a photo as Collect does: the capture time in milliseconds."""
-    return f"{int(time.time() * 1000)}{rng.randint(100, 999)}.jpg"
+_last_photo = 0
+_photo_lock = threading.Lock()
+
+
+def photo_name() -> str:
+    """Name a photo as Collect does: the capture time, never the same twice on a device.
+
+    Collect's names never repeat (a capture takes longer than a millisecond); the simulation
+    fills records faster, so each name is the time in microseconds or one more than the last.
+    (Random digits were not enough: at 20,000 records two photos of one record once got the
+    same name, and the edit that replaced one of them dropped the other from the ledger.)
+    """
+    global _last_photo
+    with _photo_lock:
+        _last_photo = max(int(time.time() * 1_000_000), _last_photo + 1)
+        return f"{_last_photo}.jpg"
 
 
 # ---- a tablet ----------------------------------------------------------------------------------
@@ -377,7 +390,7 @@ class Tablet(threading.Thread):
                 "closing/enumerator_observations": f"observation {uuid.uuid4().hex[:8]}",
             }
             if rng.random() < 0.8:
-                name = photo_name(rng)
+                name = photo_name()
                 values["site/site_photo"] = name
                 files[name] = photo(rng, opts.photo_min_kb, opts.photo_max_kb)
         elif form_id == "youth_survey":
@@ -397,7 +410,7 @@ class Tablet(threading.Thread):
             }
             for number in range(1, 5):
                 if rng.random() < 0.6:
-                    name = photo_name(rng)
+                    name = photo_name()
                     values[f"photo_{number}"] = name
                     files[name] = photo(rng, opts.photo_min_kb, opts.photo_max_kb)
         values["meta/audit"] = "audit.csv"
@@ -414,9 +427,10 @@ class Tablet(threading.Thread):
         for key, name in list(values.items()):
             if name.endswith(".jpg") and rng.random() < 0.5:
                 # A photo taken again: a new file under a new name replaces it.
-                new_name = photo_name(rng)
+                new_name = photo_name()
                 values[key] = new_name
-                attachments.pop(name, None)
+                if name not in values.values():  # another question may still hold it
+                    attachments.pop(name, None)
                 files[new_name] = photo(rng, opts.photo_min_kb, opts.photo_max_kb)
         note_key = {
             "needs_assessment": "closing/enumerator_observations",

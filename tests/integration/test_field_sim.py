@@ -194,3 +194,16 @@ def test_the_field_simulation_loses_nothing_across_every_fault(tmp_path):
     assert summary["duplicates_absorbed"] > 0, report
     assert summary["split_sends"] > 0 and summary["status_503"] > 0, report
     assert result.returncode == 0, report
+
+
+def test_the_simulated_tablets_never_give_two_photos_one_name():
+    # As Collect's capture-time names: the ledger of an edit relies on it (a run at 20,000
+    # records found two photos of one record sharing a name when the names were random).
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import field_sim
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    names = [field_sim.photo_name() for _ in range(5000)]
+    assert len(set(names)) == len(names)
+    assert all(name.endswith(".jpg") and name[:-4].isdigit() for name in names)
