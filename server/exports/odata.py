@@ -210,8 +210,11 @@ class Parser:
             return (float(token.text) if "." in token.text else int(token.text)), "literal"
         if token.kind == "datetime":
             return parse_datetime(token.text), "literal"
-        # A name Central does not know is its 501.5; anything else could not be read (400.18).
-        kind = UnsupportedField if token.kind == "word" else BadFilter
+        # A field name Central does not know is its 501.5; anything else, an unknown function
+        # included, could not be read (400.18).
+        following = self.peek()
+        called = following is not None and following.text == "("
+        kind = UnsupportedField if token.kind == "word" and not called else BadFilter
         raise kind(
             reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
             % {"found": token.text, "fields": ", ".join(_columns())}

@@ -155,7 +155,6 @@ def test_filter_translates_centrals_subset_to_sql():
         "__system/reviewState gt null",
         "1 eq 1",
         "year(__system/reviewState) eq 2024",
-        "__system/whatever eq 1",
         "__system/submitterId eq 1 and",
         "(__system/submitterId eq 1",
         "__system/submitterId eq 1; DROP TABLE submissions",
@@ -166,6 +165,13 @@ def test_unusable_filters_are_400_18(text):
     with pytest.raises(BadFilter) as raised:
         parse_filter(text)
     assert raised.value.code == "400.18"
+
+
+@pytest.mark.parametrize("text", ["__system/whatever eq 1", "name eq 'x'", "__id eq unquoted"])
+def test_fields_submissions_cannot_be_filtered_on_are_501_5_as_in_central(text):
+    with pytest.raises(BadFilter) as raised:
+        parse_filter(text)
+    assert raised.value.code == "501.5"  # Central's unsupportedODataField
 
 
 # ---- values -------------------------------------------------------------------------------------
