@@ -214,7 +214,11 @@ def test_coordinator_and_analyst_in_a_real_browser(
     assert "Ségou" in answers.inner_text()
     photo = page.locator("img.photo")
     photo.wait_for()
-    assert page.evaluate("img => img.naturalWidth", photo.element_handle()) == 48
+    # Attached is not loaded: wait until the browser is done with the image (a broken one is
+    # "complete" too, with no width), then check it is the photo the tablet sent.
+    image = photo.element_handle()
+    page.wait_for_function("img => img.complete", arg=image)
+    assert page.evaluate("img => img.naturalWidth", image) == 48
     page.fill("textarea[name=comment]", "Vérifiée au téléphone.")
     page.get_by_role("button", name="Approuver").click()
     page.wait_for_load_state()
