@@ -68,13 +68,15 @@ def form_json(form: Form, version: FormVersion | None, draft: FormVersion | None
     }
 
 
-def _form_json(form: Form) -> dict:
+def _form_json(form: Form, may_change: bool | None = None) -> dict:
     db_session = db.session()
     current = services.current_version(db_session, form)
     draft = services.draft_version(db_session, form)
+    if may_change is None:
+        may_change = _may_change(form)
     # The draftToken opens the draft to whoever holds it (/v1/test/<token>/...): only those
     # who may change the form are shown it, as the draft's own routes require.
-    return form_json(form, current or draft, draft if _may_change(form) else None)
+    return form_json(form, current or draft, draft if may_change else None)
 
 
 # Central's names for the types of groups and repeats, and for selects (stored as strings).
@@ -224,10 +226,11 @@ def list_forms(project_id: int):
     """List the project's forms."""
     _project(project_id)
     access.require("form.list", project_id=project_id)
-    forms = services.list_forms(db.session(), project_id)
+    forms = [(f, _may_change(f)) for f in services.list_forms(db.session(), project_id)]
     # Forms never published are drafts: listed only for those who may change them.
-    listed = [f for f in forms if f.current_version_id is not None or _may_change(f)]
-    return jsonify([_form_json(form) for form in listed])
+    return jsonify(
+        [_form_json(f, may) for f, may in forms if f.current_version_id is not None or may]
+    )
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>")

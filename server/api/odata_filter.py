@@ -27,21 +27,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from flask_babel import gettext
 
 from server.api.odata_format import NotImplementedFeature
 from server.exports.odata import (
     FUNCTIONS,
+    MAX_LENGTH,
     BadFilter,
     Parser,
     Token,
-    UnsupportedField,
     parse_datetime,
 )
 
 DATE, NUMBER, TEXT = "date", "number", "text"
-MAX_LENGTH = 2000
 
 # OData's canonical functions other than the date parts: Central's parser knows them and
 # answers 501.4.
@@ -104,11 +102,8 @@ class _TableParser(Parser):
         self.fields = fields
         self.named: set[str] = set()
 
-    def unknown(self, name: str) -> UnsupportedField:
-        return UnsupportedField(
-            reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
-            % {"found": name, "fields": ", ".join(self.fields)}
-        )
+    def field_names(self) -> list[str]:
+        return list(self.fields)
 
     def check_operator(self, operator: Token) -> None:
         if operator.text in _UNSUPPORTED_OPERATORS:
@@ -136,10 +131,7 @@ class _TableParser(Parser):
         if name in _UNSUPPORTED_FUNCTIONS:
             raise _unsupported(f"{name}() in $filter")
         if name not in FUNCTIONS:
-            raise BadFilter(
-                reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
-                % {"found": name, "fields": ", ".join(self.fields)}
-            )
+            raise self.unknown(name, field=False)
         self.take()
         self.expect("(")
         argument = self.take()
@@ -152,11 +144,7 @@ class _TableParser(Parser):
             )
         self.expect(")")
         self.named.add(argument.text)
-        column = field.column
-        if self.dialect == "postgresql":
-            # extract() on a timestamptz follows the session's time zone; Central's is UTC.
-            column = sa.func.timezone("UTC", column)
-        return sa.extract(name, column), f"{name}({argument.text})"
+        return self.date_part(name, field.column), f"{name}({argument.text})"
 
     def coerce(self, value: Any, name: str) -> Any:
         """Check a literal against the field (or function) it is compared with."""

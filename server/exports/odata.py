@@ -52,6 +52,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
+MAX_LENGTH = 2000
 OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
 FUNCTIONS = {"year", "month", "day", "hour", "minute", "second"}
 _DATES = {"__system/submissionDate", "__system/updatedAt", "__system/deletedAt"}
@@ -177,6 +178,25 @@ class Parser:
         """Check a literal against the field (or function) it is compared with."""
         return _coerce(value, kind)
 
+    def field_names(self) -> list[str]:
+        """The fields this table's ``$filter`` may name (listed in error messages)."""
+        return list(_columns())
+
+    def unknown(self, name: str, *, field: bool = True) -> BadFilter:
+        """Refuse a name: Central's 501.5 for a field it cannot filter on, else 400.18."""
+        kind = UnsupportedField if field else BadFilter
+        return kind(
+            reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
+            % {"found": name, "fields": ", ".join(self.field_names())}
+        )
+
+    def date_part(self, function: str, column: Any) -> Any:
+        """``year(column)`` and the like, in UTC as Central reads them."""
+        if self.dialect == "postgresql":
+            # extract() on a timestamptz follows the session's time zone; Central's is UTC.
+            column = sa.func.timezone("UTC", column)
+        return sa.extract(function, column)
+
     def operand(self) -> tuple[Any, str]:
         """Return (expression or value, kind); kind is a field name, "number" or "literal"."""
         token = self.take()
@@ -189,11 +209,7 @@ class Parser:
                     % {"function": token.text}
                 )
             self.expect(")")
-            column: Any = _columns()[argument.text]
-            if self.dialect == "postgresql":
-                # extract() on a timestamptz follows the session's time zone; Central's is UTC.
-                column = sa.func.timezone("UTC", column)
-            return sa.extract(token.text, column), "number"
+            return self.date_part(token.text, _columns()[argument.text]), "number"
         if token.kind == "word" and token.text == "now":
             self.expect("(")
             self.expect(")")
@@ -214,11 +230,7 @@ class Parser:
         # included, could not be read (400.18).
         following = self.peek()
         called = following is not None and following.text == "("
-        kind = UnsupportedField if token.kind == "word" and not called else BadFilter
-        raise kind(
-            reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
-            % {"found": token.text, "fields": ", ".join(_columns())}
-        )
+        raise self.unknown(token.text, field=token.kind == "word" and not called)
 
 
 MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
@@ -278,6 +290,6 @@ def compare(left: Any, operator: str, right: Any) -> Any:
 
 def parse_filter(text: str, dialect: str = "postgresql") -> Any:
     """Return the SQL condition a Central ``$filter`` expression means; raise 400 if unusable."""
-    if len(text) > 2000:
+    if len(text) > MAX_LENGTH:
         raise BadFilter(reason=gettext("the expression is too long"))
     return Parser(text, dialect).parse()
