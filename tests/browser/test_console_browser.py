@@ -228,6 +228,7 @@ def test_coordinator_and_analyst_in_a_real_browser(
 
     # Overview: charts and the map are drawn on the server.
     page.get_by_role("link", name="Synthèse").click()
+    page.wait_for_url("**/overview")  # count() does not wait for the navigation
     assert page.locator(".timechart rect").count() == 1
     assert page.locator(".map circle").count() == 1
     shoot(page, "08-overview-laptop", database)
