@@ -159,7 +159,7 @@ def household_record(
     instance_id = instance_id or f"uuid:{uuid.uuid4()}"
     xml = (
         '<?xml version="1.0" ?>'
-        f'<{FORM_ID} xmlns:jr="http://openrosa.org/javarosa" '
+        '<data xmlns:jr="http://openrosa.org/javarosa" '
         f'xmlns:orx="http://openrosa.org/xforms" id="{FORM_ID}" version="{version}">'
         "<start>2024-05-07T10:00:00.000+00:00</start><today>2024-05-07</today><audit/>"
         f"<respondent><name>{escape(name)}</name><age>{age}</age></respondent>"
@@ -171,7 +171,7 @@ def household_record(
         "<household_count>1</household_count><thanks/>"
         f"<meta><instanceID>{instance_id}</instanceID>"
         f"<instanceName>{escape(name)}</instanceName></meta>"
-        f"</{FORM_ID}>"
+        "</data>"
     )
     return xml.encode("utf-8")
 
