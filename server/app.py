@@ -28,6 +28,7 @@ BLUEPRINTS = (
 EXTENSIONS = (
     "server.auth.authenticate",
     "server.storage.service",
+    "server.personal",  # personal data read in clear is audited before the answer leaves
     "server.ops",  # request bodies received whole before the app runs; secrets masked in logs
     "server.metrics",  # request timing, S3 failures, GET /metrics (outermost)
 )

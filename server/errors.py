@@ -363,6 +363,16 @@ class DatabaseUnavailable(Unavailable):
     )
 
 
+class AuditUnavailable(Unavailable):
+    # Personal data read in clear is audited before it leaves; when the audit log cannot be
+    # written, the answer is refused rather than sent unaudited (server/personal.py).
+    code = "503.5"
+    message = lazy_gettext(
+        "This answer holds personal data and its reading could not be recorded in the audit "
+        "log. Try again shortly."
+    )
+
+
 DATABASE_RETRY_AFTER_SECONDS = 10
 
 # SQLite reports programming errors ("no such table") as OperationalError too; only these are

@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 from flask import Response, request
 from flask_babel import gettext, lazy_gettext
 
-from server import db, errors
+from server import db, errors, personal
 from server.api import odata_format as fmt
 from server.api.blueprint import bp
 from server.api.render import iso, query_bool, query_int
@@ -45,6 +45,7 @@ from server.exports.odata import parse_filter
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion
 from server.openrosa.protocol import base_url, quoted
+from server.personal import Disclosure
 from server.submissions import paging, services
 from server.submissions.services import SubmissionFilter, SubmissionRow
 
@@ -224,11 +225,16 @@ def _document(
     return _json(body)
 
 
-def _record(row: SubmissionRow) -> fmt.Record:
+def _record(row: SubmissionRow, disclosure: Disclosure) -> fmt.Record:
     submission, version = row.submission, row.version
+    document = None
+    if not version.encrypted:
+        document = disclosure.document(
+            version.raw_document, instance_id=submission.instance_id, channel="odata"
+        )
     return fmt.Record(
         instance_id=submission.instance_id,
-        document=version.document if not version.encrypted else None,
+        document=document,
         system={
             "submissionDate": iso(submission.created_at),
             "updatedAt": iso(submission.updated_at),
@@ -303,9 +309,12 @@ def odata_table(project_id: int, xml_form_id: str, subpath: str, draft: bool = F
         if table.is_root and query_bool("$count", False)
         else None
     )
+    disclosure = personal.for_form(db.session(), form)
     if table.is_root:
-        return _records_page(form, table, roots, options, filters, conditions, count, service_url)
-    return _repeat_page(form, table, roots, options, filters, conditions, service_url)
+        return _records_page(
+            form, table, roots, options, filters, conditions, count, service_url, disclosure
+        )
+    return _repeat_page(form, table, roots, options, filters, conditions, service_url, disclosure)
 
 
 def _records_page(
@@ -317,6 +326,7 @@ def _records_page(
     conditions: list[Any],
     count: int | None,
     service_url: str,
+    disclosure: Disclosure,
 ) -> Response:
     order = _order()
     skip, token = _skip_and_token()
@@ -331,7 +341,7 @@ def _records_page(
         limit=_page_size(),
         conditions=conditions,
     )
-    values = [fmt.rows(table, roots, _record(row), options)[0] for row in found.rows]
+    values = [fmt.rows(table, roots, _record(row, disclosure), options)[0] for row in found.rows]
     next_link = None
     if found.more and found.next_cursor is not None:
         next_link = _next_link(token=paging.encode(found.next_cursor, order))
@@ -346,6 +356,7 @@ def _repeat_page(
     filters: SubmissionFilter,
     conditions: list[Any],
     service_url: str,
+    disclosure: Disclosure,
 ) -> Response:
     if request.args.get("$orderby"):
         raise fmt.NotImplementedFeature(feature="$orderby on a repeat table")
@@ -359,6 +370,8 @@ def _repeat_page(
     counted = 0
     want_count = query_bool("$count", False)
     db_session = db.session()
+    # Rows are read to be counted and skipped too: only those handed out are noted.
+    reading = disclosure.quiet()
     while True:
         found = paging.page(
             db_session,
@@ -370,7 +383,7 @@ def _repeat_page(
             conditions=conditions,
         )
         for row in found.rows:
-            produced = fmt.rows(table, roots, _record(row), options)
+            produced = fmt.rows(table, roots, _record(row, reading), options)
             first = 0
             if start is not None and row.submission.seq == start[0]:
                 first = start[1] + 1
@@ -381,6 +394,7 @@ def _repeat_page(
                     continue
                 if len(values) < size:
                     values.append(produced[index])
+                    disclosure.note("odata", [row.submission.instance_id])
                     last = (row.submission.seq, index)
                 else:
                     more = True
@@ -406,8 +420,9 @@ def _count_rows(
 ) -> int:
     total = 0
     options = fmt.RowOptions()
+    counting = personal.for_form(db.session(), form).quiet()
     for row in paging.iterate(db.session(), form.id, filters, conditions=conditions):
-        total += len(fmt.rows(table, roots, _record(row), options))
+        total += len(fmt.rows(table, roots, _record(row, counting), options))
     return total
 
 
@@ -448,12 +463,13 @@ def _single(
             )
         ],
     )[0]
-    rows = fmt.rows(table, roots, _record(row), options)
+    record = _record(row, personal.for_form(db.session(), form))
+    rows = fmt.rows(table, roots, record, options)
     position, wanted = ids[-1]
     if position > 0:
         # Rows below one repeat instance: filter by the key naming that instance.
         key = "__" + "-".join(fmt.sanitize(n) for n in names[: position + 1]) + "-id"
-        every = fmt.rows(table, roots, _record(row), fmt.RowOptions(wkt=options.wkt))
+        every = fmt.rows(table, roots, record, fmt.RowOptions(wkt=options.wkt))
         keep = {r["__id"] for r in every if r.get(key) == wanted}
         rows = [r for r in rows if r["__id"] in keep]
     skip = query_int("$skip", 0) or 0

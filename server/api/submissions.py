@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from flask import Response, jsonify, request
 from flask_babel import gettext
 
-from server import db, errors
+from server import db, errors, personal
 from server.api.blueprint import bp
 from server.api.render import json_body, query_bool, query_int
 from server.api.schemas import (
@@ -65,6 +65,7 @@ from server.auth.models import Actor
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion
 from server.openrosa.protocol import base_url
+from server.personal import Disclosure
 from server.storage import downloads
 from server.submissions import attachments as files
 from server.submissions import intake, paging, parsing, services
@@ -136,12 +137,16 @@ def _actors(ids: set[int | None]) -> dict[int, Actor]:
 # ---- rendering -------------------------------------------------------------------------------
 
 
-def version_json(version: SubmissionVersion, form_version: str | None = None) -> dict[str, Any]:
-    """Render one version of a record."""
+def version_json(
+    version: SubmissionVersion, disclosure: Disclosure, form_version: str | None = None
+) -> dict[str, Any]:
+    """Render one version of a record (its instanceName as the reader may see it)."""
     return SubmissionVersionOut().dump(
         {
             "instanceId": version.instance_id,
-            "instanceName": version.instance_name,
+            "instanceName": disclosure.instance_name(
+                version.raw_instance_name, instance_id=version.instance_id, channel="api"
+            ),
             "submitterId": version.submitter_id,
             "deviceId": version.device_id,
             "userAgent": version.user_agent,
@@ -156,16 +161,21 @@ def version_json(version: SubmissionVersion, form_version: str | None = None) ->
     )
 
 
-def submission_json(row: SubmissionRow, actors: dict[int, Actor] | None = None) -> dict[str, Any]:
+def submission_json(
+    row: SubmissionRow, disclosure: Disclosure, actors: dict[int, Actor] | None = None
+) -> dict[str, Any]:
     """Render a record as Central does (more with ``X-Extended-Metadata: true``)."""
     submission, version = row.submission, row.version
+    instance_name = disclosure.instance_name(
+        version.raw_instance_name, instance_id=submission.instance_id, channel="api"
+    )
     body = {
         "instanceId": submission.instance_id,
         "submitterId": submission.submitter_id,
         "deviceId": submission.device_id,
         "userAgent": submission.user_agent,
         "reviewState": submission.review_state,
-        "instanceName": version.instance_name,
+        "instanceName": instance_name,
         "createdAt": submission.created_at,
         "updatedAt": submission.updated_at,
         "deletedAt": submission.deleted_at,
@@ -179,18 +189,23 @@ def submission_json(row: SubmissionRow, actors: dict[int, Actor] | None = None) 
         attachmentsPresent=version.attachments_present,
         attachmentsExpected=version.attachments_expected,
         edits=row.edits,
-        currentVersion=version_json(version, row.form_version),
+        currentVersion=version_json(version, disclosure, row.form_version),
     )
     return SubmissionExtendedOut().dump(body)
 
 
-def _render(row: SubmissionRow) -> dict[str, Any]:
+def _render(row: SubmissionRow, disclosure: Disclosure) -> dict[str, Any]:
     actors = _actors({row.submission.submitter_id}) if _extended() else None
-    return submission_json(row, actors)
+    return submission_json(row, disclosure, actors)
 
 
-def _xml_response(version: SubmissionVersion) -> Response:
-    return Response(version.xml.encode("utf-8"), content_type=XML_TYPE)
+def _disclosure(form: Form) -> Disclosure:
+    return personal.for_form(db.session(), form)
+
+
+def _xml_response(version: SubmissionVersion, disclosure: Disclosure) -> Response:
+    shown = disclosure.xml(version.raw_xml, instance_id=version.instance_id, channel="api.xml")
+    return Response(shown.encode("utf-8"), content_type=XML_TYPE)
 
 
 # ---- listing ---------------------------------------------------------------------------------
@@ -218,7 +233,8 @@ def _cursor_page(form: Form, filters: SubmissionFilter) -> Response:
     cursor = paging.decode(raw, paging.OLDEST_FIRST) if raw else None
     found = paging.page(db.session(), form.id, filters, cursor=cursor, limit=limit)
     actors = _actors({r.submission.submitter_id for r in found.rows}) if _extended() else None
-    response = jsonify([submission_json(r, actors) for r in found.rows])
+    disclosure = _disclosure(form)
+    response = jsonify([submission_json(r, disclosure, actors) for r in found.rows])
     # With nothing read yet the next request starts at the beginning again (empty cursor).
     token = paging.encode(found.next_cursor, paging.OLDEST_FIRST) if found.next_cursor else ""
     response.headers["X-Next-Cursor"] = token
@@ -228,7 +244,11 @@ def _cursor_page(form: Form, filters: SubmissionFilter) -> Response:
 
 
 def _stream_all(
-    maker: Callable[[], Any], form_id: int, filters: SubmissionFilter, extended: bool
+    maker: Callable[[], Any],
+    form_id: int,
+    filters: SubmissionFilter,
+    extended: bool,
+    disclosure: Disclosure,
 ) -> Iterator[str]:
     """Yield the JSON array of every record, newest first, read in batches."""
     # Its own session: the request's is closed when the view returns, before the body streams.
@@ -240,22 +260,24 @@ def _stream_all(
         for row in paging.iterate(db_session, form_id, filters):
             batch.append(row)
             if len(batch) == 500:
-                yield ("" if first else ",") + _json_rows(db_session, batch, extended)
+                yield ("" if first else ",") + _json_rows(db_session, batch, extended, disclosure)
                 first, batch = False, []
         if batch:
-            yield ("" if first else ",") + _json_rows(db_session, batch, extended)
+            yield ("" if first else ",") + _json_rows(db_session, batch, extended, disclosure)
         yield "]"
     finally:
         db_session.rollback()
         db_session.close()
 
 
-def _json_rows(db_session: Any, rows: list[SubmissionRow], extended: bool) -> str:
+def _json_rows(
+    db_session: Any, rows: list[SubmissionRow], extended: bool, disclosure: Disclosure
+) -> str:
     actors = None
     if extended:
         ids = {r.submission.submitter_id for r in rows} - {None}
         actors = {a.id: a for a in db_session.scalars(sa.select(Actor).where(Actor.id.in_(ids)))}
-    return ",".join(json.dumps(submission_json(r, actors)) for r in rows)
+    return ",".join(json.dumps(submission_json(r, disclosure, actors)) for r in rows)
 
 
 @route("/submissions", ["GET"])
@@ -277,9 +299,12 @@ def list_submissions(project_id: int, xml_form_id: str, draft: bool = False) -> 
         return _cursor_page(form, filters)
     limit = query_int("limit", None)
     offset = query_int("offset", 0) or 0
+    disclosure = _disclosure(form)
     if limit is None and not offset:
+        # The body streams after the request ends: what it shows is noted (audited) now.
+        disclosure.note_listing("api")
         return Response(
-            _stream_all(db.database().read_sessionmaker, form.id, filters, _extended()),
+            _stream_all(db.database().read_sessionmaker, form.id, filters, _extended(), disclosure),
             content_type="application/json",
         )
     found = paging.page(
@@ -291,7 +316,7 @@ def list_submissions(project_id: int, xml_form_id: str, draft: bool = False) -> 
         limit=limit if limit is not None else 2**31,
     )
     actors = _actors({r.submission.submitter_id for r in found.rows}) if _extended() else None
-    return jsonify([submission_json(r, actors) for r in found.rows])
+    return jsonify([submission_json(r, disclosure, actors) for r in found.rows])
 
 
 # ---- one record ------------------------------------------------------------------------------
@@ -302,7 +327,7 @@ def list_submissions(project_id: int, xml_form_id: str, draft: bool = False) -> 
 def get_submission(project_id: int, xml_form_id: str, instance_id: str, draft: bool = False):
     """Return one record (by its first instanceID or a later version's)."""
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
-    return jsonify(_render(_row(_submission(form, instance_id, draft))))
+    return jsonify(_render(_row(_submission(form, instance_id, draft)), _disclosure(form)))
 
 
 @route("/submissions/<instance_id>.xml", ["GET"])
@@ -311,7 +336,7 @@ def submission_xml(project_id: int, xml_form_id: str, instance_id: str, draft: b
     """Serve the XML of the record's current version, exactly as received."""
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
     submission = _submission(form, instance_id, draft)
-    return _xml_response(services.current_version(db.session(), submission))
+    return _xml_response(services.current_version(db.session(), submission), _disclosure(form))
 
 
 def _read_xml(xml_form_id: str) -> tuple[bytes, parsing.ParsedSubmission]:
@@ -375,7 +400,7 @@ def create_submission(project_id: int, xml_form_id: str, draft: bool = False):
     if receipt.outcome == "duplicate":
         raise errors.Conflict(fields="instanceID", values=receipt.instance_id)
     submission = db.session().get(Submission, receipt.submission_id)
-    return jsonify(_render(_row(submission)))
+    return jsonify(_render(_row(submission), _disclosure(form)))
 
 
 @route("/submissions/<instance_id>", ["PUT"])
@@ -398,7 +423,7 @@ def edit_submission(project_id: int, xml_form_id: str, instance_id: str, draft: 
     db.session().refresh(submission)
     if receipt.outcome != "edited":
         raise errors.InstanceIdConflict(instance_id=receipt.instance_id)
-    return jsonify(_render(_row(submission)))
+    return jsonify(_render(_row(submission), _disclosure(form)))
 
 
 @route("/submissions/<instance_id>", ["PATCH"])
@@ -411,7 +436,7 @@ def review_submission(project_id: int, xml_form_id: str, instance_id: str, draft
     services.set_review_state(
         db.session(), submission, state, actor_id=actor_id, project_id=project_id
     )
-    return jsonify(_render(_row(submission)))
+    return jsonify(_render(_row(submission), _disclosure(form)))
 
 
 @route("/submissions/<instance_id>", ["DELETE"])
@@ -431,7 +456,7 @@ def restore_submission(project_id: int, xml_form_id: str, instance_id: str, draf
     form, actor_id = _form(project_id, xml_form_id, "submission.delete", draft)
     submission = _submission(form, instance_id, draft, deleted=True)
     services.restore(db.session(), submission, actor_id=actor_id, project_id=project_id)
-    return jsonify(_render(_row(submission)))
+    return jsonify(_render(_row(submission), _disclosure(form)))
 
 
 # ---- comments --------------------------------------------------------------------------------
@@ -485,9 +510,15 @@ def _attachment_list(version: SubmissionVersion) -> Response:
     )
 
 
-def _send_attachment(version: SubmissionVersion, name: str) -> Response:
+def _send_attachment(version: SubmissionVersion, name: str, disclosure: Disclosure) -> Response:
     for attachment, blob in services.attachments(db.session(), version):
         if attachment.name == name and blob is not None:
+            disclosure.check_file(
+                version.raw_document,
+                name,
+                instance_id=version.instance_id,
+                channel="api.attachment",
+            )
             content_type = attachment.content_type or "application/octet-stream"
             return downloads.send_blob(blob, name, content_type, inline=True)
     raise errors.NotFound()
@@ -512,7 +543,8 @@ def download_attachment(
     """Download one file of the current version (ETag, Range)."""
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
     submission = _submission(form, instance_id, draft)
-    return _send_attachment(services.current_version(db.session(), submission), name)
+    version = services.current_version(db.session(), submission)
+    return _send_attachment(version, name, _disclosure(form))
 
 
 @route("/submissions/<instance_id>/attachments/<path:name>", ["POST"])
@@ -566,7 +598,8 @@ def list_submission_versions(
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
     found = services.versions(db.session(), _submission(form, instance_id, draft))
     names = _form_versions({v.form_version_id for v in found})
-    return jsonify([version_json(v, names.get(v.form_version_id)) for v in found])
+    disclosure = _disclosure(form)
+    return jsonify([version_json(v, disclosure, names.get(v.form_version_id)) for v in found])
 
 
 def _version(form: Form, instance_id: str, version_id: str, draft: bool) -> SubmissionVersion:
@@ -583,7 +616,7 @@ def get_version(
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
     found = _version(form, instance_id, version_id, draft)
     names = _form_versions({found.form_version_id})
-    return jsonify(version_json(found, names.get(found.form_version_id)))
+    return jsonify(version_json(found, _disclosure(form), names.get(found.form_version_id)))
 
 
 @route("/submissions/<instance_id>/versions/<version_id>.xml", ["GET"])
@@ -593,7 +626,7 @@ def submission_version_xml(
 ):
     """Serve one version's XML, exactly as received."""
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
-    return _xml_response(_version(form, instance_id, version_id, draft))
+    return _xml_response(_version(form, instance_id, version_id, draft), _disclosure(form))
 
 
 @route("/submissions/<instance_id>/versions/<version_id>/attachments", ["GET"])
@@ -618,7 +651,7 @@ def download_version_attachment(
 ):
     """Download one file of one version."""
     form, _ = _form(project_id, xml_form_id, "submission.read", draft)
-    return _send_attachment(_version(form, instance_id, version_id, draft), name)
+    return _send_attachment(_version(form, instance_id, version_id, draft), name, _disclosure(form))
 
 
 # ---- audit log -------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _decrypt_version(
     verify_signature: bool,
 ) -> DecryptedRecord | None:
     """Decrypt one stored version: its envelope as received, its ``.enc`` attachments."""
-    envelope = parsing.read_submission(version.xml.encode("utf-8"))
+    envelope = parsing.read_submission(version.raw_xml.encode("utf-8"))
     rows = db_session.execute(
         sa.select(SubmissionAttachment, Blob)
         .outerjoin(Blob, Blob.id == SubmissionAttachment.blob_id)

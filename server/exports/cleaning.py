@@ -349,7 +349,7 @@ def _records(
             sa.select(
                 Submission.instance_id,
                 Submission.id,
-                SubmissionVersion.document,
+                SubmissionVersion.raw_document,
                 SubmissionVersion.encrypted,
             )
             .join(

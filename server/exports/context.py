@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from server.exports import layout as L
 from server.exports import source
 from server.exports.options import ExportOptions
+from server.personal import Disclosure, unrestricted
 
 
 @dataclass
@@ -27,6 +28,8 @@ class ExportContext:
     decryptor: source.Decryptor | None = None
     tmp_dir: str | None = None
     pseudonymise: Any | None = None
+    # What the export's reader sees of personal answers (server/personal.py), from its options.
+    disclosure: Disclosure = field(default_factory=unrestricted)
     _temporary: list[IO[bytes]] = field(default_factory=list)
 
     @property

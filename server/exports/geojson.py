@@ -82,7 +82,7 @@ def geojson_chunks(ctx: ExportContext) -> Iterator[bytes]:
             for leaf in table.leaves
             if leaf.type in values.GEO_TYPES and not (leaf.pii and hide)
         ]
-    name_hidden = hide and plan.layout.has_pii
+    name_hidden = hide and plan.layout.personal.instance_name
     pseudonymise = ctx.pseudonymise
     buffer = ChunkBuffer()
     buffer.write(HEAD)

@@ -35,6 +35,7 @@ from flask_babel import gettext
 
 from server.exports import compiled, values
 from server.exports.options import BadExportOption, ExportOptions
+from server.personal import PersonalFields, personal_fields
 
 Target = Literal["csv", "xlsx"]
 
@@ -106,10 +107,13 @@ class FormLayout:
     default_language: str | None
     versions: dict[str, str]  # form version row id (as text) -> version string
 
+    # What the versions mark personal (server/personal.py): the one definition every export
+    # format, OData and the console use.
+    personal: PersonalFields = field(default_factory=PersonalFields)
+
     def __post_init__(self) -> None:
         self.by_path = {f.path: f for f in self.fields}
         self.repeats = [f for f in self.fields if f.kind == "repeat"]
-        self.has_pii = any(f.pii for f in self.fields)
 
     def leaves(self) -> list[FieldInfo]:
         """Return every question (not groups nor repeats), in form order."""
@@ -121,6 +125,7 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
     if not schemas:
         return FormLayout(xml_form_id, "data", [], [], None, versions)
     newest = schemas[-1]
+    personal = personal_fields(schemas)
     order: list[str] = []
     definitions: dict[str, dict[str, Any]] = {}
     by_version = [{f.get("path"): f for f in s.get("fields", [])} for s in schemas]
@@ -155,7 +160,7 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
                 parts=parts,
                 labels=dict(definition.get("labels") or {}),
                 choices=_choices(schemas, by_version, path),
-                pii=bool(definition.get("pii")),
+                pii=personal.is_personal(path),
                 audit=bool(definition.get("audit")),
                 deleted=path not in newest_paths,
                 repeat=max(enclosing, key=len) if enclosing else None,
@@ -168,6 +173,7 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
         languages=list(newest.get("languages") or []),
         default_language=newest.get("defaultLanguage"),
         versions=versions,
+        personal=personal,
     )
 
 
@@ -438,8 +444,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
         source = table.meta_width + index
         base = sep.join(_header_parts(plan, table, leaf))
         position = len(sources)
-        pii = leaf.pii or (layout.has_pii and leaf.path.endswith("/meta/instanceName"))
-        if pii and hide_pii and pseudonymise is not None:
+        if leaf.pii and hide_pii and pseudonymise is not None:
             add(base, source, ColumnRef(base, field=leaf))
             handlers.append((position, 1, _pseudonymising(leaf.type, pseudonymise), None))
             continue
@@ -472,7 +477,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             add(header, source, ColumnRef(header, meta=header))
             if header == "FormVersion":
                 handlers.append((position, 1, _version_lookup(layout.versions), None))
-            elif header == "instanceName" and layout.has_pii and hide_pii:
+            elif header == "instanceName" and layout.personal.instance_name and hide_pii:
                 handlers.append((position, 1, pseudonymise or _blank, None))
             elif typed and header in _INTEGER_META:
                 handlers.append((position, 1, _meta_int, None))

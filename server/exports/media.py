@@ -41,6 +41,11 @@ AUDIT_COLUMNS = (
 )
 
 
+_NODE = AUDIT_COLUMNS.index("node")
+_OLD = AUDIT_COLUMNS.index("old-value")
+_NEW = AUDIT_COLUMNS.index("new-value")
+
+
 def _unique_name(name: str, sha256: str, taken: dict[str, str]) -> str | None:
     """Return the zip name for a file, None when the same bytes are there already."""
     candidate, number = name, 1
@@ -62,9 +67,13 @@ def media_entries(
     """Write every present attachment of the chosen records into the zip, in chunks."""
     taken: dict[str, str] = {}
     missing: list[tuple[str, str, str]] = []
-    for instance_id, name, sha256, _size in source.iter_attachments(
-        ctx.db_session, ctx.where, client_audit=False
+    disclosure = ctx.disclosure
+    hide = not disclosure.clear and bool(disclosure.fields.file_paths())
+    for instance_id, name, sha256, _size, document in source.iter_attachments(
+        ctx.db_session, ctx.where, client_audit=False, documents=hide
     ):
+        if hide and name in disclosure.personal_files(document):
+            continue  # a photo of a face, a signature: personal data left out
         zip_name = _unique_name(name, sha256, taken)
         if zip_name is None:
             continue
@@ -102,7 +111,8 @@ def audit_entry(
         text = text_writer(entry)
         writer = csv.writer(text)
         writer.writerow(["KEY", *AUDIT_COLUMNS])
-        for instance_id, name, sha256, _size in _chain(first, logs):
+        hide = ctx.disclosure.hides
+        for instance_id, name, sha256, _size, _document in _chain(first, logs):
             try:
                 # One record's log at a time: a few kilobytes, rarely a few megabytes.
                 data = b"".join(storage.read_sha256(sha256))
@@ -110,6 +120,10 @@ def audit_entry(
                 log.warning("export: audit log %s of %s unreadable: %s", name, instance_id, exc)
                 continue
             for line in _audit_lines(data):
+                if hide:  # old and new values of personal answers (track-changes)
+                    node = line[_NODE]
+                    line[_OLD] = ctx.disclosure.audit_value(node, line[_OLD])
+                    line[_NEW] = ctx.disclosure.audit_value(node, line[_NEW])
                 writer.writerow([instance_id, *line])
             if buffer.ready():
                 text.flush()

@@ -30,9 +30,9 @@ from server.exports import cleaning, csvout, geojson, media, source, xlsx
 from server.exports import layout as L
 from server.exports.context import ExportContext
 from server.exports.options import FORMATS, BadExportOption, ExportOptions
-from server.exports.values import Pseudonymiser
 from server.forms import services as forms
 from server.forms.models import Form
+from server.personal import Disclosure, Pseudonymiser
 from server.submissions import parsing
 from server.submissions.models import SubmissionVersion
 
@@ -150,6 +150,11 @@ def _plan(
         decryptor=decryptor,
         tmp_dir=tmp_dir,
         pseudonymise=pseudonymise,
+        disclosure=Disclosure(
+            layout.personal,
+            clear=options.pii == "plain",
+            pseudonymise=pseudonymise or (lambda _value: ""),  # omitted: nothing at all
+        ),
     )
     writer = {
         "csv.zip": csvout.csv_zip_chunks,

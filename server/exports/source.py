@@ -365,10 +365,11 @@ def _repeat_rows(
             yield from _repeat_rows(child, child_parts, instances(subtree), key, corrections)
 
 
-def attachments_query(where: list[Any], *, client_audit: bool) -> Any:
+def attachments_query(where: list[Any], *, client_audit: bool, documents: bool = False) -> Any:
     """Return the query of the attachments present in the chosen records' current versions."""
+    document = V.c.document if documents else sa.null()
     return (
-        sa.select(S.c.instance_id, ATT.c.name, B.c.sha256, B.c.size)
+        sa.select(S.c.instance_id, ATT.c.name, B.c.sha256, B.c.size, document)
         .select_from(
             S.join(V, sa.and_(V.c.submission_id == S.c.id, V.c.current == sa.true()))
             .join(ATT, ATT.c.submission_version_id == V.c.id)
@@ -384,16 +385,19 @@ def attachments_query(where: list[Any], *, client_audit: bool) -> Any:
 
 
 def iter_attachments(
-    db_session: Session, where: list[Any], *, client_audit: bool
-) -> Iterator[tuple[str, str, str, int]]:
-    """Yield (instanceID, file name, sha256, size) of present attachments, streamed."""
+    db_session: Session, where: list[Any], *, client_audit: bool, documents: bool = False
+) -> Iterator[tuple[str, str, str, int, Any]]:
+    """Yield (instanceID, file name, sha256, size, document) of present attachments, streamed.
+
+    The record's document comes only with ``documents`` (to tell personal files apart).
+    """
     result = db_session.execute(
-        attachments_query(where, client_audit=client_audit),
+        attachments_query(where, client_audit=client_audit, documents=documents),
         execution_options={"stream_results": True, "yield_per": YIELD_PER},
     )
     try:
         for row in result:
-            yield row[0], row[1], row[2], row[3]
+            yield row[0], row[1], row[2], row[3], row[4]
     finally:
         result.close()
 

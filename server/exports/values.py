@@ -17,8 +17,6 @@ Three views of a value serve three purposes:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import math
 import re
 from collections.abc import Callable
@@ -242,30 +240,3 @@ def check(field_type: str, value: str, choices: list[str] | None) -> str | None:
         if len(set(picked)) != len(picked):
             return gettext("a choice is given twice")
     return None
-
-
-# ---- personal data -----------------------------------------------------------------------------
-
-
-class Pseudonymiser:
-    """Replaces a value by a keyed hash: the same value gives the same pseudonym in a project.
-
-    The key is derived from the server's secret key and the project id, so pseudonyms can be
-    joined across exports of one project but not across projects, and cannot be reversed
-    without the secret key.
-    """
-
-    prefix = "pid_"
-
-    def __init__(self, secret_key: str, project_id: int) -> None:
-        self.key = hmac.new(
-            secret_key.encode(), f"merit-export-pseudonym:{project_id}".encode(), hashlib.sha256
-        ).digest()
-
-    def __call__(self, value: Any) -> str:
-        """Return the pseudonym of a value ('' stays '')."""
-        if value is None or value == "":
-            return ""
-        text = value if isinstance(value, str) else str(value)
-        digest = hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
-        return self.prefix + digest[:20]

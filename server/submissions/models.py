@@ -71,7 +71,12 @@ class SubmissionSequence(Base):
 
 
 class SubmissionVersion(Base):
-    """One version of a record: the XML exactly as received and its parsed document."""
+    """One version of a record: the XML exactly as received and its parsed document.
+
+    The answers (``raw_xml``, ``raw_document``, ``raw_instance_name``) are named *raw*: they
+    go to a reader only through :mod:`server.personal`, which hides personal data from those
+    without the right (a test lists the modules that read them).
+    """
 
     __tablename__ = "submission_versions"
 
@@ -86,10 +91,11 @@ class SubmissionVersion(Base):
     instance_id: Mapped[str] = mapped_column(sa.String(255))
     deprecated_id: Mapped[str | None] = mapped_column(sa.String(255))
     current: Mapped[bool] = mapped_column(default=True)
-    xml: Mapped[str] = mapped_column(sa.Text)
+    raw_xml: Mapped[str] = mapped_column("xml", sa.Text)
     xml_sha256: Mapped[str] = mapped_column(sa.String(64))
-    document: Mapped[dict | None] = mapped_column(JSONDocument)
-    instance_name: Mapped[str | None] = mapped_column(sa.Text)
+    raw_document: Mapped[dict | None] = mapped_column("document", JSONDocument)
+    raw_instance_name: Mapped[str | None] = mapped_column("instance_name", sa.Text)
+
     submitter_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
     device_id: Mapped[str | None] = mapped_column(sa.String(255))
     user_agent: Mapped[str | None] = mapped_column(sa.String(255))

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.auth.models import Actor
+from server.personal import Disclosure
 from server.submissions.models import Submission, SubmissionVersion
 
 SAMPLE_LIMIT = 10_000
@@ -164,13 +165,19 @@ def _parse_point(value: Any) -> tuple[float, float] | None:
     return latitude, longitude
 
 
-def answers(db_session: Session, form_id: int, schema: dict[str, Any] | None) -> Answers:
+def answers(
+    db_session: Session, form_id: int, schema: dict[str, Any] | None, disclosure: Disclosure
+) -> Answers:
     """Count answers per choice of the schema's select questions, and collect its geopoints.
 
     ``schema`` is the field schema of the version whose questions are shown (the published
     one); records filled on other versions count for the questions they share with it.
+    Questions hidden from the reader (:mod:`server.personal`) are neither counted nor mapped,
+    and the map's names are what the reader may see.
     """
-    fields = (schema or {}).get("fields", [])
+    fields = [
+        f for f in (schema or {}).get("fields", []) if not disclosure.hidden(f.get("path", ""))
+    ]
     lists = (schema or {}).get("choiceLists", {})
     root = (schema or {}).get("root") or "data"
     selects = [f for f in fields if f.get("kind") == "field" and f.get("type") in SELECT_TYPES]
@@ -189,7 +196,9 @@ def answers(db_session: Session, form_id: int, schema: dict[str, Any] | None) ->
     if selects or geopoints:
         rows = db_session.execute(
             sa.select(
-                SubmissionVersion.document, Submission.instance_id, SubmissionVersion.instance_name
+                SubmissionVersion.raw_document,
+                Submission.instance_id,
+                SubmissionVersion.raw_instance_name,
             )
             .select_from(Submission)
             .join(
@@ -204,7 +213,8 @@ def answers(db_session: Session, form_id: int, schema: dict[str, Any] | None) ->
             .limit(SAMPLE_LIMIT)
             .execution_options(yield_per=500)
         )
-        for document, instance_id, instance_name in rows:
+        personal_points = any(disclosure.fields.is_personal(f["path"]) for f in geopoints)
+        for document, instance_id, stored_name in rows:
             sampled += 1
             if not isinstance(document, dict):
                 continue  # encrypted, or not parsed
@@ -221,7 +231,12 @@ def answers(db_session: Session, form_id: int, schema: dict[str, Any] | None) ->
                     for value in _values_at(document, pieces):
                         point = _parse_point(value)
                         if point is not None and len(points) < MAX_POINTS:
-                            points.append(Point(*point, instance_id, instance_name))
+                            name = disclosure.instance_name(
+                                stored_name, instance_id=instance_id, channel="console.map"
+                            )
+                            if personal_points:
+                                disclosure.note("console.map", [instance_id])
+                            points.append(Point(*point, instance_id, name))
     else:
         sampled = db_session.execute(
             sa.select(sa.func.count()).select_from(Submission).where(*_live(form_id))

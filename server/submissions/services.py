@@ -43,7 +43,10 @@ class SubmissionFilter:
     review_states: Sequence[str | None] | None = None  # None inside means "received"
     submitter_ids: Sequence[int] | None = None
     form_versions: Sequence[str] | None = None
-    search: str | None = None  # in instanceID and instance name
+    search: str | None = None  # in instanceID (and instance name, when searchable)
+    # Whether the search may look in instance names: only when they hide nothing from the
+    # reader (server/personal.py); otherwise a match would tell what a hidden name holds.
+    search_instance_name: bool = False
     deleted: bool = False  # True: only deleted records (the trash)
     draft: bool = False
     after_id: int | None = None  # keyset paging: records with a larger id
@@ -96,12 +99,11 @@ def _base(form_id: int, filters: SubmissionFilter) -> sa.Select:
         query = query.where(FormVersion.version.in_(list(filters.form_versions)))
     if filters.search:
         pattern = f"%{filters.search.strip().lower()}%"
-        query = query.where(
-            sa.or_(
-                sa.func.lower(Submission.instance_id).like(pattern),
-                sa.func.lower(sa.func.coalesce(SubmissionVersion.instance_name, "")).like(pattern),
-            )
-        )
+        matches = [sa.func.lower(Submission.instance_id).like(pattern)]
+        if filters.search_instance_name:
+            instance_name = sa.func.coalesce(SubmissionVersion.raw_instance_name, "")
+            matches.append(sa.func.lower(instance_name).like(pattern))
+        query = query.where(sa.or_(*matches))
     if filters.after_id is not None:
         query = query.where(Submission.id > filters.after_id)
     if filters.before_id is not None:

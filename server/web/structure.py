@@ -146,6 +146,7 @@ class Answer:
     value: str = ""
     raw: str | None = None  # the stored value when the shown one is a label
     media: dict[str, Any] | None = None  # {name, kind, url, present}
+    hidden: bool = False  # personal data the reader sees as a pseudonym (or not at all)
 
 
 def answers(
@@ -154,11 +155,13 @@ def answers(
     language: str | None,
     media_url: Callable[[str], str],
     present: set[str],
+    hidden: Callable[[str], bool] = lambda _path: False,
 ) -> list[Answer]:
     """Return a record's answers in form order, labelled in ``language``.
 
     ``media_url`` gives the console's address of an attachment by name; ``present`` names
-    the attachments that have arrived.
+    the attachments that have arrived. ``document`` is what the reader may see
+    (:mod:`server.personal`); ``hidden`` tells which answers it holds as pseudonyms.
     """
     schema = schema or {}
     root = schema.get("root") or "data"
@@ -202,6 +205,10 @@ def answers(
 
     def value_of(entry: Mapping[str, Any], raw: Any, label: str) -> Answer:
         answer = Answer(0, "field", label, entry.get("name", ""))
+        if hidden(entry.get("path", "")):
+            answer.hidden = True
+            answer.value = "" if raw is None else str(raw)
+            return answer
         if raw is None or raw == "":
             return answer
         text = str(raw)

@@ -206,8 +206,8 @@ def test_a_managed_key_round_trips_a_collect_record_to_the_decryptor(client, tea
     assert answer.status_code == 201, answer.data
 
     version_row = stored(db_session, sent.instance_id)
-    assert version_row.encrypted and version_row.document is None
-    assert version_row.xml.encode() == sent.envelope
+    assert version_row.encrypted and version_row.raw_document is None
+    assert version_row.raw_xml.encode() == sent.envelope
     assert (version_row.attachments_expected, version_row.attachments_present) == (3, 3)
     slots = db_session.scalars(
         sa.select(SubmissionAttachment)
@@ -323,7 +323,7 @@ def test_records_sent_before_encryption_stay_readable_and_are_not_decrypted(
         db_session, the_form(db_session, team, "entretien"), passphrases={key_id: PASSPHRASE}
     )
     version_row = stored(db_session, instance_id)
-    assert not version_row.encrypted and version_row.document["nom"] == "Moussa Diarra"
+    assert not version_row.encrypted and version_row.raw_document["nom"] == "Moussa Diarra"
     assert decrypt(version_row) is None
     # A tablet that has not updated yet may still send on the old version: accepted, plain.
     late = send(client, team, filled("entretien", "2024061201", f"uuid:{uuid.uuid4()}"), {})

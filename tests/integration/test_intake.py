@@ -73,9 +73,9 @@ def test_a_new_record_is_stored_and_answered_201_with_an_openrosa_message(
     assert submission.device_id == "collect:AbC123dEf456GhIj"
     assert submission.submitter_id == device["app_user"].actor_id
     version = db_session.scalars(sa.select(SubmissionVersion)).one()
-    assert version.current and version.xml.encode() == record(iid)
-    assert version.document["name"] == "Awa Traoré"
-    assert version.document["members"] == []
+    assert version.current and version.raw_xml.encode() == record(iid)
+    assert version.raw_document["name"] == "Awa Traoré"
+    assert version.raw_document["members"] == []
     assert (version.attachments_expected, version.attachments_present) == (2, 2)
     slots = {a.name: a for a in db_session.scalars(sa.select(SubmissionAttachment))}
     assert set(slots) == {"1715090512345.jpg", "audit.csv"}
@@ -107,7 +107,7 @@ def test_a_record_split_over_three_posts_becomes_one_complete_record(client, dev
     assert count(db_session, Submission) == 1
     version = db_session.scalars(sa.select(SubmissionVersion)).one()
     assert (version.attachments_expected, version.attachments_present) == (4, 4)
-    assert [m["member_name"] for m in version.document["members"]] == ["Fanta", "Oumar"]
+    assert [m["member_name"] for m in version.raw_document["members"]] == ["Fanta", "Oumar"]
 
 
 def test_a_retry_after_a_lost_response_is_201_and_stores_nothing_twice(client, device, db_session):
@@ -154,7 +154,7 @@ def test_same_instance_id_with_different_xml_is_409_and_the_payload_is_kept(
     assert post(client, device, changed).status_code == 409
     assert count(db_session, SubmissionConflict) == 1  # a device retrying is kept once
     version = db_session.scalars(sa.select(SubmissionVersion)).one()
-    assert version.document["age"] == "34"  # the stored record is untouched
+    assert version.raw_document["age"] == "34"  # the stored record is untouched
 
 
 def test_an_edit_becomes_a_new_version_and_carries_attachments_forward(client, device, db_session):
@@ -361,7 +361,7 @@ def test_an_encrypted_record_is_stored_as_received_and_marked_encrypted(client, 
     response = post(client, device, encrypted_envelope(iid), files)
     assert response.status_code == 201
     version = db_session.scalars(sa.select(SubmissionVersion)).one()
-    assert version.encrypted and version.document is None
+    assert version.encrypted and version.raw_document is None
     assert version.encrypted_key == "Qk9PTQ==" and version.encrypted_signature == "Zm9v"
     assert version.encrypted_xml_name == "submission.xml.enc"
     assert (version.attachments_expected, version.attachments_present) == (2, 2)

@@ -63,7 +63,7 @@ def test_list_gives_current_versions_newest_first_with_edit_counts(db_session, r
     assert [r.submission.instance_id for r in rows] == list(reversed(records["ids"]))
     edited = rows[-1]
     assert edited.version.instance_id == records["edit_id"]
-    assert edited.version.document["age"] == "35"
+    assert edited.version.raw_document["age"] == "35"
     assert edited.edits == 1 and edited.submission.review_state == "edited"
     assert edited.submitter_name == "Tablette 1" and edited.form_version == "2024050701"
     assert services.count_submissions(db_session, records["form"].id) == 3
@@ -71,8 +71,14 @@ def test_list_gives_current_versions_newest_first_with_edit_counts(db_session, r
 
 def test_filters_by_search_review_state_and_keyset(db_session, records):
     form_id = records["form"].id
-    found = services.list_submissions(db_session, form_id, SubmissionFilter(search="keïta"))
-    assert [r.version.instance_name for r in found] == ["Moussa Keïta"]
+    found = services.list_submissions(
+        db_session, form_id, SubmissionFilter(search="keïta", search_instance_name=True)
+    )
+    assert [r.version.raw_instance_name for r in found] == ["Moussa Keïta"]
+    # Names are searched only when the reader may see them (server/personal.py decides).
+    unseen = services.list_submissions(db_session, form_id, SubmissionFilter(search="keïta"))
+    assert unseen == []
+
     received = services.list_submissions(
         db_session, form_id, SubmissionFilter(review_states=[None])
     )

@@ -49,6 +49,15 @@ PLANTED = {
 }
 PHOTO_NAME = "1715090512345.jpg"
 PHOTO = b"\xff\xd8\xff\xe0" + b"planted face" * 200 + b"\xff\xd9"
+# Collect's audit log with track-changes: every answer's old and new value, the name too.
+AUDIT_CSV = (
+    "event,node,start,end,old-value,new-value\n"
+    "form start,,1715090500000,,,\n"
+    f"question,/data/respondent/name,1715090512345,1715090519345,,{PLANTED['name']}\n"
+    "question,/data/respondent/age,1715090519345,1715090521345,,34\n"
+    f"question,/data/household[1]/member[1]/member_name,1715090522000,1715090525000,,"
+    f"{PLANTED['member_name']}\n"
+).encode()
 VILLAGES_CSV = workbooks.data("villages.csv")
 
 
@@ -161,15 +170,16 @@ def household_record(
         '<?xml version="1.0" ?>'
         '<data xmlns:jr="http://openrosa.org/javarosa" '
         f'xmlns:orx="http://openrosa.org/xforms" id="{FORM_ID}" version="{version}">'
-        "<start>2024-05-07T10:00:00.000+00:00</start><today>2024-05-07</today><audit/>"
+        "<start>2024-05-07T10:00:00.000+00:00</start><today>2024-05-07</today>"
         f"<respondent><name>{escape(name)}</name><age>{age}</age></respondent>"
         "<village>segou</village><location>12.65 -8.0 350 5</location>"
-        f"<photo>{escape(photo)}</photo><needs>water food</needs><priorities>food water</priorities>"
+        f"<photo>{escape(photo)}</photo>"
+        "<needs>water food</needs><priorities>food water</priorities>"
         f"<household><head>{escape(head)}</head>"
         f"<member><member_name>{escape(member_name)}</member_name><sex>f</sex></member>"
         "</household>"
         "<household_count>1</household_count><thanks/>"
-        f"<meta><instanceID>{instance_id}</instanceID>"
+        f"<meta><audit>audit.csv</audit><instanceID>{instance_id}</instanceID>"
         f"<instanceName>{escape(name)}</instanceName></meta>"
         "</data>"
     )
@@ -209,9 +219,7 @@ def start_site(
         roles = {"manager": "manager", "viewer": "viewer", "formfill": "formfill"}
         for who, role in [*roles.items(), ("other_manager", "manager")]:
             email = f"{who.replace('_', '-')}@example.org"
-            user = _ok(
-                admin.post(f"{url}/v1/users", json={"email": email, "password": PASSWORD})
-            )
+            user = _ok(admin.post(f"{url}/v1/users", json={"email": email, "password": PASSWORD}))
             project = site.other_project_id if who == "other_manager" else site.project_id
             role_id = {"manager": 3, "viewer": 4, "formfill": 5}[role]
             _ok(admin.post(f"{url}/v1/projects/{project}/assignments/{role_id}/{user['id']}"))
@@ -250,7 +258,9 @@ def start_site(
         _ok(manager.post(f"{forms}/{FORM_ID}/assignments/app-user/{tablet['id']}"))
         site.instance_id = f"uuid:{uuid.uuid4()}"
         sent = site.submit(
-            household_record(site.instance_id), [(PHOTO_NAME, PHOTO, "image/jpeg")]
+            household_record(site.instance_id),
+            [(PHOTO_NAME, PHOTO, "image/jpeg"), ("audit.csv", AUDIT_CSV, "text/csv")],
         )
+
         assert sent.status_code == 201, sent.text
         yield site

@@ -390,14 +390,6 @@ def test_xlsx_rows_escape_text_and_drop_forbidden_characters():
     assert xlsx.column_letters(28)[-3:] == ["Z", "AA", "AB"]
 
 
-def test_pseudonyms_are_keyed_by_project():
-    one, two = values.Pseudonymiser("secret", 1), values.Pseudonymiser("secret", 2)
-    assert one("Awa") == values.Pseudonymiser("secret", 1)("Awa")
-    assert one("Awa") != two("Awa") and one("Awa") != one("Awa ")
-    assert one("Awa").startswith("pid_") and len(one("Awa")) == 24
-    assert values.Pseudonymiser("other", 1)("Awa") != one("Awa")
-
-
 def test_where_sql_stays_on_sargable_conditions():
     # draft = false (not IS FALSE) so that PostgreSQL walks ix_submissions_form_id_draft_id.
     from server.exports import source

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app
 
-from server import db
+from server import db, personal
 from server.forms import services as forms
 from server.submissions import overview
 from server.submissions import services as submissions
@@ -26,7 +26,7 @@ def form_overview(project_id: int, xml_form_id: str) -> Response:
     language = labels.for_schema(schema, common.ui_language())
     completeness = overview.completeness(db_session, form.id)
     enumerators = overview.per_submitter(db_session, form.id)
-    found = overview.answers(db_session, form.id, schema)
+    found = overview.answers(db_session, form.id, schema, personal.for_form(db_session, form))
     questions = [
         {
             "label": labels.pick(choice.labels, language, choice.name),

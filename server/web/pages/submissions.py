@@ -13,7 +13,7 @@ import mimetypes
 from flask import Response, flash, redirect, request, url_for
 from flask_babel import gettext, lazy_gettext
 
-from server import db, errors
+from server import db, errors, personal
 from server.auth import access
 from server.forms import services as forms
 from server.forms.models import FormVersion
@@ -38,7 +38,7 @@ REVIEW_ACTIONS = {
 }
 
 
-def _filters() -> tuple[SubmissionFilter, dict[str, str]]:
+def _filters(disclosure: personal.Disclosure) -> tuple[SubmissionFilter, dict[str, str]]:
     """Read the table's filters from the query string; return them and their raw values."""
     args = request.args
     raw = {
@@ -62,6 +62,8 @@ def _filters() -> tuple[SubmissionFilter, dict[str, str]]:
         submitter_ids=[submitter] if submitter is not None else None,
         form_versions=[raw["version"]] if raw["version"] else None,
         search=raw["q"] or None,
+        # A hidden instanceName is not searched either: a match would tell what it holds.
+        search_instance_name=disclosure.instance_name_searchable,
         before_id=common.parse_int(raw["before"], "before"),
         after_id=common.parse_int(raw["after"], "after"),
     )
@@ -72,8 +74,9 @@ def _filters() -> tuple[SubmissionFilter, dict[str, str]]:
 def submission_list(project_id: int, xml_form_id: str) -> Response:
     """List a form's records, newest first, with filters, search, paging and bulk review."""
     project, form = common.form_for(project_id, xml_form_id, "submission.list")
-    filters, raw = _filters()
     db_session = db.session()
+    disclosure = personal.for_form(db_session, form)
+    filters, raw = _filters(disclosure)
     rows = submissions.list_submissions(db_session, form.id, filters, limit=common.PAGE_SIZE + 1)
     if filters.after_id is not None:
         rows.reverse()  # read oldest first from the cursor; shown newest first
@@ -86,11 +89,18 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
         more_newer = filters.before_id is not None
     base = {k: v for k, v in raw.items() if k not in ("before", "after")}
     count_filter = SubmissionFilter(**{**filters.__dict__, "before_id": None, "after_id": None})
+    titles = {
+        row.submission.id: disclosure.instance_name(
+            row.version.raw_instance_name, instance_id=row.submission.instance_id, channel="console"
+        )
+        for row in rows
+    }
     return common.page(
         "web/submissions.html",
         project=project,
         form=form,
         rows=rows,
+        titles=titles,
         raw=raw,
         total=submissions.count_submissions(db_session, form.id, count_filter),
         submitters=overview.submitters(db_session, form.id),
@@ -167,7 +177,16 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
     shown = next((v for v in every_version if v.instance_id == wanted), every_version[0])
     form_version = db_session.get(FormVersion, shown.form_version_id)
     schema = form_version.schema if form_version is not None else {}
-    attached = submissions.attachments(db_session, shown)
+    disclosure = personal.for_form(db_session, form)
+    document = disclosure.document(
+        shown.raw_document, instance_id=record.instance_id, channel="console"
+    )
+    hidden_files = set() if disclosure.clear else disclosure.personal_files(shown.raw_document)
+    attached = [
+        (a, blob)
+        for a, blob in submissions.attachments(db_session, shown)
+        if a.name not in hidden_files
+    ]
     present = {a.name for a, blob in attached if blob is not None}
 
     def media_url(name: str) -> str:
@@ -187,10 +206,16 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
         form=form,
         record=record,
         shown=shown,
+        title=disclosure.instance_name(
+            shown.raw_instance_name, instance_id=record.instance_id, channel="console"
+        ),
         form_version=form_version,
         versions=every_version,
-        answers=structure.answers(schema, shown.document, language, media_url, present),
+        answers=structure.answers(
+            schema, document, language, media_url, present, hidden=disclosure.hidden
+        ),
         attachments=[(a, blob, media_url(a.name)) for a, blob in attached],
+        hidden_files=len(hidden_files),
         comments=submissions.comments(db_session, record),
         history=submissions.audit_events(db_session, record),
         states=REVIEW_STATES,
@@ -264,6 +289,9 @@ def submission_attachment(
         if attachment.name == name:
             if blob is None:
                 break
+            personal.for_form(db_session, form).check_file(
+                version.raw_document, name, instance_id=record.instance_id, channel="console"
+            )
             content_type = (
                 attachment.content_type
                 or mimetypes.guess_type(name)[0]
