@@ -204,7 +204,9 @@ def prepare(url: str, data_dir: Path) -> tuple[int, int, int]:
         project = Project(name="Benchmark")
         db_session.add(project)
         db_session.commit()
-        app_user, _token = app_users.create(db_session, project.id, "Tablette", secret_key=SECRET)
+        app_user, _token = app_users.create(
+            db_session, project.id, "Tablette", secret_key=SECRET, by=None
+        )
         db_session.commit()
         upload = forms.Upload(
             data=workbooks.xlsx(xlsform()), filename="bench.xlsx", content_type=workbooks.XLSX_TYPE

@@ -290,8 +290,10 @@ def prepare(url: str, data_dir: Path) -> str:
         db_session.add(version)
         db_session.flush()
         form.current_version_id = version.id
-        app_user, token = app_users.create(db_session, 1, "Bench tablet", secret_key=SECRET)
-        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id)
+        app_user, token = app_users.create(
+            db_session, 1, "Bench tablet", secret_key=SECRET, by=None
+        )
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id, by=None)
         db_session.commit()
     app.extensions["merit.db"].dispose()
     return token

@@ -57,8 +57,8 @@ def _ensure_admin(app: Flask, db_session: sa.orm.Session) -> SetupReport:
             handle.write(f"{email}\n{password}\n")
         report.admin_password = password
         report.admin_password_file = path
-    user = accounts.create_user(db_session, email, password, display_name="Administrator")
-    accounts.assign(db_session, user.actor_id, "admin")
+    user = accounts.create_user(db_session, email, password, display_name="Administrator", by=None)
+    accounts.assign(db_session, user.actor_id, "admin", by=None)
     db_session.commit()
     return report
 

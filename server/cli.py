@@ -158,9 +158,9 @@ def users_create(email: str, password: str, admin: bool) -> None:
     from server.auth import services as accounts
 
     with db.database().session() as db_session:
-        user = accounts.create_user(db_session, email, password)
+        user = accounts.create_user(db_session, email, password, by=None)
         if admin:
-            accounts.assign(db_session, user.actor_id, "admin")
+            accounts.assign(db_session, user.actor_id, "admin", by=None)
         db_session.commit()
     click.echo(f"created {email}")
 

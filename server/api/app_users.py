@@ -7,31 +7,25 @@ GET             /v1/projects/<p>/forms/<f>/assignments[/<roleId>]
 POST, DELETE    /v1/projects/<p>/forms/<f>/assignments/<roleId>/<actorId>
 GET             /v1/projects/<p>/assignments[/<roleId>]
 POST, DELETE    /v1/projects/<p>/assignments/<roleId>/<actorId>
+
+Every change goes through the account, role and app-user services, which audit it.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import current_app, g, jsonify, request
 from flask_babel import gettext as _
 
 from server import db, errors
 from server.api.blueprint import bp
 from server.api.render import iso, json_body, success
-from server.auth import access, app_users
+from server.auth import access, app_users, members
 from server.auth import services as accounts
-from server.auth.models import Actor, AppUser, Assignment, Role
+from server.auth.models import AppUser, Assignment
+from server.forms import services as forms
 from server.openrosa import settings as collect
 from server.openrosa.protocol import base_url
-from server.projects.models import Project
-from server.submissions.intake import find_form
-
-
-def _project(project_id: int) -> Project:
-    project = db.session().get(Project, project_id)
-    if project is None or project.deleted_at is not None:
-        raise errors.NotFound()
-    return project
+from server.projects import services as projects
 
 
 def app_user_json(app_user: AppUser) -> dict:
@@ -49,31 +43,18 @@ def app_user_json(app_user: AppUser) -> dict:
     }
 
 
-def _app_user(project_id: int, actor_id: int) -> AppUser:
-    app_user = db.session().get(AppUser, actor_id)
-    if app_user is None or app_user.project_id != project_id or app_user.actor.deleted_at:
-        raise errors.NotFound()
-    return app_user
-
-
 @bp.get("/projects/<int:project_id>/app-users")
 def list_app_users(project_id: int):
-    """List a project's app users, newest first."""
-    _project(project_id)
+    """List a project's app users, active ones first, newest first."""
+    projects.get(db.session(), project_id)
     access.require("field_key.list", project_id=project_id)
-    rows = db.session().scalars(
-        sa.select(AppUser)
-        .join(Actor, Actor.id == AppUser.actor_id)
-        .where(AppUser.project_id == project_id, Actor.deleted_at.is_(None))
-        .order_by(Actor.created_at.desc(), Actor.id.desc())
-    )
-    return jsonify([app_user_json(a) for a in rows])
+    return jsonify([app_user_json(a) for a in members.app_users(db.session(), project_id)])
 
 
 @bp.post("/projects/<int:project_id>/app-users")
 def create_app_user(project_id: int):
     """Create an app user (one per tablet); the answer carries its token."""
-    _project(project_id)
+    projects.get(db.session(), project_id)
     actor = access.require("field_key.create", project_id=project_id)
     name = json_body().get("displayName")
     if not isinstance(name, str) or not name.strip():
@@ -83,7 +64,7 @@ def create_app_user(project_id: int):
         project_id,
         name.strip()[:255],
         secret_key=current_app.config["SECRET_KEY"],
-        created_by=actor.id,
+        by=actor.id,
     )
     db.session().commit()
     return jsonify(app_user_json(app_user))
@@ -92,12 +73,9 @@ def create_app_user(project_id: int):
 @bp.delete("/projects/<int:project_id>/app-users/<int:actor_id>")
 def delete_app_user(project_id: int, actor_id: int):
     """Delete an app user: its token stops working at once; its records keep its name."""
-    access.require("field_key.delete", project_id=project_id)
-    app_user = _app_user(project_id, actor_id)
-    app_users.revoke(db.session(), app_user)
-    from server.db import utcnow
-
-    app_user.actor.deleted_at = utcnow()
+    actor = access.require("field_key.delete", project_id=project_id)
+    app_user = members.get_app_user(db.session(), project_id, actor_id)
+    app_users.delete(db.session(), app_user, by=actor.id)
     db.session().commit()
     return jsonify(success())
 
@@ -110,9 +88,9 @@ def collect_settings(project_id: int, actor_id: int):
     app_language, admin_pw. POST them instead when an admin password is set, to keep it out
     of URLs.
     """
-    project = _project(project_id)
+    project = projects.get(db.session(), project_id)
     access.require("field_key.list", project_id=project_id)
-    app_user = _app_user(project_id, actor_id)
+    app_user = members.get_app_user(db.session(), project_id, actor_id)
     token = app_users.token_of(app_user, secret_key=current_app.config["SECRET_KEY"])
     if token is None:
         raise errors.NotFound()
@@ -140,43 +118,19 @@ def collect_settings(project_id: int, actor_id: int):
 # ---- assignments -----------------------------------------------------------------------------
 
 
-def _role(role_id_or_system: str) -> Role:
-    query = sa.select(Role)
-    query = (
-        query.where(Role.id == int(role_id_or_system))
-        if role_id_or_system.isdigit()
-        else (query.where(Role.system == role_id_or_system))
-    )
-    role = db.session().scalars(query).one_or_none()
-    if role is None:
-        raise errors.NotFound()
-    return role
-
-
-def _assignable_actor(project_id: int, actor_id: int) -> Actor:
-    actor = db.session().get(Actor, actor_id)
-    if actor is None or actor.deleted_at is not None:
-        raise errors.NotFound()
-    if actor.type == "field_key":
-        app_user = db.session().get(AppUser, actor_id)
-        if app_user is None or app_user.project_id != project_id:
-            raise errors.NotFound()
-    return actor
-
-
 def _form_id(project_id: int, xml_form_id: str) -> int:
-    form = find_form(db.session(), project_id, xml_form_id)
+    form = forms.find_form(db.session(), project_id, xml_form_id)
     if form is None:
         raise errors.NotFound()
     return form.id
 
 
-def _assignments(actee: str, role: Role | None):
-    query = sa.select(Assignment).where(Assignment.actee == actee)
-    if role is not None:
-        query = query.where(Assignment.role_id == role.id)
-    rows = db.session().scalars(query.order_by(Assignment.id))
-    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in rows])
+def _assignments_json(found: list[Assignment]):
+    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in found])
+
+
+def _role_id(role: str | None) -> int | None:
+    return accounts.find_role(db.session(), role).id if role is not None else None
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/assignments")
@@ -185,16 +139,21 @@ def list_form_assignments(project_id: int, xml_form_id: str, role: str | None = 
     """List who holds which role on a form."""
     form_id = _form_id(project_id, xml_form_id)
     access.require("assignment.list", project_id=project_id, form_id=form_id)
-    return _assignments(f"form:{form_id}", _role(role) if role else None)
+    return _assignments_json(
+        accounts.list_assignments(db.session(), form_id=form_id, role_id=_role_id(role))
+    )
 
 
 @bp.post("/projects/<int:project_id>/forms/<xml_form_id>/assignments/<role>/<int:actor_id>")
 def assign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
     """Give an actor a role on a form (pyodk: role 2 gives an app user access to a form)."""
     form_id = _form_id(project_id, xml_form_id)
-    access.require("assignment.create", project_id=project_id, form_id=form_id)
-    actor = _assignable_actor(project_id, actor_id)
-    accounts.assign(db.session(), actor.id, _role(role).id, form_id=form_id)
+    me = access.require("assignment.create", project_id=project_id, form_id=form_id)
+    actor = members.assignable_actor(db.session(), project_id, actor_id)
+    role_id = accounts.find_role(db.session(), role).id
+    accounts.assign(
+        db.session(), actor.id, role_id, project_id=project_id, form_id=form_id, by=me.id
+    )
     db.session().commit()
     return jsonify(success())
 
@@ -203,8 +162,12 @@ def assign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
 def unassign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
     """Take a role on a form away from an actor."""
     form_id = _form_id(project_id, xml_form_id)
-    access.require("assignment.delete", project_id=project_id, form_id=form_id)
-    _unassign(actor_id, _role(role), f"form:{form_id}")
+    me = access.require("assignment.delete", project_id=project_id, form_id=form_id)
+    role_id = accounts.find_role(db.session(), role).id
+    accounts.unassign(
+        db.session(), actor_id, role_id, project_id=project_id, form_id=form_id, by=me.id
+    )
+    _committed_for_me()
     return jsonify(success())
 
 
@@ -212,21 +175,23 @@ def unassign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int
 @bp.get("/projects/<int:project_id>/assignments/<role>")
 def list_project_assignments(project_id: int, role: str | None = None):
     """List who holds which role on a project."""
-    _project(project_id)
+    projects.get(db.session(), project_id)
     access.require("assignment.list", project_id=project_id)
-    return _assignments(f"project:{project_id}", _role(role) if role else None)
+    return _assignments_json(
+        accounts.list_assignments(db.session(), project_id=project_id, role_id=_role_id(role))
+    )
 
 
 @bp.post("/projects/<int:project_id>/assignments/<role>/<int:actor_id>")
 def assign_on_project(project_id: int, role: str, actor_id: int):
     """Give an actor a role on a project (manager, viewer, data collector)."""
-    _project(project_id)
-    access.require("assignment.create", project_id=project_id)
-    target = _role(role)
+    projects.get(db.session(), project_id)
+    me = access.require("assignment.create", project_id=project_id)
+    target = accounts.find_role(db.session(), role)
     if target.system in ("admin", "app-user"):
         raise errors.UnexpectedValue(field="roleId", reason=_("not a project role"))
-    actor = _assignable_actor(project_id, actor_id)
-    accounts.assign(db.session(), actor.id, target.id, project_id=project_id)
+    actor = members.assignable_actor(db.session(), project_id, actor_id)
+    accounts.assign(db.session(), actor.id, target.id, project_id=project_id, by=me.id)
     db.session().commit()
     return jsonify(success())
 
@@ -234,21 +199,14 @@ def assign_on_project(project_id: int, role: str, actor_id: int):
 @bp.delete("/projects/<int:project_id>/assignments/<role>/<int:actor_id>")
 def unassign_on_project(project_id: int, role: str, actor_id: int):
     """Take a project role away from an actor."""
-    _project(project_id)
-    access.require("assignment.delete", project_id=project_id)
-    _unassign(actor_id, _role(role), f"project:{project_id}")
+    projects.get(db.session(), project_id)
+    me = access.require("assignment.delete", project_id=project_id)
+    role_id = accounts.find_role(db.session(), role).id
+    accounts.unassign(db.session(), actor_id, role_id, project_id=project_id, by=me.id)
+    _committed_for_me()
     return jsonify(success())
 
 
-def _unassign(actor_id: int, role: Role, actee: str) -> None:
-    deleted = db.session().execute(
-        sa.delete(Assignment).where(
-            Assignment.actor_id == actor_id,
-            Assignment.role_id == role.id,
-            Assignment.actee == actee,
-        )
-    )
-    if not deleted.rowcount:
-        raise errors.NotFound()
+def _committed_for_me() -> None:
     db.session().commit()
-    g.pop("_grants", None)
+    g.pop("_grants", None)  # the actor may have taken a role away from itself

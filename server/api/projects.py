@@ -57,12 +57,12 @@ def list_projects():
 @bp.post("/projects")
 def create_project():
     """Create a project (administrators)."""
-    access.require("project.create")
+    actor = access.require("project.create")
     body = json_body()
     name = body.get("name")
     if not isinstance(name, str):
         raise errors.MissingParameter(field="name")
-    project = services.create(db.session(), name, body.get("description"))
+    project = services.create(db.session(), name, body.get("description"), by=actor.id)
     return jsonify(project_json(project))
 
 
@@ -79,7 +79,7 @@ def get_project(project_id: int):
 def update_project(project_id: int):
     """Rename, describe or archive a project."""
     project = services.get(db.session(), project_id)
-    access.require("project.update", project_id=project_id)
+    actor = access.require("project.update", project_id=project_id)
     body = json_body()
     archived = body.get("archived")
     if archived is not None and not isinstance(archived, bool):
@@ -90,6 +90,7 @@ def update_project(project_id: int):
         name=body.get("name"),
         description=body.get("description"),
         archived=archived,
+        by=actor.id,
     )
     return jsonify(project_json(project))
 
@@ -98,6 +99,7 @@ def update_project(project_id: int):
 def delete_project(project_id: int):
     """Delete a project (administrators)."""
     project = services.get(db.session(), project_id)
-    access.require("project.delete", project_id=project_id)
-    services.delete(db.session(), project)
+    actor = access.require("project.delete", project_id=project_id)
+    services.delete(db.session(), project, by=actor.id)
+
     return jsonify(success())

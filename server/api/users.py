@@ -6,11 +6,12 @@ PUT                   /v1/users/<id>/password
 GET                   /v1/roles
 GET                   /v1/assignments[/<role>]
 POST, DELETE          /v1/assignments/<role>/<actorId>
+
+Every change goes through the account services (server/auth/services.py), which audit it.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import jsonify, request
 from flask_babel import gettext as _
 
@@ -20,7 +21,7 @@ from server.api.render import iso, json_body, success
 from server.api.sessions import actor_json
 from server.auth import access
 from server.auth import services as accounts
-from server.auth.models import Assignment, Role, User
+from server.auth.models import User
 from server.auth.roles import ROLE_IDS
 
 
@@ -44,7 +45,7 @@ def list_users():
 @bp.post("/users")
 def create_user():
     """Create a web user; without a password they cannot sign in until one is set."""
-    access.require("user.create")
+    actor = access.require("user.create")
     body = json_body()
     email = body.get("email")
     if not isinstance(email, str):
@@ -52,7 +53,9 @@ def create_user():
     password = body.get("password")
     if password is not None and not isinstance(password, str):
         raise errors.UnexpectedValue(field="password", reason=_("expected text"))
-    user = accounts.create_user(db.session(), email, password, display_name=body.get("displayName"))
+    user = accounts.create_user(
+        db.session(), email, password, display_name=body.get("displayName"), by=actor.id
+    )
     db.session().commit()
     return jsonify(user_json(user))
 
@@ -75,18 +78,14 @@ def update_user(actor_id: int):
     """Change a user's display name or email."""
     user = _self_or("user.update", actor_id)
     body = json_body()
-    if isinstance(body.get("displayName"), str) and body["displayName"].strip():
-        user.actor.display_name = body["displayName"].strip()[:255]
-    if isinstance(body.get("email"), str) and body["email"].strip():
-        email = accounts.normalise_email(body["email"])
-        other = accounts.find_user(db.session(), email)
-        if other is not None and other.actor_id != user.actor_id:
-            raise errors.Conflict(fields="email", values=email)
-        if email != user.email:
-            # The Digest secret contains the email: it cannot be kept; Collect users must
-            # set their password again.
-            user.email = email
-            user.digest_ha1 = None
+    name, email = body.get("displayName"), body.get("email")
+    accounts.update_user(
+        db.session(),
+        user,
+        display_name=name if isinstance(name, str) else None,
+        email=email if isinstance(email, str) else None,
+        by=access.require_actor().id,
+    )
     db.session().commit()
     return jsonify(user_json(user))
 
@@ -107,9 +106,9 @@ def change_password(actor_id: int):
 
 @bp.delete("/users/<int:actor_id>")
 def delete_user(actor_id: int):
-    """Delete a web user (administrators)."""
-    access.require("user.delete")
-    accounts.delete_user(db.session(), accounts.get_user(db.session(), actor_id))
+    """Delete a web user (administrators); never the last administrator."""
+    actor = access.require("user.delete")
+    accounts.delete_user(db.session(), accounts.get_user(db.session(), actor_id), by=actor.id)
     return jsonify(success())
 
 
@@ -117,7 +116,6 @@ def delete_user(actor_id: int):
 def list_roles():
     """List the roles and their verbs."""
     access.require_actor()
-    roles = db.session().scalars(sa.select(Role).order_by(Role.id))
     return jsonify(
         [
             {
@@ -128,7 +126,7 @@ def list_roles():
                 "createdAt": iso(r.created_at),
                 "updatedAt": iso(r.updated_at),
             }
-            for r in roles
+            for r in accounts.list_roles(db.session())
         ]
     )
 
@@ -145,19 +143,18 @@ def _site_role(role: str) -> int:
 def list_site_assignments(role: str | None = None):
     """List site-wide assignments (administrators)."""
     access.require("user.list")
-    query = sa.select(Assignment).where(Assignment.actee == "*")
-    if role is not None:
-        query = query.where(Assignment.role_id == _site_role(role))
-    rows = db.session().scalars(query.order_by(Assignment.id))
-    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in rows])
+    found = accounts.list_assignments(
+        db.session(), role_id=_site_role(role) if role is not None else None
+    )
+    return jsonify([{"actorId": a.actor_id, "roleId": a.role_id} for a in found])
 
 
 @bp.post("/assignments/<role>/<int:actor_id>")
 def assign_site_role(role: str, actor_id: int):
     """Make a web user an administrator."""
-    access.require("user.update")
+    actor = access.require("user.update")
     user = accounts.get_user(db.session(), actor_id)
-    accounts.assign(db.session(), user.actor_id, _site_role(role))
+    accounts.assign(db.session(), user.actor_id, _site_role(role), by=actor.id)
     db.session().commit()
     return jsonify(success())
 
@@ -165,25 +162,7 @@ def assign_site_role(role: str, actor_id: int):
 @bp.delete("/assignments/<role>/<int:actor_id>")
 def unassign_site_role(role: str, actor_id: int):
     """Take the administrator role away (never from the last administrator)."""
-    access.require("user.update")
-    role_id = _site_role(role)
-    admins = (
-        db.session()
-        .scalars(
-            sa.select(Assignment.actor_id).where(
-                Assignment.actee == "*", Assignment.role_id == role_id
-            )
-        )
-        .all()
-    )
-    if actor_id not in admins:
-        raise errors.NotFound()
-    if len(admins) == 1:
-        raise errors.LastAdministrator()
-    db.session().execute(
-        sa.delete(Assignment).where(
-            Assignment.actor_id == actor_id, Assignment.actee == "*", Assignment.role_id == role_id
-        )
-    )
+    actor = access.require("user.update")
+    accounts.unassign(db.session(), actor_id, _site_role(role), by=actor.id)
     db.session().commit()
     return jsonify(success())

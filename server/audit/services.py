@@ -1,35 +1,107 @@
-"""Writing the audit log: one call per action, in the caller's transaction."""
+"""Writing the audit log: the one place an event is made, in the caller's transaction.
+
+Every event goes through :func:`event` (its row) and :func:`record` (its insertion, ORM or
+Core alike), so that its columns and its action name are stated once. The actions are the table
+below, with what each means in words a coordinator reads (the console shows these, in French or
+English; the API shows the code, as Central does). An action not in the table is refused: an
+event nobody can read back is a bug.
+
+Every change of who may do what is recorded by the service that makes it (accounts, roles,
+app users, projects): the interfaces (API, console, command line) cannot forget it.
+``tests/integration/test_route_matrix.py`` checks it for every route.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
+from server.db import utcnow
+
+ACTIONS: Mapping[str, Any] = {
+    # accounts and roles: who may do what
+    "user.create": lazy_gettext("Account created"),
+    "user.update": lazy_gettext("Account changed"),
+    "user.password.change": lazy_gettext("Password changed"),
+    "user.delete": lazy_gettext("Account deleted"),
+    "assignment.create": lazy_gettext("Role given"),
+    "assignment.delete": lazy_gettext("Role taken away"),
+    "field_key.create": lazy_gettext("App user (tablet) created"),
+    "field_key.revoke": lazy_gettext("App user (tablet) access revoked"),
+    "field_key.delete": lazy_gettext("App user (tablet) deleted"),
+    # projects
+    "project.create": lazy_gettext("Project created"),
+    "project.update": lazy_gettext("Project changed"),
+    "project.delete": lazy_gettext("Project deleted"),
+    # forms
+    "form.create": lazy_gettext("Form created"),
+    "form.update.draft.set": lazy_gettext("Draft uploaded"),
+    "form.update.draft.delete": lazy_gettext("Draft discarded"),
+    "form.update.publish": lazy_gettext("Form version published"),
+    "form.update.state": lazy_gettext("Form state changed"),
+    "form.attachment.update": lazy_gettext("Form media file attached"),
+    # records
+    "submission.create": lazy_gettext("Submission received"),
+    "submission.update": lazy_gettext("Review state changed"),
+    "submission.update.version": lazy_gettext("Submission edited"),
+    "submission.delete": lazy_gettext("Submission moved to the trash"),
+    "submission.restore": lazy_gettext("Submission restored from the trash"),
+    "submission.attachment.update": lazy_gettext("Submission file uploaded"),
+    "submission.attachment.clear": lazy_gettext("Submission file cleared"),
+    "submission.pii.read": lazy_gettext("Personal data read in clear"),
+    "comment.create": lazy_gettext("Comment added"),
+    # exports and cleaning
+    "submission.export": lazy_gettext("Submissions exported"),
+    "export.corrections.create": lazy_gettext("Cleaning log uploaded"),
+    "export.corrections.delete": lazy_gettext("Correction revoked"),
+    # entity lists
+    "dataset.create": lazy_gettext("Entity list created"),
+    "dataset.update": lazy_gettext("Entity list changed"),
+    "entity.create": lazy_gettext("Entity created"),
+    "entity.bulk.create": lazy_gettext("Entities created"),
+    "entity.update.version": lazy_gettext("Entity changed"),
+    "entity.delete": lazy_gettext("Entity deleted"),
+}
 
 
-def record(
-    db_session: Session,
+def describe(action: str) -> str:
+    """Return what an action means, in the current language (the code if unknown)."""
+    found = ACTIONS.get(action)
+    return str(found) if found is not None else action
+
+
+def event(
     action: str,
     *,
-    actor_id: int | None = None,
+    actor_id: int | None,
     project_id: int | None = None,
     form_id: int | None = None,
     submission_id: int | None = None,
+    entity_id: int | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Add an audit event (``form.create``, ``form.update.publish``...); the caller commits.
+    logged_at: Any = None,
+) -> dict[str, Any]:
+    """Return the row of an audit event (``actor_id`` None: the server itself)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}: add it to server/audit/services.py")
+    return {
+        "action": action,
+        "actor_id": actor_id,
+        "project_id": project_id,
+        "form_id": form_id,
+        "submission_id": submission_id,
+        "entity_id": entity_id,
+        "details": details,
+        "logged_at": logged_at or utcnow(),
+    }
 
-    The event belongs to the caller's transaction, so it is kept exactly when the action is.
-    """
-    event = AuditEvent(
-        action=action,
-        actor_id=actor_id,
-        project_id=project_id,
-        form_id=form_id,
-        submission_id=submission_id,
-        details=details,
-    )
-    db_session.add(event)
-    return event
+
+def record(db_session: Session, action: str, **fields: Any) -> AuditEvent:
+    """Add an audit event to the caller's transaction (kept exactly when the action is)."""
+    row = AuditEvent(**event(action, **fields))
+    db_session.add(row)
+    return row

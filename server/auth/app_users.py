@@ -1,10 +1,15 @@
-"""App users: one device account per tablet, authenticated by a token in its server URL."""
+"""App users: one device account per tablet, authenticated by a token in its server URL.
+
+Creating, revoking and deleting one writes its audit event (``by``: who did it), whichever
+interface asked.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server.audit import services as audit
 from server.auth.models import Actor, AppUser, Assignment
 from server.auth.tokens import new_token, seal, token_hash, unseal
 from server.db import utcnow
@@ -16,7 +21,7 @@ def create(
     display_name: str,
     *,
     secret_key: str,
-    created_by: int | None = None,
+    by: int | None,
 ) -> tuple[AppUser, str]:
     """Create an app user of a project; return it and its token (not committed)."""
     token = new_token()
@@ -26,11 +31,22 @@ def create(
         project_id=project_id,
         token_hash=token_hash(token),
         token_sealed=seal(secret_key, token),
-        created_by=created_by,
+        created_by=by,
     )
     db_session.add(app_user)
     db_session.flush()
+    _event(db_session, "field_key.create", app_user, by)
     return app_user, token
+
+
+def _event(db_session: Session, action: str, app_user: AppUser, by: int | None) -> None:
+    audit.record(
+        db_session,
+        action,
+        actor_id=by,
+        project_id=app_user.project_id,
+        details={"actorId": app_user.actor_id, "displayName": app_user.actor.display_name},
+    )
 
 
 def find_by_token(db_session: Session, token: str) -> AppUser | None:
@@ -91,7 +107,7 @@ def token_of(app_user: AppUser, *, secret_key: str) -> str | None:
     return unseal(secret_key, app_user.token_sealed)
 
 
-def revoke(db_session: Session, app_user: AppUser) -> None:
+def revoke(db_session: Session, app_user: AppUser, *, by: int | None) -> None:
     """Revoke an app user's access: its token stops working at once (not committed).
 
     The actor stays, so the records it sent keep their submitter.
@@ -99,3 +115,12 @@ def revoke(db_session: Session, app_user: AppUser) -> None:
     app_user.revoked_at = utcnow()
     app_user.token_hash = None
     app_user.token_sealed = None
+    _event(db_session, "field_key.revoke", app_user, by)
+
+
+def delete(db_session: Session, app_user: AppUser, *, by: int | None) -> None:
+    """Delete an app user (revoked first): gone from lists, its records keep its name."""
+    if app_user.revoked_at is None:
+        revoke(db_session, app_user, by=by)
+    app_user.actor.deleted_at = utcnow()
+    _event(db_session, "field_key.delete", app_user, by)

@@ -2,7 +2,8 @@
 the accounts administrators create.
 
 The console's members, users and app-user pages read and change these; the API has the same
-rules in Central's shapes. Role changes and new accounts are written to the audit log.
+rules in Central's shapes. Every change is audited by the account, role and app-user services
+it calls (server/auth/services.py, server/auth/app_users.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from flask_babel import gettext, lazy_gettext
 from sqlalchemy.orm import Session
 
 from server import errors
-from server.audit.services import record
 from server.auth import app_users as app_users_service
 from server.auth import services as accounts
 from server.auth.models import Actor, AppUser, Assignment, User
@@ -75,14 +75,7 @@ def add_member(
     user = accounts.find_user(db_session, email)
     if user is None:
         raise NoSuchUser(email=email.strip())
-    accounts.assign(db_session, user.actor_id, role, project_id=project_id)
-    record(
-        db_session,
-        "assignment.create",
-        actor_id=actor_id,
-        project_id=project_id,
-        details={"actorId": user.actor_id, "role": role},
-    )
+    accounts.assign(db_session, user.actor_id, role, project_id=project_id, by=actor_id)
     db_session.commit()
     return user
 
@@ -92,23 +85,11 @@ def remove_member(
 ) -> None:
     """Take a project role away from a user (commits); 404 if they did not hold it."""
     _check_role(role)
-    deleted = db_session.execute(
-        sa.delete(Assignment).where(
-            Assignment.actor_id == member_id,
-            Assignment.role_id == ROLE_IDS[role],
-            Assignment.actee == f"project:{project_id}",
-        )
-    )
-    if not deleted.rowcount:
+    try:
+        accounts.unassign(db_session, member_id, role, project_id=project_id, by=actor_id)
+    except errors.NotFound:
         db_session.rollback()
-        raise errors.NotFound()
-    record(
-        db_session,
-        "assignment.delete",
-        actor_id=actor_id,
-        project_id=project_id,
-        details={"actorId": member_id, "role": role},
-    )
+        raise
     db_session.commit()
 
 
@@ -130,6 +111,19 @@ def get_app_user(db_session: Session, project_id: int, actor_id: int) -> AppUser
     if app_user is None or app_user.project_id != project_id or app_user.actor.deleted_at:
         raise errors.NotFound()
     return app_user
+
+
+def assignable_actor(db_session: Session, project_id: int, actor_id: int) -> Actor:
+    """Return an actor that may be given a role in the project (404: unknown, or another
+    project's app user)."""
+    actor = db_session.get(Actor, actor_id)
+    if actor is None or actor.deleted_at is not None:
+        raise errors.NotFound()
+    if actor.type == "field_key":
+        app_user = db_session.get(AppUser, actor_id)
+        if app_user is None or app_user.project_id != project_id:
+            raise errors.NotFound()
+    return actor
 
 
 def app_user_form_ids(db_session: Session, actor_ids: Collection[int]) -> dict[int, set[int]]:
@@ -164,37 +158,11 @@ def set_app_user_forms(
     if not wanted <= project_forms:
         raise errors.NotFound()
     current = app_user_form_ids(db_session, [app_user.actor_id])[app_user.actor_id]
-    for form_id in wanted - current:
-        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id)
-    removed = (current & project_forms) - wanted
-    if removed:
-        db_session.execute(
-            sa.delete(Assignment).where(
-                Assignment.actor_id == app_user.actor_id,
-                Assignment.role_id == ROLE_IDS["app-user"],
-                Assignment.form_id.in_(list(removed)),
-            )
-        )
-    if wanted != current:
-        record(
-            db_session,
-            "assignment.update",
-            actor_id=actor_id,
-            project_id=app_user.project_id,
-            details={"actorId": app_user.actor_id, "forms": sorted(wanted)},
-        )
+    for form_id in sorted(wanted - current):
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id, by=actor_id)
+    for form_id in sorted((current & project_forms) - wanted):
+        accounts.unassign(db_session, app_user.actor_id, "app-user", form_id=form_id, by=actor_id)
     db_session.commit()
-
-
-def site_admin_ids(db_session: Session) -> set[int]:
-    """Return the actor ids of the site's administrators."""
-    return set(
-        db_session.scalars(
-            sa.select(Assignment.actor_id).where(
-                Assignment.actee == "*", Assignment.role_id == ROLE_IDS["admin"]
-            )
-        )
-    )
 
 
 def create_account(
@@ -211,15 +179,9 @@ def create_account(
         raise errors.UnexpectedValue(field="email", reason=gettext("not an email address"))
     if not password:
         raise errors.MissingParameter(field="password")
-    user = accounts.create_user(db_session, email, password, display_name=display_name)
+    user = accounts.create_user(db_session, email, password, display_name=display_name, by=actor_id)
     if admin:
-        accounts.assign(db_session, user.actor_id, "admin")
-    record(
-        db_session,
-        "user.create",
-        actor_id=actor_id,
-        details={"actorId": user.actor_id, "email": user.email, "admin": admin},
-    )
+        accounts.assign(db_session, user.actor_id, "admin", by=actor_id)
     db_session.commit()
     return user
 
@@ -238,29 +200,15 @@ def create_app_user(
     if not name:
         raise errors.MissingParameter(field="name")
     app_user, _token = app_users_service.create(
-        db_session, project_id, name[:255], secret_key=secret_key, created_by=actor_id
+        db_session, project_id, name[:255], secret_key=secret_key, by=actor_id
     )
     for form_id in form_ids:
-        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id)
-    record(
-        db_session,
-        "field_key.create",
-        actor_id=actor_id,
-        project_id=project_id,
-        details={"actorId": app_user.actor_id, "displayName": name, "forms": sorted(form_ids)},
-    )
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form_id, by=actor_id)
     db_session.commit()
     return app_user
 
 
 def revoke_app_user(db_session: Session, app_user: AppUser, *, actor_id: int | None) -> None:
     """Revoke a tablet's token at once; it stays listed, its records keep its name (commits)."""
-    app_users_service.revoke(db_session, app_user)
-    record(
-        db_session,
-        "field_key.delete",
-        actor_id=actor_id,
-        project_id=app_user.project_id,
-        details={"actorId": app_user.actor_id, "displayName": app_user.actor.display_name},
-    )
+    app_users_service.revoke(db_session, app_user, by=actor_id)
     db_session.commit()

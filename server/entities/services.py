@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import errors
-from server.audit.models import AuditEvent
+from server.audit import services as audit
 from server.auth.models import Actor
 from server.db import utcnow
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
@@ -104,15 +104,13 @@ def _audit(
     entity_id: int | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    db_session.add(
-        AuditEvent(
-            action=action,
-            actor_id=actor_id,
-            project_id=project_id,
-            entity_id=entity_id,
-            details=details,
-            logged_at=utcnow(),
-        )
+    audit.record(
+        db_session,
+        action,
+        actor_id=actor_id,
+        project_id=project_id,
+        entity_id=entity_id,
+        details=details,
     )
 
 

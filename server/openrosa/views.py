@@ -24,6 +24,7 @@ from server import db, errors, metrics
 from server.auth import access
 from server.auth.models import Assignment
 from server.auth.prefix import draft_token
+from server.forms import services as forms
 from server.forms.models import Form, FormAttachment, FormVersion
 from server.openrosa import documents, protocol
 from server.openrosa.protocol import external_url, quoted
@@ -97,7 +98,7 @@ def _forms_with_media(db_session, version_ids: list[int]) -> set[int]:
 
 def _readable_form(project_id: int, xml_form_id: str) -> Form:
     """Return the form if the actor may read it; 404 otherwise (no hint that it exists)."""
-    form = intake.find_form(db.session(), project_id, xml_form_id)
+    form = forms.find_form(db.session(), project_id, xml_form_id)
     if form is None:
         raise errors.NotFound()
     access.require_actor()
@@ -261,7 +262,7 @@ def _answer(receipt: intake.Receipt) -> Response:
 
 def _draft(project_id: int, xml_form_id: str) -> tuple[Form, FormVersion]:
     """Return a form's draft if the request may use it (draft token, or a manager)."""
-    form = intake.find_form(db.session(), project_id, xml_form_id)
+    form = forms.find_form(db.session(), project_id, xml_form_id)
     version = (
         db.session().get(FormVersion, form.draft_version_id)
         if form is not None and form.draft_version_id is not None

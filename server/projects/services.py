@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import errors
+from server.audit import services as audit
 from server.auth.models import Actor, AppUser
 from server.db import utcnow
 from server.forms.models import Form
@@ -15,13 +16,19 @@ from server.projects.models import Project
 from server.submissions.models import Submission
 
 
-def create(db_session: Session, name: str, description: str | None = None) -> Project:
+def create(
+    db_session: Session, name: str, description: str | None = None, *, by: int | None
+) -> Project:
     """Create a project (commits)."""
     name = (name or "").strip()
     if not name:
         raise errors.MissingParameter(field="name")
     project = Project(name=name[:255], description=description)
     db_session.add(project)
+    db_session.flush()
+    audit.record(
+        db_session, "project.create", actor_id=by, project_id=project.id, details={"name": name}
+    )
     db_session.commit()
     return project
 
@@ -53,24 +60,28 @@ def update(
     name: str | None = None,
     description: str | None = None,
     archived: bool | None = None,
+    by: int | None,
 ) -> Project:
     """Change a project's name, description or archived flag (commits)."""
+    changes: dict[str, object] = {}
     if name is not None:
         if not name.strip():
             raise errors.UnexpectedValue(field="name", reason="a project needs a name")
-        project.name = name.strip()[:255]
+        project.name = changes["name"] = name.strip()[:255]
     if description is not None:
-        project.description = description
+        project.description = changes["description"] = description
     if archived is not None:
-        project.archived = archived
+        project.archived = changes["archived"] = archived
     project.updated_at = utcnow()
+    audit.record(db_session, "project.update", actor_id=by, project_id=project.id, details=changes)
     db_session.commit()
     return project
 
 
-def delete(db_session: Session, project: Project) -> None:
+def delete(db_session: Session, project: Project, *, by: int | None) -> None:
     """Delete a project (soft: its records stay in the database, out of every list)."""
     project.deleted_at = utcnow()
+    audit.record(db_session, "project.delete", actor_id=by, project_id=project.id)
     db_session.commit()
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import errors
-from server.audit.models import AuditEvent
+from server.audit import services as audit
 from server.db import utcnow
 from server.storage import service as storage
 from server.submissions import services
@@ -54,16 +54,14 @@ def _audit(
     actor_id: int | None,
     project_id: int | None,
 ) -> None:
-    db_session.add(
-        AuditEvent(
-            actor_id=actor_id,
-            action=action,
-            project_id=project_id,
-            form_id=submission.form_id,
-            submission_id=submission.id,
-            details={"instanceId": submission.instance_id, "name": name},
-            logged_at=utcnow(),
-        )
+    audit.record(
+        db_session,
+        action,
+        actor_id=actor_id,
+        project_id=project_id,
+        form_id=submission.form_id,
+        submission_id=submission.id,
+        details={"instanceId": submission.instance_id, "name": name},
     )
 
 

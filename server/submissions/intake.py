@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import errors
+from server.audit import services as audit
 from server.audit.models import AuditEvent
 from server.db import insert_or_ignore, utcnow
 from server.forms.models import Form, FormVersion
@@ -138,17 +139,6 @@ def clean_filename(name: str) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     return name.strip()[:255]
-
-
-def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | None:
-    """Return the live form with this formID in the project."""
-    return db_session.execute(
-        sa.select(Form).where(
-            Form.project_id == project_id,
-            Form.xml_form_id == xml_form_id,
-            Form.deleted_at.is_(None),
-        )
-    ).scalar_one_or_none()
 
 
 FORMS, FORM_VERSIONS = Form.__table__, FormVersion.__table__
@@ -636,15 +626,18 @@ def _version_values(ctx: _Context, now: Any, present: int) -> dict[str, Any]:
     }
 
 
-def _audit_values(ctx: _Context, action: str, now: Any, **details: Any) -> dict[str, Any]:
-    return {
-        "actor_id": ctx.actor_id,
-        "action": action,
-        "project_id": ctx.form.project_id,
-        "form_id": ctx.form.id,
-        "details": {"instanceId": ctx.parsed.instance_id, **details},
-        "logged_at": now,
-    }
+def _audit_values(
+    ctx: _Context, action: str, now: Any, submission_id: int | None, **details: Any
+) -> dict[str, Any]:
+    return audit.event(
+        action,
+        actor_id=ctx.actor_id,
+        project_id=ctx.form.project_id,
+        form_id=ctx.form.id,
+        submission_id=submission_id,
+        details={"instanceId": ctx.parsed.instance_id, **details},
+        logged_at=now,
+    )
 
 
 def _present(ctx: _Context, carried: dict[str, tuple[int, str | None]]) -> int:
@@ -728,8 +721,8 @@ WITH new_submission AS (
 ), new_audit AS (
     INSERT INTO audit_events (actor_id, action, project_id, form_id, submission_id, details,
                               logged_at)
-    SELECT :submitter_id, 'submission.create', :project_id, :form_id, submission_id,
-           CAST(:details AS jsonb), :now
+    SELECT :audit_actor_id, :audit_action, :audit_project_id, :audit_form_id, submission_id,
+           CAST(:audit_details AS jsonb), :audit_logged_at
     FROM new_version
 )
 SELECT submission_id, id FROM new_version
@@ -744,6 +737,10 @@ def _create_unless_known(ctx: _Context) -> Receipt | None:
     """
     parsed = ctx.parsed
     present = _present(ctx, {})
+    now = utcnow()
+    # The event's row comes from the audit service, as on the generic path (its submission id
+    # is the new one, taken inside the statement).
+    event = _audit_values(ctx, "submission.create", now, None)
     row = ctx.db.execute(
         _CREATE_UNLESS_KNOWN,
         {
@@ -753,7 +750,7 @@ def _create_unless_known(ctx: _Context) -> Receipt | None:
             "submitter_id": ctx.actor_id,
             "device_id": ctx.device_id,
             "user_agent": ctx.user_agent,
-            "now": utcnow(),
+            "now": now,
             "form_version_id": ctx.version_id,
             "xml": ctx.xml_text,
             "xml_sha256": ctx.xml_sha,
@@ -767,8 +764,8 @@ def _create_unless_known(ctx: _Context) -> Receipt | None:
             "encrypted_key": parsed.encrypted_key,
             "encrypted_signature": parsed.encrypted_signature,
             "encrypted_xml_name": parsed.encrypted_xml_name,
-            "project_id": ctx.form.project_id,
-            "details": json.dumps({"instanceId": parsed.instance_id}),
+            **{f"audit_{key}": value for key, value in event.items() if key != "details"},
+            "audit_details": json.dumps(event["details"]),
         },
     ).first()
     if row is None:
@@ -794,9 +791,7 @@ def _create(ctx: _Context) -> Receipt:
         .returning(VERSIONS.c.id)
     ).scalar_one()
     ctx.db.execute(
-        sa.insert(AUDIT).values(
-            submission_id=submission_id, **_audit_values(ctx, "submission.create", now)
-        )
+        sa.insert(AUDIT).values(**_audit_values(ctx, "submission.create", now, submission_id))
     )
     _slots(ctx, version_id, {})
     return _receipt(ctx, "created", submission_id, version_id, present)
@@ -836,9 +831,12 @@ def _edit(ctx: _Context) -> Receipt:
     )
     ctx.db.execute(
         sa.insert(AUDIT).values(
-            submission_id=previous.submission_id,
             **_audit_values(
-                ctx, "submission.update.version", now, deprecatedId=parsed.deprecated_id
+                ctx,
+                "submission.update.version",
+                now,
+                previous.submission_id,
+                deprecatedId=parsed.deprecated_id,
             ),
         )
     )

@@ -17,6 +17,7 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from server import errors
+from server.audit import services as audit
 from server.audit.models import AuditEvent
 from server.auth.models import Actor
 from server.db import utcnow
@@ -254,16 +255,14 @@ def _audit(
     project_id: int | None,
     **details: Any,
 ) -> None:
-    db_session.add(
-        AuditEvent(
-            actor_id=actor_id,
-            action=action,
-            project_id=project_id,
-            form_id=submission.form_id,
-            submission_id=submission.id,
-            details={"instanceId": submission.instance_id, **details},
-            logged_at=utcnow(),
-        )
+    audit.record(
+        db_session,
+        action,
+        actor_id=actor_id,
+        project_id=project_id,
+        form_id=submission.form_id,
+        submission_id=submission.id,
+        details={"instanceId": submission.instance_id, **details},
     )
 
 

@@ -216,7 +216,7 @@ def test_bad_token_is_403_never_401(client, db_session):
 def test_revoked_token_is_403(client, db_session):
     project = factories.project(db_session)
     app_user, token = factories.app_user(db_session, project.id)
-    app_users.revoke(db_session, app_user)
+    app_users.revoke(db_session, app_user, by=None)
     db_session.commit()
     assert client.get(f"/v1/key/{token}/users/current").status_code == 403
 
@@ -227,7 +227,7 @@ def test_sealed_token_can_be_shown_again_until_revoked(db_session, app):
     secret = app.config["SECRET_KEY"]
     assert app_users.token_of(app_user, secret_key=secret) == token
     assert app_users.token_of(app_user, secret_key="rotated secret") is None
-    app_users.revoke(db_session, app_user)
+    app_users.revoke(db_session, app_user, by=None)
     assert app_users.token_of(app_user, secret_key=secret) is None
 
 
@@ -294,7 +294,7 @@ def test_app_user_is_confined_to_its_project_and_assigned_forms(app, db_session)
     form = Form(project_id=own.id, xml_form_id="menage")
     db_session.add(form)
     db_session.flush()
-    accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id)
+    accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id, by=None)
     db_session.commit()
     with app.test_request_context("/v1/x"):
         g.actor = access.Principal(app_user.actor_id, "field_key", "T", app_user.project_id)

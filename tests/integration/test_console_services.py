@@ -12,6 +12,7 @@ from server import errors, personal
 from server.audit import queries
 from server.audit.models import AuditEvent
 from server.auth import app_users, members
+from server.auth import services as accounts
 from server.auth.models import Assignment
 from server.db import utcnow
 from server.submissions import overview
@@ -50,7 +51,11 @@ def test_members_are_added_by_email_listed_and_removed(db_session, project):
     with pytest.raises(errors.UnexpectedValue):
         members.add_member(db_session, project.id, "analyste@example.org", "admin", actor_id=None)
     actions = db_session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.id)).all()
-    assert actions == ["assignment.create"] * 3 + ["assignment.delete"]
+    # The accounts and the administrator's role made by the factories, then the two roles
+    # given (giving one again changes nothing and is not an event) and the one taken away.
+    assert actions == ["user.create", "assignment.create", "user.create"] + [
+        "assignment.create"
+    ] * 2 + ["assignment.delete"]
 
 
 def test_accounts_created_by_an_administrator(db_session):
@@ -64,7 +69,7 @@ def test_accounts_created_by_an_administrator(db_session):
         actor_id=admin.actor_id,
     )
     assert created.email == "chef@example.org"
-    assert members.site_admin_ids(db_session) == {admin.actor_id, created.actor_id}
+    assert accounts.site_admin_ids(db_session) == {admin.actor_id, created.actor_id}
     with pytest.raises(errors.UnexpectedValue):
         members.create_account(db_session, "not-an-email", "a long password", actor_id=None)
     with pytest.raises(errors.Conflict):
@@ -108,7 +113,14 @@ def test_app_users_get_forms_and_lose_their_token_when_revoked(db_session, proje
         == 1
     )
     actions = db_session.scalars(sa.select(AuditEvent.action).order_by(AuditEvent.id)).all()
-    assert actions == ["field_key.create", "assignment.update", "field_key.delete"]
+    # Each change of rights is its own event (server/auth/services.py, app_users.py).
+    assert actions == [
+        "field_key.create",
+        "assignment.create",
+        "assignment.create",
+        "assignment.delete",
+        "field_key.revoke",
+    ]
 
 
 # ---- the audit log ---------------------------------------------------------------------------

@@ -863,6 +863,46 @@ def leak(check: Check, principal: str, response, secrets) -> str | None:  # type
     return None
 
 
+def rights(db_session) -> tuple[Any, int]:  # type: ignore[no-untyped-def]
+    """Return who may do what right now (accounts, passwords, roles, tablets, projects) and
+    the number of audit events, read afresh."""
+    db_session.rollback()  # a new snapshot: see what the request committed
+    queries = (
+        "SELECT actor_id, role_id, actee FROM assignments",
+        "SELECT id, type, deleted_at IS NULL FROM actors",
+        "SELECT actor_id, email, password_hash, digest_ha1 FROM users",
+        "SELECT actor_id, project_id, token_hash, revoked_at IS NULL FROM app_users",
+        "SELECT id, deleted_at IS NULL, archived FROM projects",
+    )
+    state = tuple(frozenset(map(tuple, db_session.execute(sa.text(q)).all())) for q in queries)
+    events = db_session.execute(sa.text("SELECT COUNT(*) FROM audit_events")).scalar_one()
+    return state, events
+
+
+def unaudited(check: Check, principal: str, before, after) -> str | None:  # type: ignore[no-untyped-def]
+    """Return what is wrong when the request changed who may do what without an audit event.
+
+    Issue 16: creating users, giving roles, creating and deleting app users through /v1 left no
+    trace. Every change of rights, through any route, writes an event.
+    """
+    if before[0] != after[0] and after[1] <= before[1]:
+        changed = [
+            name
+            for name, old, new in zip(
+                ("roles", "actors", "accounts", "tablets", "projects"),
+                before[0],
+                after[0],
+                strict=True,
+            )
+            if old != new
+        ]
+        return (
+            f"{check.method} {check.rule} [{check.endpoint}] as {principal} changed "
+            f"{', '.join(changed)} without an audit event"
+        )
+    return None
+
+
 # ---- the tests ------------------------------------------------------------------------------
 
 
@@ -904,13 +944,16 @@ def test_every_route_answers_each_principal_as_the_matrix_says(app, client, db_s
     secrets = credentials(site)
     wrong = []
     for check in checks:
+        before = rights(db_session)
         response = send(app, check, site, principal)
         for problem in (
             verdict(check, principal, response),
             leak(check, principal, response, secrets),
+            unaudited(check, principal, before, rights(db_session)),
         ):
             if problem is not None:
                 wrong.append(problem)
+
     assert not wrong, f"{len(wrong)} of {len(checks)} checks:\n" + "\n".join(wrong)
     applicable = len(MATRIX) + len(OUTSIDE_ROUTING)
     if principal in DEVICES:

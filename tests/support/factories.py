@@ -21,9 +21,9 @@ def user(
     password: str = PASSWORD,
 ) -> User:
     """Create a web user, optionally with a role over the site or a project (commits)."""
-    created = accounts.create_user(db_session, email, password)
+    created = accounts.create_user(db_session, email, password, by=None)
     if role is not None:
-        accounts.assign(db_session, created.actor_id, role, project_id=project_id)
+        accounts.assign(db_session, created.actor_id, role, project_id=project_id, by=None)
     db_session.commit()
     return created
 
@@ -44,6 +44,6 @@ def app_user(
     secret_key: str = "test-secret-key-not-for-production",
 ) -> tuple[AppUser, str]:
     """Create an app user; return it and its token (commits)."""
-    created, token = app_users.create(db_session, project_id, name, secret_key=secret_key)
+    created, token = app_users.create(db_session, project_id, name, secret_key=secret_key, by=None)
     db_session.commit()
     return created, token

@@ -184,7 +184,7 @@ def publish_form(
     else:
         form.current_version_id = form_version.id
     for actor_id in app_user_ids:
-        accounts.assign(db_session, actor_id, "app-user", form_id=form.id)
+        accounts.assign(db_session, actor_id, "app-user", form_id=form.id, by=None)
     db_session.commit()
     return form
 

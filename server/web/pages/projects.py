@@ -50,11 +50,13 @@ def projects_index() -> Response:
 @bp.post("/projects")
 def create_project() -> Response:
     """Create a project (administrators)."""
-    access.require("project.create")
+    actor = access.require("project.create")
     name = request.form.get("name", "").strip()
     if not name:
         raise common.BadFilter(field=gettext("Name"), reason=gettext("a project needs a name"))
-    project = projects.create(db.session(), name, request.form.get("description") or None)
+    project = projects.create(
+        db.session(), name, request.form.get("description") or None, by=actor.id
+    )
     flash(gettext("Project “%(name)s” created.", name=project.name))
     return redirect(url_for("web.project", project_id=project.id), code=303)
 
@@ -94,7 +96,8 @@ def archive_project(project_id: int) -> Response:
     """Archive a project (hidden from the list, data kept), or bring it back."""
     found = common.project_for(project_id, "project.update")
     archived = request.form.get("archived") == "1"
-    projects.update(db.session(), found, archived=archived)
+    projects.update(db.session(), found, archived=archived, by=access.require_actor().id)
+
     flash(
         gettext("The project was archived.")
         if archived
@@ -161,7 +164,7 @@ def users() -> Response:
     return common.page(
         "web/users.html",
         users=accounts.list_users(db_session),
-        admins=members.site_admin_ids(db_session),
+        admins=accounts.site_admin_ids(db_session),
     )
 
 
