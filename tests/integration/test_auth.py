@@ -97,6 +97,29 @@ def test_expired_bearer_token_is_refused(client, db_session, app):
     assert response.status_code == 401
 
 
+def test_expired_sessions_are_purged_when_someone_signs_in(client, db_session):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from server.auth.models import AuthSession
+    from server.db import utcnow
+
+    factories.user(db_session)
+    tokens = [login(client).json["token"] for _ in range(3)]
+    rows = db_session.scalars(sa.select(AuthSession).order_by(AuthSession.id)).all()
+    for row in rows[:2]:
+        row.expires_at = utcnow() - dt.timedelta(hours=1)
+    db_session.commit()
+    kept = rows[2].id
+    assert login(client).status_code == 200
+    db_session.expire_all()
+    left = db_session.scalars(sa.select(AuthSession.id).order_by(AuthSession.id)).all()
+    assert len(left) == 2 and left[0] == kept
+    headers = {"Authorization": f"Bearer {tokens[2]}"}
+    assert client.get("/v1/users/current", headers=headers).status_code == 200
+
+
 def test_anonymous_request_to_a_protected_resource_is_401_4(client):
     response = client.get("/v1/users/current")
     assert response.status_code == 401
