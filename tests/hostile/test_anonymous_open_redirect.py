@@ -101,3 +101,14 @@ def test_a_path_of_this_site_is_still_where_the_switch_goes_back_to(site):
     assert answer.headers["Location"] == (
         f"/projects/{site.project_id}?q=%C3%A9t%C3%A9&state=hasIssues"
     )
+
+
+def test_the_old_projects_address_keeps_its_query_and_stays_on_site(site):
+    # url_for's own options (_method, _scheme, _external) once came from the query: a 500, or
+    # an absolute address built by the server.
+    for query in ("_method=PUT", "_external=1&_scheme=javascript", "state=a&state=b"):
+        answer = site.console("viewer").get(
+            f"{site.url}/projects?{query}", allow_redirects=False, timeout=30
+        )
+        assert answer.status_code == 303
+        assert answer.headers["Location"] == f"/?{query}"

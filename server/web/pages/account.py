@@ -57,17 +57,16 @@ def _sign_in_page(
 def index() -> Response:
     """Show the projects of the signed-in person, or the sign-in page."""
     if access.current_actor() is None:
-        return _sign_in_page(next_url=request.args.get("next", ""))
+        return _sign_in_page(next_url=common.safe_next(request.args.get("next"), ""))
     return project_pages.project_list()
 
 
 @bp.get("/login")
 def login() -> Response:
     """Show the sign-in page (or go on, when already signed in)."""
-    next_url = common.safe_next(request.args.get("next"), url_for("web.index"))
     if access.current_actor() is not None:
-        return redirect(next_url, code=303)
-    return _sign_in_page(next_url=request.args.get("next", ""))
+        return common.redirect_next(request.args.get("next"), url_for("web.index"))
+    return _sign_in_page(next_url=common.safe_next(request.args.get("next"), ""))
 
 
 @bp.post("/login")
@@ -75,7 +74,7 @@ def login_post() -> Response:
     """Check email and password; open a console session in a cookie."""
     email = request.form.get("email", "").strip()
     password = request.form.get("password", "")
-    next_url = request.form.get("next", "")
+    next_url = common.safe_next(request.form.get("next"), "")
     sent = request.form.get("login_token", "")
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(sent, expected):
@@ -112,7 +111,7 @@ def login_post() -> Response:
     _auth_session, token = sessions.open_session(
         db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"], kind="cookie"
     )
-    response = redirect(common.safe_next(next_url, url_for("web.index")), code=303)
+    response = common.redirect_next(next_url, url_for("web.index"))
     _set_session_cookie(response, token)
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
@@ -186,6 +185,6 @@ def language(code: str) -> Response:
     """Switch the console's language (fr or en) and go back to the page."""
     if code not in common.LANGUAGES:
         raise errors.NotFound()
-    response = redirect(common.safe_next(request.args.get("next"), url_for("web.index")), code=303)
+    response = common.redirect_next(request.args.get("next"), url_for("web.index"))
     response.set_cookie(LANG_COOKIE, code, max_age=365 * 24 * 3600, **_cookie_options())
     return response
