@@ -22,13 +22,22 @@ def check_password(
 ) -> User:
     """Return the user whose email and password these are; count failures, honour locks.
 
-    Raises Unauthorized (same answer for an unknown email and a wrong password) or
-    AccountLocked.
+    Every password check goes through here: sign-in (API, console, Basic) and the current
+    password of a password change. Raises Unauthorized (same answer for an unknown email and a
+    wrong password) or AccountLocked.
+
+    Each call costs one argon2 computation, whether the account exists, was deleted, has no
+    password or is locked: an answer that came sooner for unknown emails told which addresses
+    have an account here (issue 16).
     """
     key = normalise_email(email)
-    throttle.check(db_session, key)
     user = find_user(db_session, key)
-    if user is None or not verify_password(user.password_hash, password):
+    try:
+        throttle.check(db_session, key)
+    except errors.AccountLocked:
+        verify_password(None, password)
+        raise
+    if not verify_password(user.password_hash if user is not None else None, password):
         db_session.rollback()
         throttle.record_failure(
             db_session, key, max_failures=max_failures, lock_minutes=lock_minutes

@@ -18,7 +18,7 @@ from flask_babel import gettext
 from server import db, errors
 from server.auth import access, sessions, throttle
 from server.auth import services as accounts
-from server.auth.authenticate import SESSION_COOKIE
+from server.auth.authenticate import SESSION_COOKIE, password_settings
 from server.auth.models import User
 from server.web import common
 from server.web.pages import projects as project_pages
@@ -86,28 +86,10 @@ def login_post() -> Response:
         )
     db_session = db.session()
     try:
-        user = sessions.check_password(
-            db_session,
-            email,
-            password,
-            max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-            lock_minutes=current_app.config["LOGIN_LOCK_MINUTES"],
-        )
-    except errors.AccountLocked as locked:
-        return _sign_in_page(
-            error=locked.render_message(), status=429, email=email, next_url=next_url
-        )
-    except errors.Unauthorized:
-        try:
-            # The failure that reaches the limit locks the account: say so at once.
-            throttle.check(db_session, accounts.normalise_email(email))
-        except errors.AccountLocked as locked:
-            return _sign_in_page(
-                error=locked.render_message(), status=429, email=email, next_url=next_url
-            )
-        return _sign_in_page(
-            error=gettext("Wrong email or password."), status=401, email=email, next_url=next_url
-        )
+        user = sessions.check_password(db_session, email, password, **password_settings())
+    except (errors.Unauthorized, errors.AccountLocked) as refused:
+        error, status = _refusal(refused, email, gettext("Wrong email or password."), 401)
+        return _sign_in_page(error=error, status=status, email=email, next_url=next_url)
     _auth_session, token = sessions.open_session(
         db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"], kind="cookie"
     )
@@ -115,6 +97,23 @@ def login_post() -> Response:
     _set_session_cookie(response, token)
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
+
+
+def _refusal(
+    refused: errors.Problem, email: str, wrong_password: str, status: int
+) -> tuple[str, int]:
+    """Return the message and status of a page refusing a password.
+
+    A locked account says so (429), also at the failure that has just locked it.
+    """
+    if not isinstance(refused, errors.AccountLocked):
+        try:
+            throttle.check(db.session(), accounts.normalise_email(email))
+        except errors.AccountLocked as locked:
+            refused = locked
+    if isinstance(refused, errors.AccountLocked):
+        return refused.render_message(), 429
+    return wrong_password, status
 
 
 def _set_session_cookie(response: Response, token: str) -> None:
@@ -159,14 +158,11 @@ def password_post() -> Response:
             "web/password.html", status=400, error=gettext("The two new passwords differ.")
         )
     try:
-        accounts.change_password(db_session, user, old, new)
-    except errors.Unauthorized:
-        db_session.rollback()
-        return common.page(
-            "web/password.html",
-            status=400,
-            error=gettext("The current password is not right."),
-        )
+        accounts.change_password(db_session, user, old, new, **password_settings())
+    except (errors.Unauthorized, errors.AccountLocked) as refused:
+        wrong = gettext("The current password is not right.")
+        error, status = _refusal(refused, user.email, wrong, 400)
+        return common.page("web/password.html", status=status, error=error)
     except errors.PasswordTooShort as short:
         db_session.rollback()
         return common.page("web/password.html", status=400, error=short.render_message())
