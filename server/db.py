@@ -216,3 +216,16 @@ def insert_or_ignore(
         from sqlalchemy.dialects.sqlite import insert
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
     db_session.execute(statement)
+
+
+def delete_batch(db_session: Session, table: sa.Table, *conditions: Any, limit: int) -> int:
+    """Delete at most ``limit`` rows of ``table`` matching ``conditions``; return how many.
+
+    For housekeeping done on the way (expired sessions, old Digest nonces): bounded, so that
+    the request doing it stays short, and on PostgreSQL rows that another transaction is
+    deleting are skipped (SKIP LOCKED), so that two purges never wait for each other or
+    deadlock. Not committed.
+    """
+    [key] = table.primary_key.columns
+    chosen = sa.select(key).where(*conditions).limit(limit).with_for_update(skip_locked=True)
+    return db_session.execute(sa.delete(table).where(key.in_(chosen))).rowcount or 0

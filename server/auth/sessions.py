@@ -14,7 +14,10 @@ from server.auth.models import Actor, AuthSession, User
 from server.auth.passwords import hash_password, needs_rehash, verify_password
 from server.auth.services import find_user, normalise_email
 from server.auth.tokens import new_token, token_hash
-from server.db import utcnow
+from server.db import delete_batch, utcnow
+
+# Expired sessions deleted each time one is opened: more than are opened, so they never pile up.
+PURGE_BATCH = 100
 
 
 def check_password(
@@ -52,7 +55,11 @@ def check_password(
 def open_session(
     db_session: Session, actor_id: int, *, hours: int, kind: str = "bearer"
 ) -> tuple[AuthSession, str]:
-    """Create a session for an actor; return it and its secret token (commits)."""
+    """Create a session for an actor; return it and its secret token (commits).
+
+    Expired sessions are purged here, a batch at a time: sessions are only ever created here,
+    so the table stays as small as the live sessions without a job of its own.
+    """
     token = new_token()
     auth_session = AuthSession(
         token_hash=token_hash(token),
@@ -61,6 +68,7 @@ def open_session(
         csrf=secrets.token_urlsafe(32),
         expires_at=utcnow() + dt.timedelta(hours=hours),
     )
+    purge_expired(db_session)
     db_session.add(auth_session)
     db_session.commit()
     return auth_session, token
@@ -93,8 +101,8 @@ def end_all_sessions(db_session: Session, actor_id: int) -> None:
     db_session.execute(sa.delete(AuthSession).where(AuthSession.actor_id == actor_id))
 
 
-def purge_expired(db_session: Session) -> int:
-    """Delete expired sessions; return how many (commits)."""
-    result = db_session.execute(sa.delete(AuthSession).where(AuthSession.expires_at <= utcnow()))
-    db_session.commit()
-    return result.rowcount or 0
+def purge_expired(db_session: Session, *, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` expired sessions; return how many (not committed)."""
+    return delete_batch(
+        db_session, AuthSession.__table__, AuthSession.expires_at <= utcnow(), limit=limit
+    )
