@@ -139,9 +139,11 @@ def _authenticate_digest(value: str) -> None:
         db_session.rollback()
         throttle.record_failure(db_session, key, **password_settings())
         raise errors.Unauthorized(headers={"WWW-Authenticate": digest.challenge(secret)})
-    if state == "stale":
-        # The password is right but the nonce is old: stale=true makes Collect retry with a
-        # fresh nonce instead of prompting for the password again.
+    count = digest.nonce_count(credentials)
+    if state == "stale" or not digest.accept_count(db_session, credentials.nonce, count):
+        # The password is right but the nonce is old, or this header (its nonce and count)
+        # was used before: stale=true makes Collect retry with a fresh nonce instead of
+        # prompting for the password again; a replayed header gets nothing from it.
         raise errors.Unauthorized(
             headers={"WWW-Authenticate": digest.challenge(secret, stale=True)}
         )
