@@ -207,12 +207,34 @@ def read_session() -> Session:
 
 def insert_or_ignore(
     db_session: Session, table: sa.Table, values: dict[str, Any], conflict: list[str]
-) -> None:
-    """Insert a row unless one with the same ``conflict`` columns exists (race-safe)."""
+) -> bool:
+    """Insert a row unless one with the same ``conflict`` columns exists (race-safe).
+
+    Return whether the row was inserted.
+    """
     dialect = db_session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    db_session.execute(statement)
+    statement = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=conflict)
+        .returning(*(table.c[name] for name in conflict))
+    )
+    # RETURNING, not rowcount: psycopg leaves rowcount at -1 for this statement.
+    return db_session.execute(statement).first() is not None
+
+
+def delete_batch(db_session: Session, table: sa.Table, *conditions: Any, limit: int) -> int:
+    """Delete at most ``limit`` rows of ``table`` matching ``conditions``; return how many.
+
+    For housekeeping done on the way (expired sessions, old Digest nonces): bounded, so that
+    the request doing it stays short, and on PostgreSQL rows that another transaction is
+    deleting are skipped (SKIP LOCKED), so that two purges never wait for each other or
+    deadlock. Not committed.
+    """
+    [key] = table.primary_key.columns
+    chosen = sa.select(key).where(*conditions).limit(limit).with_for_update(skip_locked=True)
+    return db_session.execute(sa.delete(table).where(key.in_(chosen))).rowcount or 0

@@ -1,7 +1,16 @@
 """Every model, imported in one place so that the metadata (and Alembic) sees all tables."""
 
 from server.audit.models import AuditEvent
-from server.auth.models import Actor, AppUser, Assignment, AuthSession, LoginThrottle, Role, User
+from server.auth.models import (
+    Actor,
+    AppUser,
+    Assignment,
+    AuthSession,
+    DigestNonce,
+    LoginThrottle,
+    Role,
+    User,
+)
 from server.db import Base
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
 from server.exports.models import Correction
@@ -28,6 +37,7 @@ __all__ = [
     "Correction",
     "Dataset",
     "DatasetProperty",
+    "DigestNonce",
     "Entity",
     "EntityVersion",
     "Form",

@@ -8,6 +8,7 @@ from server import db, errors
 from server.api.blueprint import bp
 from server.api.render import iso, json_body, success
 from server.auth import access, sessions
+from server.auth.authenticate import password_settings
 from server.auth.models import Actor, AuthSession, User
 
 
@@ -44,13 +45,7 @@ def create_session():
     if not isinstance(email, str) or not isinstance(password, str):
         raise errors.MissingParameter(field="email/password")
     db_session = db.session()
-    user = sessions.check_password(
-        db_session,
-        email,
-        password,
-        max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-        lock_minutes=current_app.config["LOGIN_LOCK_MINUTES"],
-    )
+    user = sessions.check_password(db_session, email, password, **password_settings())
     auth_session, token = sessions.open_session(
         db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"]
     )

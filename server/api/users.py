@@ -21,6 +21,7 @@ from server.api.render import iso, json_body, success
 from server.api.sessions import actor_json
 from server.auth import access
 from server.auth import services as accounts
+from server.auth.authenticate import password_settings
 from server.auth.models import User
 from server.auth.roles import ROLE_IDS
 
@@ -100,7 +101,8 @@ def change_password(actor_id: int):
     old, new = body.get("old"), body.get("new")
     if not isinstance(old, str) or not isinstance(new, str):
         raise errors.MissingParameter(field="old/new")
-    accounts.change_password(db.session(), accounts.get_user(db.session(), actor_id), old, new)
+    user = accounts.get_user(db.session(), actor_id)
+    accounts.change_password(db.session(), user, old, new, **password_settings())
     return jsonify(success())
 
 

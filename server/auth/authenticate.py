@@ -93,7 +93,8 @@ def _authenticate_bearer(token: str) -> None:
     _set(_principal(actor), "bearer", auth_session=auth_session)
 
 
-def _password_settings() -> dict[str, int]:
+def password_settings() -> dict[str, int]:
+    """Return the lockout settings that every password check takes (sessions.check_password)."""
     return {
         "max_failures": current_app.config["LOGIN_MAX_FAILURES"],
         "lock_minutes": current_app.config["LOGIN_LOCK_MINUTES"],
@@ -110,7 +111,7 @@ def _authenticate_basic(value: str) -> None:
     email, sep, password = decoded.partition(":")
     if not sep:
         raise errors.Unauthorized()
-    user = sessions.check_password(db.session(), email, password, **_password_settings())
+    user = sessions.check_password(db.session(), email, password, **password_settings())
     db.session().commit()
     _set(_principal(user.actor), "basic")
 
@@ -136,11 +137,13 @@ def _authenticate_digest(value: str) -> None:
         or not digest.response_matches(credentials, user.digest_ha1, request.method)
     ):
         db_session.rollback()
-        throttle.record_failure(db_session, key, **_password_settings())
+        throttle.record_failure(db_session, key, **password_settings())
         raise errors.Unauthorized(headers={"WWW-Authenticate": digest.challenge(secret)})
-    if state == "stale":
-        # The password is right but the nonce is old: stale=true makes Collect retry with a
-        # fresh nonce instead of prompting for the password again.
+    count = digest.nonce_count(credentials)
+    if state == "stale" or not digest.accept_count(db_session, credentials.nonce, count):
+        # The password is right but the nonce is old, or this header (its nonce and count)
+        # was used before: stale=true makes Collect retry with a fresh nonce instead of
+        # prompting for the password again; a replayed header gets nothing from it.
         raise errors.Unauthorized(
             headers={"WWW-Authenticate": digest.challenge(secret, stale=True)}
         )

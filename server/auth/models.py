@@ -96,6 +96,21 @@ class LoginThrottle(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class DigestNonce(Base):
+    """A Digest nonce in use and the highest nonce count (``nc``) accepted with it.
+
+    A header is accepted once: its ``nc`` must be above every one seen for its nonce, in every
+    server process (RFC 7616 §3.4; issue 16). Rows are useless once the nonce has expired and
+    are purged then.
+    """
+
+    __tablename__ = "digest_nonces"
+
+    nonce: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    last_nc: Mapped[int] = mapped_column(sa.BigInteger)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Role(Base):
     """A named set of verbs. System roles carry ODK Central's names and ids."""
 

@@ -20,9 +20,12 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """Tell whether ``password`` matches ``password_hash`` (False for accounts without one)."""
+    """Tell whether ``password`` matches ``password_hash`` (False for accounts without one).
+
+    Always one argon2 computation: without a hash (no account, no password), a decoy hash of
+    the password with the same parameters takes the time a real check would.
+    """
     if not password_hash:
-        # Spend the same time as a real check so that unknown accounts cannot be told apart.
         _hasher.hash(password)
         return False
     try:

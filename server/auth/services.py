@@ -226,13 +226,19 @@ def get_user(db_session: Session, actor_id: int) -> User:
     return user
 
 
-def change_password(db_session: Session, user: User, old: str, new: str) -> None:
-    """Change one's own password after checking the old one; other sessions end (commits)."""
-    from server.auth.passwords import verify_password
-    from server.auth.sessions import end_all_sessions
+def change_password(
+    db_session: Session, user: User, old: str, new: str, *, max_failures: int, lock_minutes: int
+) -> None:
+    """Change one's own password after checking the old one; other sessions end (commits).
 
-    if not verify_password(user.password_hash, old):
-        raise errors.Unauthorized()
+    The old password is checked as a sign-in is: a wrong one counts as a failed sign-in of the
+    account, and a locked account cannot change its password (AccountLocked).
+    """
+    from server.auth.sessions import check_password, end_all_sessions
+
+    check_password(
+        db_session, user.email, old, max_failures=max_failures, lock_minutes=lock_minutes
+    )
     set_password(user, new)
     end_all_sessions(db_session, user.actor_id)
     audit.record(

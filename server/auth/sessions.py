@@ -14,7 +14,10 @@ from server.auth.models import Actor, AuthSession, User
 from server.auth.passwords import hash_password, needs_rehash, verify_password
 from server.auth.services import find_user, normalise_email
 from server.auth.tokens import new_token, token_hash
-from server.db import utcnow
+from server.db import delete_batch, utcnow
+
+# Expired sessions deleted each time one is opened: more than are opened, so they never pile up.
+PURGE_BATCH = 100
 
 
 def check_password(
@@ -22,13 +25,22 @@ def check_password(
 ) -> User:
     """Return the user whose email and password these are; count failures, honour locks.
 
-    Raises Unauthorized (same answer for an unknown email and a wrong password) or
-    AccountLocked.
+    Every password check goes through here: sign-in (API, console, Basic) and the current
+    password of a password change. Raises Unauthorized (same answer for an unknown email and a
+    wrong password) or AccountLocked.
+
+    Each call costs one argon2 computation, whether the account exists, was deleted, has no
+    password or is locked: an answer that came sooner for unknown emails told which addresses
+    have an account here (issue 16).
     """
     key = normalise_email(email)
-    throttle.check(db_session, key)
     user = find_user(db_session, key)
-    if user is None or not verify_password(user.password_hash, password):
+    try:
+        throttle.check(db_session, key)
+    except errors.AccountLocked:
+        verify_password(None, password)
+        raise
+    if not verify_password(user.password_hash if user is not None else None, password):
         db_session.rollback()
         throttle.record_failure(
             db_session, key, max_failures=max_failures, lock_minutes=lock_minutes
@@ -43,7 +55,11 @@ def check_password(
 def open_session(
     db_session: Session, actor_id: int, *, hours: int, kind: str = "bearer"
 ) -> tuple[AuthSession, str]:
-    """Create a session for an actor; return it and its secret token (commits)."""
+    """Create a session for an actor; return it and its secret token (commits).
+
+    Expired sessions are purged here, a batch at a time: sessions are only ever created here,
+    so the table stays as small as the live sessions without a job of its own.
+    """
     token = new_token()
     auth_session = AuthSession(
         token_hash=token_hash(token),
@@ -52,6 +68,7 @@ def open_session(
         csrf=secrets.token_urlsafe(32),
         expires_at=utcnow() + dt.timedelta(hours=hours),
     )
+    purge_expired(db_session)
     db_session.add(auth_session)
     db_session.commit()
     return auth_session, token
@@ -84,8 +101,8 @@ def end_all_sessions(db_session: Session, actor_id: int) -> None:
     db_session.execute(sa.delete(AuthSession).where(AuthSession.actor_id == actor_id))
 
 
-def purge_expired(db_session: Session) -> int:
-    """Delete expired sessions; return how many (commits)."""
-    result = db_session.execute(sa.delete(AuthSession).where(AuthSession.expires_at <= utcnow()))
-    db_session.commit()
-    return result.rowcount or 0
+def purge_expired(db_session: Session, *, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` expired sessions; return how many (not committed)."""
+    return delete_batch(
+        db_session, AuthSession.__table__, AuthSession.expires_at <= utcnow(), limit=limit
+    )

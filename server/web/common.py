@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -179,11 +180,29 @@ def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tupl
     return project, form
 
 
+# Control characters (C0, DEL, C1) and the backslash: never in an address we send anyone to.
+_UNSAFE_IN_NEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
 def safe_next(target: str | None, default: str) -> str:
-    """Return ``target`` if it is a path on this site (never another site), else ``default``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Return ``target`` if it is a path on this site (never another site), else ``default``.
+
+    The one rule for every address a person's request asks to be sent on to (``next``, the
+    page to go back to). Browsers drop tabs and newlines anywhere in an address and read ``\\``
+    as ``/``, so ``/<tab>/evil.example`` is ``//evil.example``, another site: only a path that
+    starts with exactly one ``/``, with no control character (which would also break the
+    ``Location`` header) and no backslash, is kept.
+    """
+    if not target or not target.startswith("/") or target[1:2] == "/":
+        return default
+    if _UNSAFE_IN_NEXT.search(target):
         return default
     return target
+
+
+def redirect_next(target: str | None, default: str) -> Response:
+    """Answer 303 to ``target`` when :func:`safe_next` keeps it, else to ``default``."""
+    return redirect(safe_next(target, default), code=303)
 
 
 # ---- parsing form fields and filters ---------------------------------------------------------

@@ -97,6 +97,29 @@ def test_expired_bearer_token_is_refused(client, db_session, app):
     assert response.status_code == 401
 
 
+def test_expired_sessions_are_purged_when_someone_signs_in(client, db_session):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from server.auth.models import AuthSession
+    from server.db import utcnow
+
+    factories.user(db_session)
+    tokens = [login(client).json["token"] for _ in range(3)]
+    rows = db_session.scalars(sa.select(AuthSession).order_by(AuthSession.id)).all()
+    for row in rows[:2]:
+        row.expires_at = utcnow() - dt.timedelta(hours=1)
+    db_session.commit()
+    kept = rows[2].id
+    assert login(client).status_code == 200
+    db_session.expire_all()
+    left = db_session.scalars(sa.select(AuthSession.id).order_by(AuthSession.id)).all()
+    assert len(left) == 2 and left[0] == kept
+    headers = {"Authorization": f"Bearer {tokens[2]}"}
+    assert client.get("/v1/users/current", headers=headers).status_code == 200
+
+
 def test_anonymous_request_to_a_protected_resource_is_401_4(client):
     response = client.get("/v1/users/current")
     assert response.status_code == 401
@@ -196,6 +219,90 @@ def test_digest_for_another_uri_is_refused(client, db_session, app):
         headers={"Authorization": digest_header(nonce, uri="/v1/projects/1/formList")},
     )
     assert response.status_code == 401
+
+
+def test_a_digest_header_works_once_and_the_next_count_works(client, db_session, app):
+    factories.user(db_session)
+    nonce = digest.new_nonce(app.config["SECRET_KEY"])
+    uri = "/v1/users/current"
+    first = {"Authorization": digest_header(nonce, uri=uri, nc="00000001")}
+    assert client.get(uri, headers=first).status_code == 200
+    replayed = client.get(uri, headers=first)
+    assert replayed.status_code == 401
+    challenge = replayed.headers["WWW-Authenticate"]
+    assert "stale=true" in challenge and nonce not in challenge
+    third = {"Authorization": digest_header(nonce, uri=uri, nc="00000003")}
+    assert client.get(uri, headers=third).status_code == 200
+    second = {"Authorization": digest_header(nonce, uri=uri, nc="00000002")}
+    assert client.get(uri, headers=second).status_code == 401  # below one already seen
+
+
+def test_a_digest_header_without_qop_works_once(client, db_session, app):
+    factories.user(db_session)
+    nonce = digest.new_nonce(app.config["SECRET_KEY"])
+    uri = "/v1/users/current"
+    ha1 = md5(f"coord@example.org:merit-collect:{PASSWORD}")
+    response = md5(f"{ha1}:{nonce}:{md5(f'GET:{uri}')}")
+    header = (
+        f'Digest username="coord@example.org", realm="merit-collect", nonce="{nonce}", '
+        f'uri="{uri}", response="{response}"'
+    )
+    assert client.get(uri, headers={"Authorization": header}).status_code == 200
+    assert client.get(uri, headers={"Authorization": header}).status_code == 401
+
+
+def test_a_digest_header_with_a_malformed_count_is_challenged(client, db_session, app):
+    factories.user(db_session)
+    nonce = digest.new_nonce(app.config["SECRET_KEY"])
+    uri = "/v1/users/current"
+    for nc in ("zz", "000000001", "-1"):
+        response = client.get(uri, headers={"Authorization": digest_header(nonce, uri=uri, nc=nc)})
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Digest ")
+
+
+def test_a_nonce_from_before_nonces_were_counted_is_stale(client, db_session, app):
+    """Tablets updated across the upgrade hold a nonce without random part: they retry."""
+    from server.auth.tokens import sign
+
+    factories.user(db_session)
+    stamp = format(int(time.time()), "x")
+    legacy = f"{stamp}.{sign(app.config['SECRET_KEY'], stamp, 'digest-nonce')[:32]}"
+    uri = "/v1/users/current"
+    response = client.get(uri, headers={"Authorization": digest_header(legacy, uri=uri)})
+    assert response.status_code == 401
+    assert "stale=true" in response.headers["WWW-Authenticate"]
+
+
+def test_two_nonces_issued_in_the_same_second_differ(app):
+    now = time.time()
+    secret = app.config["SECRET_KEY"]
+    assert digest.new_nonce(secret, now) != digest.new_nonce(secret, now)
+
+
+def test_counts_of_expired_nonces_are_purged_when_a_nonce_comes_into_use(client, db_session, app):
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from server.auth.models import DigestNonce
+    from server.db import utcnow
+
+    factories.user(db_session)
+    secret, uri = app.config["SECRET_KEY"], "/v1/users/current"
+    recent = digest.new_nonce(secret, now=time.time() - 60)
+    digest.accept_count(db_session, recent, 1)
+    gone = utcnow() - dt.timedelta(seconds=digest.CLOCK_SKEW + 5)
+    for number in range(3):
+        db_session.add(DigestNonce(nonce=f"old-{number}", last_nc=7, expires_at=gone))
+    db_session.commit()
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(DigestNonce)) == 4
+    nonce = digest.new_nonce(secret)
+    assert (
+        client.get(uri, headers={"Authorization": digest_header(nonce, uri=uri)}).status_code == 200
+    )
+    db_session.rollback()  # a new snapshot (SQLite keeps the old one until then)
+    assert set(db_session.scalars(sa.select(DigestNonce.nonce))) == {recent, nonce}
 
 
 def test_app_user_token_in_the_path_authenticates_and_is_stripped(client, db_session, app):

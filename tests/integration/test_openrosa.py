@@ -146,11 +146,14 @@ def test_anonymous_head_is_401_with_a_digest_challenge(client, device):
     assert 'realm="merit-collect"' in challenge and 'qop="auth"' in challenge
 
 
-def _digest(challenge: str, method: str, uri: str, email: str, password: str) -> str:
+def _digest(
+    challenge: str, method: str, uri: str, email: str, password: str, nc: str = "00000001"
+) -> str:
+    """Answer a challenge as okhttp-digest does: the nth request with a nonce has nc=n."""
     params = dict(re.findall(r'(\w+)="?([^",]+)"?', challenge))
     ha1 = hashlib.md5(f"{email}:{params['realm']}:{password}".encode()).hexdigest()
     ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    nc, cnonce = "00000001", "deadbeefcafe"
+    cnonce = "deadbeefcafe"
     response = hashlib.md5(f"{ha1}:{params['nonce']}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
     return (
         f'Digest username="{email}", realm="{params["realm"]}", nonce="{params["nonce"]}", '
@@ -183,7 +186,9 @@ def test_a_web_user_goes_through_collects_digest_handshake(client, device, db_se
         uri,
         data=multipart(record(iid, photo=None, audit=None)),
         headers={
-            "Authorization": _digest(challenge, "POST", uri, "enqueteur@example.org", PASSWORD),
+            "Authorization": _digest(
+                challenge, "POST", uri, "enqueteur@example.org", PASSWORD, nc="00000002"
+            ),
             **OPENROSA,
         },
     )

@@ -259,3 +259,25 @@ def test_references_in_labels_show_the_records_answers_innermost_first():
         "Prénom",
         "Mariam, enfant de Awa, vit à Ségou ()",
     ]
+
+
+def test_next_keeps_only_paths_of_this_site():
+    from server.web.common import safe_next
+
+    for kept in ("/", "/projects/1?state=hasIssues&q=été", "/projects/1#log", "/a b"):
+        assert safe_next(kept, "/home") == kept
+    for refused in (
+        None,
+        "",
+        "projects/1",
+        "//evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\\evil.example",
+        "\\/evil.example",
+        " /projects",
+        "/\x85/evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+    ):
+        assert safe_next(refused, "/home") == "/home", repr(refused)

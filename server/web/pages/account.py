@@ -18,7 +18,7 @@ from flask_babel import gettext
 from server import db, errors
 from server.auth import access, sessions, throttle
 from server.auth import services as accounts
-from server.auth.authenticate import SESSION_COOKIE
+from server.auth.authenticate import SESSION_COOKIE, password_settings
 from server.auth.models import User
 from server.web import common
 from server.web.pages import projects as project_pages
@@ -57,17 +57,16 @@ def _sign_in_page(
 def index() -> Response:
     """Show the projects of the signed-in person, or the sign-in page."""
     if access.current_actor() is None:
-        return _sign_in_page(next_url=request.args.get("next", ""))
+        return _sign_in_page(next_url=common.safe_next(request.args.get("next"), ""))
     return project_pages.project_list()
 
 
 @bp.get("/login")
 def login() -> Response:
     """Show the sign-in page (or go on, when already signed in)."""
-    next_url = common.safe_next(request.args.get("next"), url_for("web.index"))
     if access.current_actor() is not None:
-        return redirect(next_url, code=303)
-    return _sign_in_page(next_url=request.args.get("next", ""))
+        return common.redirect_next(request.args.get("next"), url_for("web.index"))
+    return _sign_in_page(next_url=common.safe_next(request.args.get("next"), ""))
 
 
 @bp.post("/login")
@@ -75,7 +74,7 @@ def login_post() -> Response:
     """Check email and password; open a console session in a cookie."""
     email = request.form.get("email", "").strip()
     password = request.form.get("password", "")
-    next_url = request.form.get("next", "")
+    next_url = common.safe_next(request.form.get("next"), "")
     sent = request.form.get("login_token", "")
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(sent, expected):
@@ -87,35 +86,34 @@ def login_post() -> Response:
         )
     db_session = db.session()
     try:
-        user = sessions.check_password(
-            db_session,
-            email,
-            password,
-            max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-            lock_minutes=current_app.config["LOGIN_LOCK_MINUTES"],
-        )
-    except errors.AccountLocked as locked:
-        return _sign_in_page(
-            error=locked.render_message(), status=429, email=email, next_url=next_url
-        )
-    except errors.Unauthorized:
-        try:
-            # The failure that reaches the limit locks the account: say so at once.
-            throttle.check(db_session, accounts.normalise_email(email))
-        except errors.AccountLocked as locked:
-            return _sign_in_page(
-                error=locked.render_message(), status=429, email=email, next_url=next_url
-            )
-        return _sign_in_page(
-            error=gettext("Wrong email or password."), status=401, email=email, next_url=next_url
-        )
+        user = sessions.check_password(db_session, email, password, **password_settings())
+    except (errors.Unauthorized, errors.AccountLocked) as refused:
+        error, status = _refusal(refused, email, gettext("Wrong email or password."), 401)
+        return _sign_in_page(error=error, status=status, email=email, next_url=next_url)
     _auth_session, token = sessions.open_session(
         db_session, user.actor_id, hours=current_app.config["SESSION_HOURS"], kind="cookie"
     )
-    response = redirect(common.safe_next(next_url, url_for("web.index")), code=303)
+    response = common.redirect_next(next_url, url_for("web.index"))
     _set_session_cookie(response, token)
     response.delete_cookie(LOGIN_COOKIE, path="/")
     return response
+
+
+def _refusal(
+    refused: errors.Problem, email: str, wrong_password: str, status: int
+) -> tuple[str, int]:
+    """Return the message and status of a page refusing a password.
+
+    A locked account says so (429), also at the failure that has just locked it.
+    """
+    if not isinstance(refused, errors.AccountLocked):
+        try:
+            throttle.check(db.session(), accounts.normalise_email(email))
+        except errors.AccountLocked as locked:
+            refused = locked
+    if isinstance(refused, errors.AccountLocked):
+        return refused.render_message(), 429
+    return wrong_password, status
 
 
 def _set_session_cookie(response: Response, token: str) -> None:
@@ -160,14 +158,11 @@ def password_post() -> Response:
             "web/password.html", status=400, error=gettext("The two new passwords differ.")
         )
     try:
-        accounts.change_password(db_session, user, old, new)
-    except errors.Unauthorized:
-        db_session.rollback()
-        return common.page(
-            "web/password.html",
-            status=400,
-            error=gettext("The current password is not right."),
-        )
+        accounts.change_password(db_session, user, old, new, **password_settings())
+    except (errors.Unauthorized, errors.AccountLocked) as refused:
+        wrong = gettext("The current password is not right.")
+        error, status = _refusal(refused, user.email, wrong, 400)
+        return common.page("web/password.html", status=status, error=error)
     except errors.PasswordTooShort as short:
         db_session.rollback()
         return common.page("web/password.html", status=400, error=short.render_message())
@@ -186,6 +181,6 @@ def language(code: str) -> Response:
     """Switch the console's language (fr or en) and go back to the page."""
     if code not in common.LANGUAGES:
         raise errors.NotFound()
-    response = redirect(common.safe_next(request.args.get("next"), url_for("web.index")), code=303)
+    response = common.redirect_next(request.args.get("next"), url_for("web.index"))
     response.set_cookie(LANG_COOKIE, code, max_age=365 * 24 * 3600, **_cookie_options())
     return response

@@ -43,8 +43,10 @@ def project_list() -> Response:
 
 @bp.get("/projects")
 def projects_index() -> Response:
-    """The projects list lives at the console's home page."""
-    return redirect(url_for("web.index", **request.args), code=303)
+    """The projects list lives at the console's home page (with the same query)."""
+    home = url_for("web.index")
+    query = request.query_string.decode("latin-1")
+    return common.redirect_next(f"{home}?{query}" if query else home, home)
 
 
 @bp.post("/projects")
