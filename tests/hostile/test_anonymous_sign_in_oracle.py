@@ -99,7 +99,7 @@ def test_deleted_passwordless_and_locked_accounts_cost_one_check_too(
 ):
     deleted = factories.user(db_session, "deleted@example.org")
     db_session.get(Actor, deleted.actor_id).deleted_at = utcnow()
-    accounts.create_user(db_session, "no-password@example.org", None)
+    accounts.create_user(db_session, "no-password@example.org", None, by=None)
     factories.user(db_session, "locked@example.org")
     db_session.commit()
     sign_in = SIGN_INS[path]
