@@ -5,7 +5,6 @@ Every step is idempotent: running it again keeps the data and changes nothing th
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask import Flask
 
-from server import db
+from server import db, files
 from server.auth import services as accounts
 from server.auth.roles import sync_roles
 from server.projects.models import Project
@@ -51,10 +50,7 @@ def _ensure_admin(app: Flask, db_session: sa.orm.Session) -> SetupReport:
     if not password:
         password = secrets.token_urlsafe(15)
         path = Path(app.config["DATA_DIR"]) / "admin-password.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"{email}\n{password}\n")
+        files.write_private(path, f"{email}\n{password}\n".encode())
         report.admin_password = password
         report.admin_password_file = path
     user = accounts.create_user(db_session, email, password, display_name="Administrator", by=None)

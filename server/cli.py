@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
+from server import files
 from server.app import create_app
 
 # Command groups other packages provide: "module:attribute".
@@ -36,6 +37,11 @@ def _create_app():
     return create_app()
 
 
+# Commands whose output others read: the compiled forms in the checkout (the Docker image's
+# user among them). Every other command makes what it creates private (server/files.py).
+SHARED_OUTPUT = frozenset({"forms"})
+
+
 @click.group(
     cls=FlaskGroup,
     create_app=_create_app,
@@ -43,8 +49,13 @@ def _create_app():
     add_version_option=False,
     load_dotenv=False,
 )
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """merit-collect: a field data-collection server for ODK Collect."""
+    if ctx.invoked_subcommand not in SHARED_OUTPUT:
+        # Defence in depth (files are made private one by one too); kept across the exec of
+        # gunicorn by `merit serve`.
+        files.restrict_umask()
 
 
 @main.group("db")
@@ -78,7 +89,8 @@ def db_current() -> None:
 def _setup(app) -> None:
     from server import bootstrap, migrate
 
-    Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True)
+    files.private_dir(app.config["DATA_DIR"])
+    files.tighten_places(app.config)  # an install made before the data folder was private
     migrate.upgrade(app.config["DATABASE_URL"])
     report = bootstrap.setup(app)
     _print_next_steps(app, report)

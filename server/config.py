@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server import files
+
 
 def _bool(value: str) -> bool:
     """Parse a boolean the way people write them in environment files."""
@@ -82,6 +84,14 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         2_000_000_000,
         "Bound of the spool; beyond it tablets get 503 with Retry-After and retry later.",
+    ),
+    Setting(
+        "BACKUP_DIR",
+        "MERIT_BACKUP_DIR",
+        str,
+        "",
+        "Folder `merit backup` writes to when given no target (made 0700, archives 0600); "
+        "`merit doctor` checks that no other account can read it. Empty means none.",
     ),
     Setting(
         "S3_PRESIGNED_DOWNLOADS",
@@ -294,14 +304,12 @@ def _local_secret(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text(encoding="ascii").strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     # Written to a private temporary file, then linked into place: link() fails if another
     # worker got there first, so every process ends up with the same complete key.
-    temp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key)
+    handle, temp = files.private_temp(data_dir, ".secret_key.")
+    with handle:
+        handle.write(key.encode("ascii"))
         handle.flush()
         os.fsync(handle.fileno())
     try:

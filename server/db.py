@@ -30,6 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from server import files
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -87,6 +89,7 @@ def create_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
+        _private_database_file(url)
         engine = sa.create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
@@ -101,6 +104,19 @@ def create_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 30)
     return sa.create_engine(url, **kwargs)
+
+
+def _private_database_file(url: str) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would make it 0644).
+
+    SQLite gives its journal, WAL and shared-memory files the database file's mode.
+    """
+    path = files.sqlite_path(url)
+    if path is None:
+        return
+    if not path.parent.exists():
+        files.private_dir(path.parent)
+    files.ensure_private(path)
 
 
 def _prepare_sqlite(engine: Engine, *, immediate: bool) -> None:

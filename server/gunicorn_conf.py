@@ -39,7 +39,11 @@ import shutil
 from pathlib import Path
 
 from server import config as _config
+from server import files as _files
 
+# What gunicorn and the libraries it loads create is private too (merit serve already set it;
+# gunicorn may also be started directly). Files the server writes are made private one by one.
+_files.restrict_umask()
 _settings = _config.load()
 _data_dir = Path(_settings["DATA_DIR"])
 _metrics_dir = _data_dir / "prometheus"
@@ -78,7 +82,7 @@ def on_starting(server) -> None:
                 leftover.unlink(missing_ok=True)
     if _metrics_dir.exists():
         shutil.rmtree(_metrics_dir)
-    _metrics_dir.mkdir(parents=True)
+    _files.private_dir(_metrics_dir)
 
 
 def child_exit(server, worker) -> None:

@@ -48,6 +48,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from server import files
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Request latencies: a form list takes milliseconds, an upload's processing up to a minute.
@@ -177,7 +179,7 @@ def prepare_multiprocess_dir(path: str | Path) -> Path:
     folder = Path(path)
     if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    files.private_dir(folder)
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder
 

@@ -22,9 +22,16 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``."""
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", *, connection: Connection | None = None) -> None:
+    """Apply migrations up to ``revision``.
+
+    With ``connection``, they run in its transaction and commit (or roll back) with it: a
+    restore migrates, loads and migrates again in one transaction (server/ops/restore.py).
+    """
+    config = alembic_config(url)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    command.upgrade(config, revision)
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -12,19 +12,27 @@ target_metadata = models.Base.metadata
 
 
 def run() -> None:
-    """Run migrations online, on the configured database."""
-    url = config.get_main_option("sqlalchemy.url")
-    engine = create_engine(url)
+    """Run migrations online, on the caller's connection or on the configured database."""
+    given = config.attributes.get("connection")
+    if given is not None:
+        # Inside the caller's transaction: Alembic opens none of its own.
+        _run_on(given)
+        return
+    engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        _run_on(connection)
     engine.dispose()
+
+
+def _run_on(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 run()

@@ -20,11 +20,13 @@ local folder store they go into the archive; with S3 they stay in the bucket by 
 (``--attachments bucket``: turn bucket versioning on, so that nothing the archive names can be
 lost), except those still waiting in the local spool, which the bucket does not have yet.
 
-``merit restore`` migrates an empty database to the archive's revision, loads every row (the
-triggers that would recompute some columns off meanwhile, PostgreSQL's id sequences moved past
-the restored ids afterwards), migrates to this version's newest revision, and puts the blobs
-back into the configured store, each checked against its SHA-256. ``merit storage verify``
-then passes. ``manifest.json`` is written last: an archive cut short has none and is refused.
+``manifest.json`` is written last: an archive cut short has none and is refused.
+:mod:`server.ops.restore` brings an archive back, all of it or nothing.
+
+The archive holds every account's Digest HA1 and, unless ``MERIT_SECRET_KEY`` is set, the
+secret key: it is written 0600 wherever it goes (as a ``.partial`` file renamed when complete),
+through a private scratch folder beside it; with no target, into ``MERIT_BACKUP_DIR``, which
+is made 0700.
 """
 
 from __future__ import annotations
@@ -37,12 +39,10 @@ import io
 import json
 import os
 import tarfile
-import tempfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
@@ -52,9 +52,10 @@ from sqlalchemy.engine import Connection
 import server
 from server import db, migrate
 from server.db import UTCDateTime
+from server.files import fsync_directory, open_private, private_dir, scratch_dir
 from server.models import Base
 from server.storage import service
-from server.storage.base import BlobMissing, StorageError, stage
+from server.storage.base import BlobMissing, stage
 from server.storage.operations import ChunkReader
 
 FORMAT = "merit-backup"
@@ -79,17 +80,6 @@ class BackupReport:
     blobs_in_bucket: int = 0
     bytes_in_archive: int = 0
     missing: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RestoreReport:
-    """What a restore put back."""
-
-    rows: dict[str, int] = field(default_factory=dict)
-    blobs_restored: int = 0
-    blobs_present: int = 0
-    missing: list[str] = field(default_factory=list)
-    secret_key: str = ""  # what happened to the secret key, for the operator
 
 
 # ---- values -------------------------------------------------------------------------------------
@@ -123,7 +113,8 @@ def _encode(kind: str, value: Any) -> Any:
     return str(value)  # decimal
 
 
-def _decode(kind: str, value: Any) -> Any:
+def decode_value(kind: str, value: Any) -> Any:
+    """Read back a value :func:`_encode` wrote for a column of that kind."""
     if value is None:
         return None
     if kind == "json":
@@ -143,7 +134,7 @@ def _decode(kind: str, value: Any) -> Any:
     return value
 
 
-def _load_type(kind: str) -> Any:
+def load_type(kind: str) -> Any:
     """The column type that binds a decoded value the way the model's own type would."""
     return {
         "utc": UTCDateTime(),
@@ -188,18 +179,23 @@ def archive_path(target: str | Path) -> Path:
 
 def backup(
     app: Flask,
-    target: str | Path,
+    target: str | Path | None = None,
     *,
     attachments: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> BackupReport:
     """Write an archive of the database and the attachments to ``target``; return a report.
 
+    ``target``: a file or a folder; None means ``MERIT_BACKUP_DIR`` (made 0700 if missing).
     ``attachments``: ``archive`` copies every blob into the archive, ``bucket`` leaves them in
     the S3 bucket (except those still in the spool), ``auto`` is ``bucket`` for S3 and
     ``archive`` for a local folder.
     """
     say = progress or (lambda _message: None)
+    if target is None:
+        if not app.config["BACKUP_DIR"]:
+            raise BackupError("name the archive's folder or file, or set MERIT_BACKUP_DIR")
+        target = private_dir(app.config["BACKUP_DIR"])
     path = archive_path(target)
     database = db.database()
     store = service.store()
@@ -213,43 +209,51 @@ def backup(
     report = BackupReport(path)
     partial = path.with_name(path.name + ".partial")
     files: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="merit-backup-", dir=path.parent) as scratch:
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-            tables, blobs, revision = _dump_database(
-                database, Path(scratch), tar, files, report, say
-            )
-            say(f"attachments: {len(blobs)} blobs ({attachments})")
-            manifest_lines = _copy_blobs(blobs, attachments, Path(scratch), tar, files, report)
-            _add_bytes(tar, "attachments.tsv", manifest_lines.encode(), files)
-            secret = _secret_entry(app, tar, files)
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                "server_version": server.__version__,
-                "database": {
-                    "dialect": database.engine.dialect.name,
-                    "revision": revision,
-                    "tables": tables,
-                    "deferred": _deferred_columns(),
-                },
-                "attachments": {
-                    "mode": attachments,
-                    "store": _describe(store),
-                    "blobs": len(blobs),
-                    "in_archive": report.blobs_in_archive,
-                    "in_bucket": report.blobs_in_bucket,
-                    "bytes_in_archive": report.bytes_in_archive,
-                    "missing": report.missing,
-                },
-                "secret_key": secret,
-                "files": files,
-            }
-            # Last: an archive cut short has no manifest, and restore refuses it.
-            _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode(), {})
-        with partial.open("rb+") as handle:
-            os.fsync(handle.fileno())
+    # The archive holds every account's Digest HA1 and the secret key: private from its first
+    # byte, in the operator's folder as anywhere else.
+    try:
+        with (
+            scratch_dir(path.parent, ".merit-backup-") as scratch,
+            open_private(partial, "wb") as out,
+        ):
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tables, blobs, revision = _dump_database(database, scratch, tar, files, report, say)
+                say(f"attachments: {len(blobs)} blobs ({attachments})")
+                manifest_lines = _copy_blobs(blobs, attachments, scratch, tar, files, report)
+                _add_bytes(tar, "attachments.tsv", manifest_lines.encode(), files)
+                secret = _secret_entry(app, tar, files)
+                manifest = {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "server_version": server.__version__,
+                    "database": {
+                        "dialect": database.engine.dialect.name,
+                        "revision": revision,
+                        "tables": tables,
+                        "deferred": _deferred_columns(),
+                    },
+                    "attachments": {
+                        "mode": attachments,
+                        "store": _describe(store),
+                        "blobs": len(blobs),
+                        "in_archive": report.blobs_in_archive,
+                        "in_bucket": report.blobs_in_bucket,
+                        "bytes_in_archive": report.bytes_in_archive,
+                        "missing": report.missing,
+                    },
+                    "secret_key": secret,
+                    "files": files,
+                }
+                # Last: an archive cut short has no manifest, and restore refuses it.
+                _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode(), {})
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
+    fsync_directory(path.parent)
     return report
 
 
@@ -305,7 +309,11 @@ def _dump_table(connection: Connection, table: sa.Table, path: Path) -> int:
     order = list(table.primary_key.columns) or columns
     query = sa.select(*selected).order_by(*order)
     count = 0
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
+    with (
+        open_private(path, "xb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as packed,
+        io.TextIOWrapper(packed, encoding="utf-8") as out,
+    ):
         header = {"table": table.name, "columns": [[c.name, k] for c, k in pairs]}
         out.write(json.dumps(header) + "\n")
         for row in connection.execution_options(yield_per=BATCH).execute(query):
@@ -401,330 +409,3 @@ def _add_bytes(
     info.mtime = int(dt.datetime.now(dt.UTC).timestamp())
     tar.addfile(info, io.BytesIO(data))
     files[name] = hashlib.sha256(data).hexdigest()
-
-
-# ---- restore ------------------------------------------------------------------------------------
-
-
-def read_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
-    """Return an archive's manifest, refusing what is not a complete merit backup."""
-    try:
-        member = tar.getmember("manifest.json")
-    except KeyError:
-        raise BackupError(
-            "this archive has no manifest.json: it is not a merit backup, or it was cut short"
-        ) from None
-    manifest = json.load(tar.extractfile(member))
-    if manifest.get("format") != FORMAT:
-        raise BackupError("this archive is not a merit backup")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise BackupError(
-            f"this archive has format {manifest['format_version']}; this version of "
-            f"merit-collect reads up to {FORMAT_VERSION}: restore with a newer one"
-        )
-    return manifest
-
-
-def _verified(tar: tarfile.TarFile, name: str, manifest: dict[str, Any]) -> IO[bytes]:
-    """Open an archive member, after checking its SHA-256 against the manifest."""
-    expected = manifest["files"].get(name)
-    if expected is None:
-        raise BackupError(f"{name} is not listed in the manifest")
-    try:
-        member = tar.getmember(name)
-    except KeyError:
-        raise BackupError(f"{name} is missing from the archive") from None
-    handle = tar.extractfile(member)
-    if hashlib.file_digest(handle, "sha256").hexdigest() != expected:
-        raise BackupError(f"{name} is damaged (its SHA-256 differs from the manifest)")
-    return tar.extractfile(member)
-
-
-def restore(
-    app: Flask,
-    archive: str | Path,
-    *,
-    force: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> RestoreReport:
-    """Bring back the database and attachments an archive holds; return what was done."""
-    try:
-        return _restore(app, archive, force=force, progress=progress)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise BackupError(
-            f"the archive cannot be read ({exc}): it was cut short or is damaged"
-        ) from exc
-
-
-def _restore(
-    app: Flask,
-    archive: str | Path,
-    *,
-    force: bool,
-    progress: Callable[[str], None] | None,
-) -> RestoreReport:
-    say = progress or (lambda _message: None)
-    report = RestoreReport()
-    with tarfile.open(archive, "r:") as tar:
-        manifest = read_manifest(tar)
-        # Every database file is checked before anything is written.
-        for facts in manifest["database"]["tables"].values():
-            _verified(tar, facts["file"], manifest).close()
-        revision = manifest["database"]["revision"]
-        _prepare_database(app, revision, force=force, say=say)
-        _load_database(tar, manifest, report, say)
-        migrate.upgrade(app.config["DATABASE_URL"])
-        say("database migrated to this version's newest revision")
-        _restore_blobs(tar, manifest, report, say)
-        report.secret_key = _restore_secret(app, tar, manifest)
-    return report
-
-
-def _prepare_database(
-    app: Flask, revision: str, *, force: bool, say: Callable[[str], None]
-) -> None:
-    """Make the target database empty and at the archive's revision, or refuse."""
-    url = app.config["DATABASE_URL"]
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
-    try:
-        known = ScriptDirectory.from_config(migrate.alembic_config(url)).get_revision(revision)
-    except CommandError:
-        known = None
-    if known is None:
-        raise BackupError(
-            f"the archive's database revision {revision} is unknown to this version of "
-            "merit-collect: restore with the version that made it (or a newer one)"
-        )
-    engine = db.database().engine
-    with engine.connect() as connection:
-        current = migrate.current_revision(connection)
-    if current is None:
-        migrate.upgrade(url, revision)
-        say(f"empty database migrated to the archive's revision {revision}")
-        return
-    with engine.connect() as connection:
-        holding = [
-            table.name
-            for table in Base.metadata.sorted_tables
-            if table.name not in SEEDED
-            and sa.inspect(connection).has_table(table.name)
-            and connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first()
-        ]
-    if holding and not force:
-        raise BackupError(
-            "the database already holds data (" + ", ".join(holding[:5]) + "): restore into "
-            "an empty database, or add --force to replace everything in it"
-        )
-    if current != revision:
-        raise BackupError(
-            f"the database is at revision {current}, the archive at {revision}: restore into "
-            "an empty database (drop and create it), which is migrated to the archive's first"
-        )
-
-
-def _load_database(
-    tar: tarfile.TarFile,
-    manifest: dict[str, Any],
-    report: RestoreReport,
-    say: Callable[[str], None],
-) -> None:
-    """Load every table's rows in one transaction, triggers off, cycles closed at the end."""
-    engine = db.database().engine
-    dialect = engine.dialect.name
-    tables = manifest["database"]["tables"]
-    deferred: dict[str, list[str]] = manifest["database"].get("deferred", {})
-    with engine.begin() as connection:
-        if dialect == "sqlite":
-            connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
-        triggers = _triggers_off(connection, list(tables))
-        _empty(connection, list(tables), deferred)
-        pending: list[tuple[str, list[str], list[dict[str, Any]]]] = []
-        for name, facts in tables.items():
-            columns = deferred.get(name, [])
-            later: list[dict[str, Any]] = []
-            with gzip.open(_verified(tar, facts["file"], manifest), "rt", encoding="utf-8") as rows:
-                count = _load_table(connection, name, rows, columns, later)
-            if later:
-                pending.append((name, columns, later))
-            report.rows[name] = count
-            say(f"  {name}: {count} rows")
-        for name, columns, later in pending:
-            # Close the cycles: these columns point at rows of tables loaded after theirs.
-            key = next(iter(Base.metadata.tables[name].primary_key.columns)).name
-            table = sa.table(name, *(sa.column(c) for c in [key, *columns]))
-            connection.execute(
-                table.update()
-                .where(table.c[key] == sa.bindparam("k_"))
-                .values({c: sa.bindparam(f"v_{c}") for c in columns}),
-                later,
-            )
-        _triggers_on(connection, triggers)
-        if dialect == "postgresql":
-            _move_sequences(connection, list(tables))
-
-
-def _load_table(
-    connection: Connection,
-    name: str,
-    rows: IO[str],
-    deferred: list[str],
-    later: list[dict[str, Any]],
-) -> int:
-    """Insert a table's rows in batches; hold back the deferred columns' values in ``later``."""
-    header = json.loads(rows.readline())
-    columns: list[tuple[str, str]] = [tuple(c) for c in header["columns"]]
-    table = sa.table(name, *(sa.column(c, _load_type(k)) for c, k in columns))
-    key = next(iter(Base.metadata.tables[name].primary_key.columns)).name if deferred else ""
-    batch: list[dict[str, Any]] = []
-    count = 0
-    for line in rows:
-        values = {c: _decode(k, v) for (c, k), v in zip(columns, json.loads(line), strict=True)}
-        if deferred and any(values.get(c) is not None for c in deferred):
-            later.append({"k_": values[key], **{f"v_{c}": values[c] for c in deferred}})
-            for column in deferred:
-                values[column] = None
-        batch.append(values)
-        count += 1
-        if len(batch) >= BATCH:
-            connection.execute(table.insert(), batch)
-            batch = []
-    if batch:
-        connection.execute(table.insert(), batch)
-    return count
-
-
-def _empty(connection: Connection, names: list[str], deferred: dict[str, list[str]]) -> None:
-    """Remove every row of the tables to load (the seeded roles, or everything with --force)."""
-    inspector = sa.inspect(connection)
-    present = [n for n in names if inspector.has_table(n)]
-    for name, columns in deferred.items():
-        if name in present:
-            table = sa.table(name, *(sa.column(c) for c in columns))
-            connection.execute(table.update().values({c: None for c in columns}))
-    for name in reversed(present):
-        connection.execute(sa.table(name).delete())
-
-
-def _triggers_off(connection: Connection, names: list[str]) -> list[tuple[str, str]]:
-    """Turn off triggers (they would recompute restored columns); return how to turn them on."""
-    if connection.dialect.name == "postgresql":
-        for name in names:
-            connection.exec_driver_sql(f'ALTER TABLE "{name}" DISABLE TRIGGER USER')
-        return [(name, "") for name in names]
-    saved = [
-        (row.name, row.sql)
-        for row in connection.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
-        )
-    ]
-    for name, _sql in saved:
-        connection.exec_driver_sql(f'DROP TRIGGER "{name}"')
-    return saved
-
-
-def _triggers_on(connection: Connection, saved: list[tuple[str, str]]) -> None:
-    if connection.dialect.name == "postgresql":
-        for name, _ in saved:
-            connection.exec_driver_sql(f'ALTER TABLE "{name}" ENABLE TRIGGER USER')
-        return
-    for _name, sql in saved:
-        connection.exec_driver_sql(sql)
-
-
-def _move_sequences(connection: Connection, names: list[str]) -> None:
-    """Move each id sequence past the restored ids (explicit ids do not advance them)."""
-    for name in names:
-        for column in Base.metadata.tables[name].primary_key.columns:
-            if not (column.autoincrement is True or column.autoincrement == "auto"):
-                continue
-            if not isinstance(column.type, sa.Integer):
-                continue
-            connection.execute(
-                sa.text(
-                    f"SELECT setval(pg_get_serial_sequence(:table, :column), "  # noqa: S608
-                    f'COALESCE(MAX("{column.name}"), 1), MAX("{column.name}") IS NOT NULL) '
-                    f'FROM "{name}"'
-                ),
-                {"table": name, "column": column.name},
-            )
-
-
-def _restore_blobs(
-    tar: tarfile.TarFile,
-    manifest: dict[str, Any],
-    report: RestoreReport,
-    say: Callable[[str], None],
-) -> None:
-    """Put the archive's blobs into the configured store; check those left in the bucket."""
-    store = service.store()
-    entries = _attachment_entries(_verified(tar, "attachments.tsv", manifest))
-    with tempfile.TemporaryDirectory(prefix="merit-restore-") as scratch:
-        for sha256, _md5, size, kept_in in entries:
-            try:
-                if store.size(sha256) == size:
-                    report.blobs_present += 1
-                    continue
-            except BlobMissing:
-                pass
-            except StorageError as exc:
-                raise BackupError(f"the attachment store cannot be reached: {exc}") from exc
-            if kept_in != "archive":
-                report.missing.append(sha256)
-                continue
-            name = f"blobs/{sha256[:2]}/{sha256}"
-            member = tar.extractfile(tar.getmember(name))
-            staged = stage(member, Path(scratch))
-            try:
-                if staged.sha256 != sha256 or staged.size != size:
-                    raise BackupError(f"{name} is damaged (its SHA-256 differs from its name)")
-                try:
-                    store.put(staged)
-                except StorageError as exc:
-                    raise BackupError(f"the store refused {sha256}: {exc}") from exc
-            finally:
-                staged.discard()
-            report.blobs_restored += 1
-    say(
-        f"attachments: {report.blobs_restored} restored, {report.blobs_present} already in the "
-        f"store, {len(report.missing)} missing"
-    )
-
-
-def _attachment_entries(handle: IO[bytes]) -> Iterator[tuple[str, str, int, str]]:
-    for line in io.TextIOWrapper(handle, encoding="utf-8"):
-        if line.startswith("#") or not line.strip():
-            continue
-        sha256, md5, size, kept_in = line.rstrip("\n").split("\t")
-        yield sha256, md5, int(size), kept_in
-
-
-def _restore_secret(app: Flask, tar: tarfile.TarFile, manifest: dict[str, Any]) -> str:
-    """Put back the generated secret key, or say whether the operator's matches the archive's."""
-    entry = manifest.get("secret_key", {})
-    expected = entry.get("fingerprint")
-    if os.environ.get("MERIT_SECRET_KEY"):
-        if fingerprint(app.config["SECRET_KEY"]) == expected:
-            return "MERIT_SECRET_KEY is the one the archive was made with"
-        return (
-            "WARNING: MERIT_SECRET_KEY differs from the one the archive was made with: app-user "
-            "QR codes cannot be shown again and pseudonyms in exports will change; set it back "
-            "to the old key"
-        )
-    if "file" not in entry:
-        return (
-            "WARNING: the archive was made with MERIT_SECRET_KEY set in the environment; set the "
-            "same key here"
-        )
-    key = _verified(tar, entry["file"], manifest).read()
-    path = Path(app.config["DATA_DIR"]) / "secret_key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(".secret_key.restore")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    return f"secret key restored to {path}"

@@ -38,7 +38,7 @@ from typing import IO, Any
 from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
-from server import metrics
+from server import files, metrics
 from server.logs import redact_path
 
 log = logging.getLogger("merit.access")
@@ -166,8 +166,7 @@ class BufferedBodies:
 
 def init_app(app: Flask) -> None:
     """Receive every request body whole before the application runs."""
-    directory = Path(app.config["DATA_DIR"]) / "staging"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = files.private_dir(Path(app.config["DATA_DIR"]) / "staging")
     app.wsgi_app = BufferedBodies(
         app.wsgi_app,
         limit=app.config["MAX_UPLOAD_BYTES"],

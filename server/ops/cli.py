@@ -1,6 +1,7 @@
 """``merit backup``, ``merit restore`` and ``merit doctor``.
 
     merit backup /srv/backups            a dated archive in that folder (or a file name)
+    merit backup                         the same, in MERIT_BACKUP_DIR
     merit restore ARCHIVE [--force]      bring a new machine back from an archive
     merit doctor                         check everything a running server needs; say what to fix
 
@@ -18,7 +19,7 @@ from flask.cli import with_appcontext
 
 
 @click.command("backup")
-@click.argument("target", type=click.Path())
+@click.argument("target", type=click.Path(), required=False)
 @click.option(
     "--attachments",
     type=click.Choice(["auto", "archive", "bucket"]),
@@ -28,8 +29,11 @@ from flask.cli import with_appcontext
     "for S3, the archive for a local folder).",
 )
 @with_appcontext
-def backup(target: str, attachments: str) -> None:
-    """Write a consistent archive of the database and attachments to TARGET (file or folder)."""
+def backup(target: str | None, attachments: str) -> None:
+    """Write a consistent archive of the database and attachments to TARGET (file or folder).
+
+    Without TARGET, into MERIT_BACKUP_DIR. The archive is readable by this account only.
+    """
     from server.ops import backup as backups
 
     started = time.monotonic()
@@ -67,12 +71,16 @@ def backup(target: str, attachments: str) -> None:
 @click.option("--force", is_flag=True, help="Replace whatever the database already holds.")
 @with_appcontext
 def restore(archive: str, force: bool) -> None:
-    """Restore the database and attachments of ARCHIVE into this server's database and store."""
+    """Restore the database and attachments of ARCHIVE into this server's database and store.
+
+    Everything is checked and staged first; a restore that fails changes nothing.
+    """
     from server.ops import backup as backups
+    from server.ops import restore as restores
 
     started = time.monotonic()
     try:
-        report = backups.restore(
+        report = restores.restore(
             current_app._get_current_object(), archive, force=force, progress=click.echo
         )
     except backups.BackupError as exc:
@@ -98,7 +106,7 @@ def restore(archive: str, force: bool) -> None:
 
 @click.command("doctor")
 def doctor() -> None:
-    """Check configuration, database, storage, Java, clock and disk; say what to fix."""
+    """Check configuration, database, storage, Java, clock, disk and file modes; say what to fix."""
     from server.ops import doctor as checks
 
     findings = checks.examine()

@@ -10,6 +10,9 @@ cannot do its job), with what was found and, unless ok, what to do about it:
     ODK Validate    Java on the PATH (forms are otherwise published without its verdict)
     clock           this machine against PostgreSQL's (and S3's: it refuses skewed requests)
     disk            free space where uploads are staged and the spool grows
+    file modes      no other local account can read the data folder, the database, the secret
+                    key, attachments, the spool or the backups (they hold every account's
+                    Digest HA1, a password equivalent)
 
 "Production" below means a PostgreSQL database: several processes, perhaps several machines,
 share it, so settings that a laptop may leave to defaults must be set.
@@ -22,6 +25,7 @@ import email.utils
 import ipaddress
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -80,7 +84,15 @@ def examine(*, clock: Clock = _now) -> list[Finding]:
         ]
     findings: list[Finding] = []
     with app.app_context():
-        for check in (_configuration, _database, _storage, _validate, _clocks, _disk):
+        for check in (
+            _configuration,
+            _database,
+            _storage,
+            _validate,
+            _clocks,
+            _disk,
+            _file_modes,
+        ):
             try:
                 findings.extend(check(app, environ, clock))
             except Exception as exc:  # one broken check must not hide the others
@@ -453,6 +465,56 @@ def _disk(app: Flask, _environ: dict[str, str], _clock: Clock) -> Iterator[Findi
             )
         else:
             yield Finding(OK, f"disk ({name})", f"{_gb(free)} free of {_gb(usage.total)}")
+
+
+# ---- file modes ---------------------------------------------------------------------------------
+
+# What another account on the machine gets from each place.
+EXPOSES = {
+    "data folder": "uploads on their way in and the first administrator's password",
+    "database": "every account's Digest HA1 (a password equivalent) and every record",
+    "secret key": "the key that signs sessions and seals app-user tokens",
+    "attachments": "every photo and file sent with the records",
+    "spool": "photos and files waiting for the store",
+    "backups": "every record, every account's Digest HA1 and the secret key",
+}
+
+
+def _file_modes(app: Flask, _environ: dict[str, str], _clock: Clock) -> Iterator[Finding]:
+    from server import files
+
+    places = files.private_places(app.config)
+    clean = True
+    for role, paths in places.items():
+        # A place inside another (the database in the data folder) is reported on its own.
+        inner = [p for r, ps in places.items() if r != role for p in ps if paths[0] in p.parents]
+        entries = [
+            (path, status)
+            for place in paths
+            for path, status in files.loose(place)
+            if not any(path == other or other in path.parents for other in inner)
+        ]
+        if not entries:
+            continue
+        clean = False
+        readable = [(p, s) for p, s in entries if not stat.S_ISDIR(s.st_mode)]
+        shown = ", ".join(
+            f"{p} ({stat.S_IMODE(s.st_mode):04o})" for p, s in (readable or entries)[:3]
+        )
+        count = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+        if paths[0].is_dir():
+            fix = f"chmod -R go-rwx {paths[0]}"
+        else:
+            fix = "chmod go-rwx " + " ".join(str(p) for p, _ in entries)
+        yield Finding(
+            FAIL if readable else WARN,
+            f"mode {role}",
+            f"{count} other local accounts can read or list ({shown}), holding {EXPOSES[role]}",
+            f"{fix}  (`merit serve` makes its own places private at every start)",
+        )
+    if clean:
+        shown = ", ".join(role for role, paths in places.items() if paths[0].exists())
+        yield Finding(OK, "file modes", f"{shown}: this account only")
 
 
 def _gb(count: int) -> str:

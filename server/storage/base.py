@@ -4,8 +4,8 @@ Blobs are named by the SHA-256 of their bytes. A backend's :meth:`BlobStore.put`
 once the bytes are durable (fsync'd on disk, or acknowledged by the object store with a
 matching checksum); callers commit database rows that reference a blob only after that.
 
-Incoming files are first *staged*: copied once, in chunks, to a temporary file in the data
-folder while their SHA-256 and MD5 are computed. Nothing is ever read whole into memory.
+Incoming files are first *staged*: copied once, in chunks, to a private temporary file in the
+data folder while their SHA-256 and MD5 are computed. Nothing is ever read whole into memory.
 
     StorageError            the store failed in a way the caller cannot fix
      ├── StorageUnavailable the store cannot be reached now (the service spools instead)
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
+
+from server import files
 
 CHUNK = 1024 * 1024
 
@@ -78,14 +79,12 @@ def stage(stream: BinaryIO, directory: Path, *, limit: int | None = None) -> Sta
 
     Raises ``ValueError`` if more than ``limit`` bytes arrive.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     # MD5 is what ODK manifests and form lists compare (openrosa.md §2-3), not a security check.
     sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     size = 0
-    fd, name = tempfile.mkstemp(prefix="stage-", dir=directory)
-    path = Path(name)
+    out, path = files.private_temp(directory, "stage-")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with out:
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if limit is not None and size > limit:
@@ -152,15 +151,6 @@ def stage_bytes(data: bytes, directory: Path) -> StagedFile:
     import io
 
     return stage(io.BytesIO(data), directory)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename or link inside ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore(Protocol):

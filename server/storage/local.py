@@ -13,13 +13,13 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from server.files import fsync_directory, open_private, private_dir
 from server.storage.base import (
     CHUNK,
     BlobMissing,
     ChecksumMismatch,
     StagedFile,
     StorageUnavailable,
-    fsync_directory,
     hash_stream,
     is_sha256,
     read_range,
@@ -60,7 +60,7 @@ class LocalStore:
         target = self.path(staged.sha256)
         if target.exists() and target.stat().st_size == staged.size:
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         # Unique per call: threads of one worker may store the same photo at the same moment.
         temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
@@ -118,9 +118,10 @@ class LocalStore:
     def check(self) -> None:
         """Raise :class:`StorageUnavailable` unless the folder can be written."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             probe = self.root / f".probe.{os.getpid()}.{secrets.token_hex(4)}"
-            probe.write_bytes(b"ok")
+            with open_private(probe, "xb") as handle:
+                handle.write(b"ok")
             probe.unlink()
         except OSError as exc:
             raise StorageUnavailable(f"{self.root}: {exc.strerror or exc}") from exc
@@ -134,7 +135,7 @@ class LocalStore:
 
 def _copy(staged: StagedFile, temp: Path) -> None:
     """Copy a staged file to ``temp`` (on another disk) and fsync it."""
-    with staged.open() as source, temp.open("xb") as out:
+    with staged.open() as source, open_private(temp, "xb") as out:
         while chunk := source.read(CHUNK):
             out.write(chunk)
         out.flush()

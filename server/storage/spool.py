@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.files import fsync_directory, open_private, private_dir
 from server.storage.base import (
     CHUNK,
     BlobMissing,
@@ -48,7 +49,6 @@ from server.storage.base import (
     StagedFile,
     StorageError,
     StorageUnavailable,
-    fsync_directory,
     hash_stream,
     is_sha256,
     read_range,
@@ -133,7 +133,7 @@ class Spool:
         try:
             with self._locked():
                 probe = self.tmp_dir / f"probe.{os.getpid()}.{secrets.token_hex(4)}"
-                with probe.open("xb") as handle:
+                with open_private(probe, "xb") as handle:
                     handle.write(b"ok")
                     handle.flush()
                     os.fsync(handle.fileno())
@@ -152,7 +152,7 @@ class Spool:
             # link the complete copy into place.
             temp = self.tmp_dir / f"{staged.sha256}.{os.getpid()}.{secrets.token_hex(4)}"
             try:
-                with staged.open() as source, temp.open("xb") as out:
+                with staged.open() as source, open_private(temp, "xb") as out:
                     while chunk := source.read(CHUNK):
                         out.write(chunk)
                     out.flush()
@@ -169,10 +169,10 @@ class Spool:
     def _locked(self) -> Iterator[None]:
         """Hold the spool's exclusive lock (between threads and processes alike)."""
         for folder in (self.blob_dir, self.tmp_dir, self.corrupt_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)
         # Each call opens its own file description, so threads of one process exclude each
         # other too (flock locks belong to the open file description).
-        with (self.directory / "lock").open("a") as handle:
+        with open_private(self.directory / "lock", "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 # Copies in progress only exist while their writer holds this lock: any found
@@ -326,7 +326,7 @@ class Spool:
             actual,
             self.corrupt_dir,
         )
-        self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.corrupt_dir)
         with contextlib.suppress(FileNotFoundError):
             os.replace(path, self.corrupt_dir / f"{sha256}.{int(time.time())}")
 

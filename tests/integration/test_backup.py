@@ -9,117 +9,29 @@ get new ids, the tablets' tokens still open the same project.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import secrets
 import tarfile
 
-import pytest
 import sqlalchemy as sa
 
 from server import db
 from server.auth import app_users
 from server.auth.models import AppUser
 from server.db import insert_or_ignore
-from server.models import Base
 from server.ops.cli import backup, restore
 from server.storage import service
 from server.storage.cli import storage
 from server.storage.models import Blob
 from server.submissions.models import Submission
 from tests.conftest import make_app
-from tests.support import databases, factories, s3
-from tests.support.openrosa import OPENROSA, jpeg, multipart, new_instance_id, publish_form, record
+from tests.support import backups, s3
+from tests.support.backups import PHOTO, blob_bytes, fill, invoke, rows_of
+from tests.support.openrosa import OPENROSA, jpeg, multipart, new_instance_id, record
 
 s3_server = s3.s3_server
 s3_bucket = s3.s3_bucket
-
-PHOTO, MEMBER_PHOTO = "1715090512345.jpg", "member.jpg"
-
-
-@pytest.fixture
-def empty_database(database_url, tmp_path):
-    """A second database of the same kind, never migrated: the new machine's."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'restored.db'}"
-        return
-    admin = sa.engine.make_url(
-        databases.pg_admin_url().replace("postgresql://", "postgresql+psycopg://")
-    )
-    name = f"merit_restore_{secrets.token_hex(4)}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    yield url.replace("postgresql+psycopg://", "postgresql://")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
-def fill(app, client, db_session) -> dict:
-    """Give the server what a survey round leaves: records, photos, edits, a conflict."""
-    project = factories.project(db_session)
-    factories.user(db_session, "coord@example.org", role="manager", project_id=project.id)
-    app_user, token = factories.app_user(db_session, project.id)
-    publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
-    base = f"/v1/key/{token}/projects/{project.id}"
-
-    def post(xml, files=None, **kwargs):
-        answer = client.post(
-            f"{base}/submission",
-            data=multipart(xml, files, **kwargs),
-            headers=OPENROSA,
-            content_type="multipart/form-data",
-        )
-        return answer.status_code
-
-    statuses = []
-    for n in range(6):
-        statuses.append(post(record(new_instance_id()), {PHOTO: jpeg(n), "audit.csv": b"e,n\n"}))
-    # A record split over two posts, its photos arriving separately.
-    split = new_instance_id()
-    xml = record(split, members=(("Moussa", MEMBER_PHOTO),), audit=None)
-    statuses.append(post(xml, {PHOTO: jpeg(100)}, incomplete=True))
-    statuses.append(post(xml, {MEMBER_PHOTO: jpeg(101)}))
-    # An edit: a second version carrying the photo forward.
-    edited = new_instance_id()
-    statuses.append(post(record(edited), {PHOTO: jpeg(200), "audit.csv": b"e,n\n"}))
-    statuses.append(post(record(new_instance_id(), name="Awa T.", deprecated_id=edited)))
-    # A conflict kept for review.
-    statuses.append(post(record(edited, name="Autre"), {PHOTO: jpeg(200)}))
-    assert statuses == [201] * 10 + [409]
-    return {"token": token, "project_id": project.id, "app_user_id": app_user.actor_id}
-
-
-def rows_of(url: str) -> dict[str, list[tuple]]:
-    """Every row of every table, in primary key order, as Python values."""
-    engine = db.create_engine(url, poolclass=sa.pool.NullPool)
-    found = {}
-    with engine.connect() as connection:
-        for table in Base.metadata.sorted_tables:
-            order = list(table.primary_key.columns)
-            found[table.name] = [
-                tuple(r) for r in connection.execute(sa.select(table).order_by(*order))
-            ]
-    engine.dispose()
-    return found
-
-
-def invoke(app, command, *args: str):
-    """Run a command against ``app`` (its context pushed over any a fixture holds open)."""
-    with app.app_context():
-        return app.test_cli_runner().invoke(command, list(args))
-
-
-def blob_bytes(app) -> dict[str, str]:
-    """SHA-256 of what the store gives back for every catalogued blob."""
-    with app.app_context(), db.database().session(readonly=True) as db_session:
-        return {
-            blob.sha256: hashlib.sha256(service.read_all(blob)).hexdigest()
-            for blob in db_session.scalars(sa.select(Blob))
-        }
+empty_database = backups.empty_database
 
 
 def test_a_backup_restores_every_row_and_attachment_on_a_new_machine(

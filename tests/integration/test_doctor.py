@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -42,7 +44,11 @@ def settings(tmp_path, database_url: str, **changes: str | None) -> dict[str, st
 
 
 def run(env: dict[str, str | None]):
-    return CliRunner().invoke(main, ["doctor"], env=env)
+    umask = os.umask(0o022)  # `merit` sets its own: keep this process's for the next tests
+    try:
+        return CliRunner().invoke(main, ["doctor"], env=env)
+    finally:
+        os.umask(umask)
 
 
 def lines(output: str, status: str) -> dict[str, str]:
@@ -184,3 +190,54 @@ def test_a_setting_that_cannot_be_read_fails_first(tmp_path, variable):
     result = run(settings(tmp_path, "sqlite://", **{variable: "many"}))
     assert result.exit_code == 1
     assert variable in lines(result.output, "FAIL")["configuration"]
+
+
+def test_files_other_accounts_could_read_fail_with_the_command_that_fixes_them(
+    database_url, tmp_path
+):
+    backups = tmp_path / "backups"
+    env = settings(tmp_path, database_url, MERIT_BACKUP_DIR=str(backups))
+    first = run(env)  # makes the data folder, the store and the spool: private from the start
+    assert first.exit_code == 0, first.output
+    assert "file modes" in lines(first.output, "ok")
+
+    # What an older version (or a careless copy) leaves: everything readable by everyone.
+    data, store = tmp_path / "var", tmp_path / "blobs"
+    (data / "secret_key").write_text("k" * 48)
+    photo = store / "ab" / "cd" / ("abcd" + "0" * 60)
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"a face")
+    backups.mkdir()
+    (backups / "merit-backup-20261201T000000Z.tar").write_bytes(b"every HA1")
+    database = sqlite_file(database_url)
+    opened = [data, data / "secret_key", store, photo.parent.parent, photo.parent, photo]
+    opened += [tmp_path / "var" / "spool", backups, *backups.iterdir()]
+    opened += [database] if database else []
+    for path in opened:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+    result = run(env)
+    assert result.exit_code == 1, result.output
+    failed, warned = lines(result.output, "FAIL"), lines(result.output, "WARN")
+    expected_failures = {"mode secret key", "mode attachments", "mode backups"}
+    if database:
+        expected_failures.add("mode database")
+    assert expected_failures <= set(failed), result.output
+    assert {"mode data folder", "mode spool"} <= set(warned), result.output  # folders only
+    assert "Digest HA1" in failed["mode backups"]
+    for name, place in (("mode attachments", store), ("mode backups", backups)):
+        assert f"fix: chmod -R go-rwx {place}" in failed[name]
+
+    for text in {**failed, **warned}.values():
+        command = text.split("fix: ", 1)[1].split("  (", 1)[0]
+        # Not checked: SQLite removes its WAL files when the doctor's connection closes.
+        subprocess.run(command.split(), check=False, capture_output=True)
+    fixed = run(env)
+    assert fixed.exit_code == 0, fixed.output
+    assert "file modes" in lines(fixed.output, "ok")
+
+
+def sqlite_file(url: str):
+    from server.files import sqlite_path
+
+    return sqlite_path(url)

@@ -45,8 +45,11 @@ class ServerProcess:
         args: tuple[str, ...] = (),
         command: list[str] | None = None,
         log_path: Path | None = None,
+        umask: int | None = None,
     ) -> None:
         self.port = int(env.get("MERIT_PORT") or free_port())
+        # The file-mode creation mask the process starts with (None: this process's own).
+        self.umask = -1 if umask is None else umask
         self.env = {**os.environ, **env, "MERIT_PORT": str(self.port)}
         self.command = command or [str(MERIT), "serve", *args]
         self.log_path = log_path
@@ -63,6 +66,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=self.umask,
         )
         _RUNNING.add(self)
         try:

@@ -193,9 +193,16 @@ def _ok(answer: requests.Response) -> dict:
 
 @contextmanager
 def start_site(
-    database_url: str, tmp_path: Path, env: Mapping[str, str] | None = None
+    database_url: str,
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    umask: int | None = None,
 ) -> Iterator[Site]:
-    """Run a server on ``database_url`` (emptied by the caller) and build the site on it."""
+    """Run a server on ``database_url`` (emptied by the caller) and build the site on it.
+
+    ``umask``: the file-mode creation mask the server starts with (default: this process's).
+    """
     data_dir = tmp_path / "var"
     settings = {
         "MERIT_DATA_DIR": str(data_dir),
@@ -209,7 +216,7 @@ def start_site(
         "MERIT_LOG_JSON": "false",
         **(env or {}),
     }
-    with ServerProcess(settings, log_path=tmp_path / "server.log") as process:
+    with ServerProcess(settings, log_path=tmp_path / "server.log", umask=umask) as process:
         site = Site(server=process, database_url=database_url, data_dir=data_dir)
         site.emails["admin"] = ADMIN_EMAIL
         admin = site.api("admin")
