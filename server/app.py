@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import config as config_module
 from server import db, errors, logs, models  # noqa: F401 - models: every table known at start
+from server.web import security
 
 LANGUAGES = ("fr", "en")
 
@@ -68,6 +69,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if hasattr(module, "init_app"):
             module.init_app(app)
         app.register_blueprint(module.bp)
+    # Last, so outermost: every response, the middleware's own answers included, gets
+    # nosniff and, unless it is a console page, the sandbox of served content (issue 16).
+    security.init_app(app)
     return app
 
 

@@ -115,6 +115,13 @@ class UnexpectedValue(BadRequest):
     message = lazy_gettext("Unexpected value for %(field)s: %(reason)s")
 
 
+class NotAFormRecord(UnexpectedValue):
+    # Issue 16: a "record" that is a web page (an XHTML root holding a <script>) would run in
+    # the browser of whoever opens its XML. Central's code for an unexpected value.
+    code = "400.8"
+    message = lazy_gettext("This is not a record of form %(form_id)s: %(reason)s")
+
+
 class Undecryptable(BadRequest):
     code = "400.12"
     message = lazy_gettext(

@@ -11,7 +11,11 @@ chunk, from the spool if the blob still waits there.
 
 Files come from tablets and are shown to coordinators in a browser: only types that cannot
 run script are ever served ``inline``; anything else (HTML, SVG, XML, JavaScript...) is
-forced to ``attachment``, and every response says ``X-Content-Type-Options: nosniff``.
+forced to ``attachment``. Every response of the application says ``X-Content-Type-Options:
+nosniff`` and is sandboxed by its Content-Security-Policy (:mod:`server.web.security`). A
+bucket's answer to a presigned URL carries neither: types a browser might run or sniff are
+always streamed through the server, and the others leave the bucket as downloads
+(``attachment``), but for images, audio and video, which a browser only displays.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ INLINE_TYPES = frozenset(
     }
 )
 INLINE_FAMILIES = ("audio/", "video/")
+# What a bucket may hand over inline (a presigned URL): a browser displays these and nothing
+# else, and no nosniff or sandbox policy comes with the bucket's answer.
+BUCKET_INLINE_FAMILIES = ("image/", "audio/", "video/")
 
 
 class RangeNotSatisfiable(errors.Problem):
@@ -76,7 +83,6 @@ def send_blob(blob: Blob, filename: str, content_type: str, *, inline: bool = Fa
     inline = inline and may_show_inline(content_type)
     headers = {
         "Content-Disposition": content_disposition(filename, inline=inline),
-        "X-Content-Type-Options": "nosniff",
         "Accept-Ranges": "bytes",
         # The same URL may name another file tomorrow (a replaced media file): revalidate,
         # which costs one 304 thanks to the ETag.
@@ -124,9 +130,11 @@ def send_blob(blob: Blob, filename: str, content_type: str, *, inline: bool = Fa
 
 def _presigned(blob: Blob, filename: str, content_type: str, inline: bool) -> str | None:
     # Types a browser might run or sniff are always streamed: a bucket's response cannot
-    # carry nosniff.
+    # carry nosniff, nor the sandbox policy.
     if _looks_active(content_type):
         return None
+    mimetype = content_type.split(";", 1)[0].strip().lower()
+    inline = inline and mimetype.startswith(BUCKET_INLINE_FAMILIES)
     try:
         return service.presigned_url(blob, filename, content_type, inline=inline)
     except StorageUnavailable:

@@ -11,6 +11,11 @@ edit; it knows nothing of HTTP. The rules (openrosa.md §4.4, and ODK Central's 
 4. ``meta/deprecatedID`` makes the record a new version of an existing one (an edit), carrying
    forward the attachments it does not send again.
 
+Before any of these, what was sent must be a record of the form: its root is the form's
+instance root (:func:`~server.submissions.parsing.check_instance`), else 400 and nothing is
+stored, not even as a conflict (issue 16: a web page sent as a record ran in a coordinator's
+browser when its XML was opened).
+
 Order of durability: attachment bytes are made durable in the blob store first, then the rows
 are committed, and only then does the caller answer success.
 
@@ -112,12 +117,14 @@ class SchemaFacts:
     repeat_paths: frozenset[str]
     binary_paths: tuple[str, ...]
     audit_paths: frozenset[str]
+    root: str = "data"
 
 
 def schema_facts(schema: dict[str, Any]) -> SchemaFacts:
-    """Extract repeats, binary fields and the client audit field from a field schema."""
+    """Extract the root, repeats, binary fields and the client audit field from a schema."""
     fields = schema.get("fields", [])
     return SchemaFacts(
+        root=schema.get("root") or "data",
         repeat_paths=frozenset(f["path"] for f in fields if f.get("kind") == "repeat"),
         binary_paths=tuple(f["path"] for f in fields if f.get("type") == "binary"),
         audit_paths=frozenset(f["path"] for f in fields if f.get("audit")),
@@ -291,6 +298,8 @@ def receive(
         raise errors.ExpectedDeprecation()
 
     facts = _facts(db_session, version_id, version_hash, published)
+    # Before anything is stored, a conflict's payload included: what is kept is served again.
+    parsing.check_instance(parsed, xml, facts.root)
     if parsed.encrypted:
         document = None
         expected = [n for n in (*parsed.encrypted_media, parsed.encrypted_xml_name) if n]

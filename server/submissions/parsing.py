@@ -5,6 +5,10 @@ before parsing: no entity expansion, no external fetch, no billion laughs. The p
 is configured the same way (no entities, no network, no huge trees) as a second wall, and the
 document's depth and element count are bounded.
 
+A record must be the form's instance (:func:`check_instance`): what the server stores it serves
+again, as received, to coordinators' browsers, so a web page sent in a record's place (an XHTML
+root holding a ``<script>``, issue 16) is refused at intake.
+
 The parsed *document* mirrors the XML: a dict per element with children, the text of each leaf
 (None when empty), and a list for every repeat the form's field schema names, even when the
 record holds one instance or none. Values stay text; exports type them from the schema.
@@ -20,6 +24,7 @@ from flask_babel import gettext as _
 from lxml import etree
 
 from server import errors
+from server.forms.xform import XFORMS
 
 MAX_XML_BYTES = 20 * 1024 * 1024
 MAX_DEPTH = 64
@@ -152,8 +157,7 @@ def read_submission(data: bytes) -> ParsedSubmission:
         deprecated_id=deprecated_id,
         instance_name=instance_name,
     )
-    namespace = root.tag.partition("}")[0].lstrip("{") if root.tag.startswith("{") else ""
-    if root.get("encrypted", "").lower() == "yes" or namespace in ENCRYPTED_NAMESPACES:
+    if root.get("encrypted", "").lower() == "yes" or _namespace(root.tag) in ENCRYPTED_NAMESPACES:
         _read_envelope(root, parsed)
     return parsed
 
@@ -181,6 +185,72 @@ def _read_envelope(root: etree._Element, parsed: ParsedSubmission) -> None:
         raise errors.UnexpectedValue(
             field="instanceID", reason=_("an encrypted record must carry meta/instanceID")
         )
+
+
+# ---- a record is the form's instance, never a page a browser runs (issue 16) ----------------
+
+# Collect names the root of an encrypted record's manifest so, whatever the form's root.
+ENVELOPE_ROOT = "data"
+# Elements of these namespaces are rendered and run by browsers (an XHTML or SVG <script>, a
+# MathML link, an XSLT program). Records from Collect, Enketo and Web Forms never hold one.
+ACTIVE_NAMESPACES = (
+    "http://www.w3.org/1999/xhtml",
+    "http://www.w3.org/2000/svg",
+    "http://www.w3.org/1998/Math/MathML",
+    "http://www.w3.org/1999/XSL/Transform",
+)
+# Evaluated by libxml2, in C, as the shape bounds are.
+_ACTIVE_ELEMENT = etree.XPath(
+    "(//*[" + " or ".join(f"namespace-uri()='{ns}'" for ns in ACTIVE_NAMESPACES) + "])[1]"
+)
+# A processing instruction asking the browser to apply a style sheet (XSLT can write a page).
+# The parser drops processing instructions, so the bytes are searched: they are what is served.
+_STYLE_SHEET = re.compile(rb"<\?xml-stylesheet", re.IGNORECASE)
+
+
+def _namespace(tag: Any) -> str:
+    return tag[1:].partition("}")[0] if isinstance(tag, str) and tag.startswith("{") else ""
+
+
+def check_instance(parsed: ParsedSubmission, data: bytes, form_root: str) -> None:
+    """Refuse what is not a record of the form (a web page sent in its place, say).
+
+    A record is the form's primary instance as the client writes it: its root element has the
+    name of the instance's root (``data`` unless the settings sheet names the form) in no
+    namespace or the XForms one (ODK Web Forms write it). An encrypted record's manifest is
+    Collect's ``<data>`` in the encryption namespace (openrosa.md §6). No element may belong
+    to a namespace browsers run, and no style sheet may be asked for: the record's XML is
+    served as received. ``data`` is the record's bytes, ``form_root`` the root element's name
+    in the form version's field schema. Raises :class:`~server.errors.NotAFormRecord` (400.8).
+    """
+    root = parsed.root
+    name, namespace = local(root.tag), _namespace(root.tag)
+    names, namespaces = {form_root}, {"", XFORMS}
+    if parsed.encrypted:
+        names, namespaces = {ENVELOPE_ROOT, form_root}, {"", XFORMS, *ENCRYPTED_NAMESPACES}
+    if name not in names or namespace not in namespaces:
+        found = f'<{name} xmlns="{namespace}">' if namespace else f"<{name}>"
+        reason = _(
+            "its root element is %(found)s, where the form's records have <%(expected)s>.",
+            found=found[:200],
+            expected=form_root,
+        )
+        raise errors.NotAFormRecord(form_id=parsed.form_id, reason=reason)
+    active = _ACTIVE_ELEMENT(root)
+    if active:
+        reason = _(
+            "it holds a <%(name)s> element of %(namespace)s, which a web browser would run; "
+            "a record holds only the form's answers.",
+            name=local(active[0].tag)[:100],
+            namespace=_namespace(active[0].tag),
+        )
+        raise errors.NotAFormRecord(form_id=parsed.form_id, reason=reason)
+    if _STYLE_SHEET.search(data):
+        reason = _(
+            "it asks for a style sheet (xml-stylesheet), which a web browser would apply; a "
+            "record holds only the form's answers."
+        )
+        raise errors.NotAFormRecord(form_id=parsed.form_id, reason=reason)
 
 
 def build_document(root: etree._Element, repeat_paths: frozenset[str]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from server.forms import services as forms
 from server.forms.models import Form
 from server.projects import services as projects
 from server.projects.models import Project
+from server.web import security
 
 STATIC = Path(__file__).resolve().parent / "static"
 LANGUAGES = ("fr", "en")
@@ -53,10 +54,14 @@ class BadFilter(errors.UnexpectedValue):
 
 
 def page(template: str, *, status: int = 200, **context: Any) -> Response:
-    """Render a console page."""
+    """Render a console page, with the console's Content-Security-Policy.
+
+    Only pages rendered here get that policy: anything else a console route answers (a file,
+    an export) keeps the sandbox of served content (:mod:`server.web.security`).
+    """
     response = Response(render_template(template, status=status, **context), status=status)
     response.mimetype = "text/html"
-    return response
+    return security.console_page(response)
 
 
 def render_problem(problem: errors.Problem) -> Response:

@@ -1,18 +1,37 @@
-"""Security headers of every console response.
+"""Security headers: of every response of the application, and of the console's pages.
 
-The console shows sensitive records (detainees, youth) and takes uploads: its pages may run
-only the scripts and styles it serves itself, may not be framed, and never leak their address
-to another site. Images come from the console itself (photos through its own routes), ``data:``
-URLs, and the map tile server when one is configured (``MERIT_TILE_URL``).
+Everything the server sends that a client uploaded (a record's XML, a form's XML or workbook,
+attachments, form media, exports, entity lists) is served on the console's origin, where a
+coordinator is signed in. A record whose XML was a web page ran its script in their browser
+with their session (issue 16). So the rule is the other way round: **every response is
+untrusted content unless the console rendered it.** :class:`SecurityHeaders`, installed around
+the whole application by the factory (outside every middleware, so that their own answers and
+every error are covered too), gives each response
+
+* ``X-Content-Type-Options: nosniff``: the declared type is the type; and
+* ``Content-Security-Policy: default-src 'none'; sandbox`` (:data:`SERVED_CONTENT_POLICY`)
+  unless the response set its own: no script, no fetch, no style sheet, an opaque origin that
+  holds no cookie. Images and media still display, in a page or opened alone.
+
+Only the console's pages (:func:`server.web.common.page`) set a policy of their own, the
+console's (:func:`content_security_policy`): they may run only the scripts and styles the
+console serves itself, may not be framed, and never leak their address to another site. Images
+come from the console itself (photos through its own routes), ``data:`` URLs, and the map tile
+server when one is configured (``MERIT_TILE_URL``). A new route therefore serves sandboxed
+content unless it renders a console page: forgetting fails closed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from server import errors
+
+SERVED_CONTENT_POLICY = "default-src 'none'; sandbox"
 
 
 def tile_origin(tile_url: str | None) -> str | None:
@@ -50,12 +69,21 @@ def content_security_policy() -> str:
     )
 
 
+def console_page(response: Response) -> Response:
+    """Give a page the console rendered the console's policy (the only ones that get it)."""
+    response.headers["Content-Security-Policy"] = content_security_policy()
+    return response
+
+
 def add_headers(response: Response) -> Response:
-    """Add the security headers (and cache rules) to a console response."""
+    """Add the console's headers (and cache rules) to a console response.
+
+    The Content-Security-Policy is not set here: pages set the console's
+    (:func:`console_page`), files served by console routes keep the sandbox every response
+    gets (:class:`SecurityHeaders`).
+    """
     headers = response.headers
-    headers["Content-Security-Policy"] = content_security_policy()
     headers["X-Frame-Options"] = "DENY"
-    headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.endpoint == "web.static" and request.args.get("v"):
@@ -78,3 +106,34 @@ def require_console_session() -> None:
         return
     if g.get("actor") is not None and g.get("auth_method") != "cookie":
         raise errors.Forbidden()
+
+
+class SecurityHeaders:
+    """WSGI wrapper: every response says ``nosniff``, and is sandboxed unless it says otherwise.
+
+    Installed outermost (:func:`init_app`), so that the answers of the middleware inside it
+    (metrics, bodies that never arrived whole) and every error carry the headers too.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, with_security_headers(headers), exc_info)
+
+        return self.wsgi_app(environ, start)
+
+
+def with_security_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Return the headers with ``nosniff`` and, when they set no policy, the sandbox policy."""
+    kept = [(name, value) for name, value in headers if name.lower() != "x-content-type-options"]
+    kept.append(("X-Content-Type-Options", "nosniff"))
+    if not any(name.lower() == "content-security-policy" for name, _value in kept):
+        kept.append(("Content-Security-Policy", SERVED_CONTENT_POLICY))
+    return kept
+
+
+def init_app(app: Flask) -> None:
+    """Wrap the whole application (call it last, after every other middleware is installed)."""
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)

@@ -18,8 +18,10 @@ the same services the API calls (never the API over HTTP), and render.
     /projects/<p>/forms/<f>/export      export options, downloads, the cleaning log
     /audit                              the audit log (administrators and managers)
 
-Every console response carries strict security headers (:mod:`server.web.security`), and
-problems raised here render as a page in the user's language.
+Every console response carries strict security headers (:mod:`server.web.security`): pages
+the console's Content-Security-Policy, files its routes serve (attachments, XForms, workbooks,
+exports) the sandbox every served file gets. Problems raised here render as a page in the
+user's language.
 """
 
 from __future__ import annotations

@@ -164,7 +164,11 @@ def household_record(
     age: str = "34",
     version: str = FORM_VERSION,
 ) -> bytes:
-    """Return a household record as ODK Collect writes it."""
+    """Return a household record as ODK Collect writes it.
+
+    Its root is the form's primary-instance root, ``data`` (pyxform's name when the settings
+    sheet gives none): intake refuses any other root (test_tablet_script_injection.py).
+    """
     instance_id = instance_id or f"uuid:{uuid.uuid4()}"
     xml = (
         '<?xml version="1.0" ?>'
