@@ -450,5 +450,5 @@ def bulk_records(db_session: Session, form: Form, count: int, *, households: int
                 "created_at": now,
             }
         )
-    db_session.execute(sa.insert(SubmissionVersion), versions)
+    db_session.execute(sa.insert(SubmissionVersion.__table__), versions)  # column names
     db_session.commit()
