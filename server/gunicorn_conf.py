@@ -27,7 +27,13 @@ Tablets on 2G upload a photo over minutes. The choices, and why:
   gunicorn, closes idle connections and never sends a request on one being closed.
 * **Limits.** Request lines and headers are bounded here; bodies by ``MERIT_MAX_UPLOAD_BYTES``
   in the application (and ``client_max_body_size`` in nginx, set a little above it so that
-  Collect gets the application's readable 413, not nginx's HTML page).
+  Collect gets the application's readable 413, not nginx's HTML page), and in time and number
+  by :mod:`server.ops.buffering` (minimum rate, share of anonymous clients).
+* **Forwarded headers** (``X-Forwarded-Proto``, ``-For``...) are believed in one place only: the
+  application's ProxyFix, from as many proxies as ``MERIT_TRUST_PROXY`` says (none by default).
+  gunicorn would otherwise believe ``X-Forwarded-Proto: https`` from any client on 127.0.0.1
+  (its default ``forwarded_allow_ips``), so that Basic authentication, accepted over HTTPS
+  only, would be taken over plain HTTP from a local process.
 
 At start (``on_starting``, in the master process, before any worker) the staging folder is
 emptied, since files in it only belong to requests in progress and a crash may have left some,
@@ -58,6 +64,8 @@ keepalive = 75
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 16384
+forwarded_allow_ips = ""  # no one: ProxyFix (server/app.py) reads forwarded headers
+secure_scheme_headers: dict[str, str] = {}
 accesslog = None  # the application logs one JSON line per request itself
 errorlog = "-"
 loglevel = _settings["LOG_LEVEL"].lower()

@@ -250,7 +250,10 @@ def test_anonymous_bodies_beyond_their_share_are_refused_unread_and_users_are_no
         assert b"<OpenRosaResponse" in beyond.answer  # Collect's routes answer in OpenRosa
         # A signed-in user's body is received all the same.
         mine = site.api("manager").post(
-            f"{site.url}/v1/projects", json={"name": "Pendant"}, timeout=PATIENCE
+            f"{site.url}/v1/projects/{site.project_id}/forms/{FORM_ID}/submissions",
+            data=household_record(f"uuid:{uuid.uuid4()}", name="Salif Keïta"),
+            headers={"Content-Type": "application/xml"},
+            timeout=PATIENCE,
         )
         assert mine.status_code == 200, mine.text
     finally:
