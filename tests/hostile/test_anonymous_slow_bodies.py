@@ -9,6 +9,7 @@ server whose limits are lowered so that the test runs in seconds:
 * a body must keep up with a minimum rate after a grace period, whatever its pauses;
 * clients without credentials have a bounded share of the threads (per address and as a whole);
   beyond it their bodies are refused unread (503, Retry-After);
+* a refused client that keeps its connection open costs the server nothing while it waits;
 * so health checks, signed-in users and tablets are served while the flood goes on.
 
 Nothing here asserts a duration: clients give up after a generous time so that a failing
@@ -73,10 +74,14 @@ class Upload:
 
     ``send`` returns the answer's status as soon as the server answers, even while the body
     is still being sent: "cut" when the server closed without an answer, None when it never
-    answered within PATIENCE seconds.
+    answered within PATIENCE seconds. With ``hold``, the client keeps its end of the connection
+    open that long after the answer, as a hostile one does (the server closes its own end).
     """
 
-    def __init__(self, site: Site, path: str, headers: dict[str, str], *, source: str) -> None:
+    def __init__(
+        self, site: Site, path: str, headers: dict[str, str], *, source: str, hold: float = 0
+    ) -> None:
+        self.hold = hold
         self.sock = socket.socket()
         self.sock.bind((source, 0))
         self.sock.settimeout(PATIENCE)
@@ -110,7 +115,7 @@ class Upload:
         except OSError:
             return self.status()
         finally:
-            self.sock.close()
+            self.close()
 
     def wait(self) -> int | str | None:
         """Send nothing more; return the answer's status (None if none within PATIENCE)."""
@@ -119,6 +124,12 @@ class Upload:
                 return None
             return self.status()
         finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.hold:
+            threading.Timer(self.hold, self.sock.close).start()
+        else:
             self.sock.close()
 
     def status(self) -> int | str | None:
@@ -150,7 +161,8 @@ def anonymous_head(site: Site, n: int) -> tuple[str, dict[str, str]]:
 
 
 class Trickler(threading.Thread):
-    """An anonymous client: declares a large body, sends a byte a second, reconnects when told."""
+    """An anonymous client: declares a large body and sends a byte a second; once answered, it
+    leaves that connection open (3 s) and opens another, until told to stop."""
 
     def __init__(self, site: Site, n: int, stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -163,7 +175,7 @@ class Trickler(threading.Thread):
         path, headers = anonymous_head(self.site, self.n)
         while not self.stop.is_set():
             try:
-                upload = Upload(self.site, path, headers, source=self.source)
+                upload = Upload(self.site, path, headers, source=self.source, hold=3)
             except OSError:
                 self.outcomes.append("not accepted")
                 continue
