@@ -370,7 +370,7 @@ def measure(
     if contrast:
         setup = "stock gthread, the application reading bodies itself (before issue 10)"
     else:
-        setup = "FieldWorker, bodies received before the application runs"
+        setup = "FieldWorker, bodies received before the view runs"
     print(f"\n{args.workers} workers x {args.threads} threads, {setup}, {kind}")
     fast_load(url, 1, 1.0, args.fast_photo_bytes)  # warm up: imports, caches, connections
     baseline = fast_load(url, args.fast_clients, args.seconds, args.fast_photo_bytes)

@@ -57,6 +57,7 @@ answers 413 at once, with its OpenRosa message.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import socket
@@ -238,16 +239,21 @@ class Bodies:
                 wanted = 0  # the view answers a malformed length with 400
             if wanted <= 0 or wanted > self.limit:
                 return
-        with nullcontext() if signed_in else self.admission.anonymous_body(address):
-            # Nothing but the thread and its socket is held while the bytes come in.
-            self.release()
-            started = time.monotonic()
-            try:
-                body, size = self._receive(environ, wanted, chunked=chunked)
-            except _Refused as refused:
-                metrics.record_body_refused(refused.reason)
-                self._log(environ, started, refused)
-                raise refused.problem from None
+        try:
+            with nullcontext() if signed_in else self.admission.anonymous_body(address):
+                # Nothing but the thread and its socket is held while the bytes come in.
+                self.release()
+                started = time.monotonic()
+                try:
+                    body, size = self._receive(environ, wanted, chunked=chunked)
+                except _Refused as refused:
+                    metrics.record_body_refused(refused.reason)
+                    self._log(environ, started, refused)
+                    raise refused.problem from None
+        except errors.Problem:
+            # Refused or given up: nothing may read the rest from the socket afterwards.
+            environ["wsgi.input"] = io.BytesIO()
+            raise
         body.seek(0)
         environ[BODY_FILE] = body
         environ["wsgi.input"] = body
