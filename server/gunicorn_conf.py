@@ -10,10 +10,12 @@ Tablets on 2G upload a photo over minutes. The choices, and why:
   boto3 calls block its single thread, stalling every request of the worker at once. Threads
   keep blocking code safe: each upload takes a thread that sleeps while bytes trickle in,
   ``MERIT_WORKERS`` x ``MERIT_THREADS`` requests at once (2 x 32 by default).
-* **Bodies received before the application runs** (:mod:`server.ops.buffering`): a trickling
-  upload holds its thread, but no database connection and no SQLite lock, so fast requests
-  are never queued behind it; a body that stalls for ``MERIT_UPLOAD_STALL_SECONDS`` is given
-  up; a body cut short is never stored.
+* **Bodies received before the view runs, once the sender is known**
+  (:mod:`server.ops.buffering`): a trickling upload holds its thread, but no database
+  connection and no SQLite lock, so fast requests are never queued behind it; a body that
+  stalls for ``MERIT_UPLOAD_STALL_SECONDS``, or falls below the minimum rate, is given up; a
+  body cut short is never stored; a bad token is refused before its body is read, and clients
+  without credentials get only a share of the threads for their bodies.
 * **A worker takes a connection only when it has a free thread** (FieldWorker): fast clients
   are never parked behind uploads on a full worker while another has room.
 * **Behind nginx** (docker/), the proxy receives bodies itself (``proxy_request_buffering``)
