@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_slow_uploads.py --postgresql      # a scratch PostgreSQL db
     .venv/bin/python scripts/bench_slow_uploads.py --contrast        # also the old setup
     .venv/bin/python scripts/bench_slow_uploads.py --photo-bytes 3000000   # the real 3 MB (25 min)
+    .venv/bin/python scripts/bench_slow_uploads.py --anonymous 70    # and an anonymous flood
 
 It starts gunicorn exactly as ``merit serve`` does (server/gunicorn_conf.py, the default 2
 workers x 32 threads, unless --workers/--threads say otherwise), publishes a small form with a
@@ -14,10 +15,15 @@ with a 5 KB photo) twice in the same run:
 2. trickle: while 50 tablets each upload a record with a photo at 2 KB/s (raw sockets sending
    a kilobyte every half second, as a phone on a weak 2G link does).
 
+With ``--anonymous N``, the trickle phase also has N clients without credentials that each
+declare a 1 MB body and send it a byte every 10 s, reconnecting as soon as they are answered
+(issue 16), and a health check is timed every half second.
+
 It prints the fast clients' response times (p50, p95, max) in both phases, and what became of
 the slow uploads. ``--contrast`` runs the same against the setup this server had before issue
 10 (stock gthread worker, the application reading bodies itself) to show what the choices
-buy. Nothing is asserted; tests/integration/test_slow_uploads.py checks the ordering in CI.
+buy. Nothing is asserted; tests/integration/test_slow_uploads.py checks the ordering in CI,
+tests/hostile/test_anonymous_slow_bodies.py the flood.
 """
 
 from __future__ import annotations
@@ -56,15 +62,16 @@ ADMIN_PG = os.environ.get("MERIT_TEST_DATABASE_URL", "postgresql://postgres@127.
 
 def application_factory():
     """The server as gunicorn serves it; in contrast mode without the body buffering."""
-    from server.ops.buffering import BufferedBodies
     from server.wsgi import app
 
     if os.environ.get("BENCH_UNBUFFERED") == "1":
-        # Unwrap the one middleware: the application then reads bodies itself, as it did.
-        outer = app.wsgi_app
-        while not isinstance(getattr(outer, "wsgi_app", None), BufferedBodies):
-            outer = outer.wsgi_app
-        outer.wsgi_app = outer.wsgi_app.wsgi_app
+        # Take the receiving step out: the views then read bodies themselves, as they did.
+        import flask
+
+        from server.ops.buffering import receive_body
+
+        app.before_request_funcs[None].remove(receive_body)
+        app.request_class = flask.Request
     return app
 
 
@@ -228,6 +235,50 @@ class SlowTablet(threading.Thread):
             self.seconds = time.monotonic() - began
 
 
+class AnonymousFlood(threading.Thread):
+    """A client without credentials: declares 1 MB, sends a byte every 10 s, reconnects."""
+
+    def __init__(self, port: int, source: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.port, self.source, self.stop = port, source, stop
+        self.head = (
+            b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n"
+        )
+        self.answers: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with socket.socket() as sock:
+                    sock.bind((self.source, 0))
+                    sock.connect(("127.0.0.1", self.port))
+                    sock.sendall(self.head)
+                    while not self.stop.is_set():
+                        if select.select([sock], [], [], 10)[0]:
+                            answer = sock.recv(64)
+                            self.answers.append(
+                                answer.split(b" ", 2)[1].decode() if answer else "cut"
+                            )
+                            break
+                        sock.sendall(b"{")
+            except OSError as exc:
+                self.answers.append(type(exc).__name__)
+                time.sleep(0.1)
+
+
+def probe_health(port: int, stop: threading.Event, samples: list[tuple[float, int | None]]) -> None:
+    """Time GET /healthz every half second until ``stop`` (30 s timeout each)."""
+    while not stop.is_set():
+        began = time.perf_counter()
+        try:
+            status = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code
+        except requests.RequestException:
+            status = None
+        samples.append((time.perf_counter() - began, status))
+        stop.wait(0.5)
+
+
 def fast_load(
     url: str, clients: int, seconds: float, photo_bytes: int
 ) -> dict[str, list[tuple[float, int | None]]]:
@@ -319,7 +370,7 @@ def measure(
     if contrast:
         setup = "stock gthread, the application reading bodies itself (before issue 10)"
     else:
-        setup = "FieldWorker, bodies received before the application runs"
+        setup = "FieldWorker, bodies received before the view runs"
     print(f"\n{args.workers} workers x {args.threads} threads, {setup}, {kind}")
     fast_load(url, 1, 1.0, args.fast_photo_bytes)  # warm up: imports, caches, connections
     baseline = fast_load(url, args.fast_clients, args.seconds, args.fast_photo_bytes)
@@ -337,9 +388,19 @@ def measure(
         if receiving(port) == args.slow:
             break
         time.sleep(0.2)
+    stop_flood = threading.Event()
+    flood = [
+        AnonymousFlood(port, f"127.0.0.{10 + n // 2}", stop_flood) for n in range(args.anonymous)
+    ]
+    health: list[tuple[float, int | None]] = []
+    for client in flood:
+        client.start()
+    if flood:
+        threading.Thread(target=probe_health, args=(port, stop_flood, health), daemon=True).start()
     time.sleep(1.0)  # every slow tablet has sent its headers and first bytes
     during = fast_load(url, args.fast_clients, args.seconds, args.fast_photo_bytes)
     still = None if contrast else receiving(port)
+    stop_flood.set()
     for tablet in tablets:
         tablet.join()
 
@@ -361,6 +422,14 @@ def measure(
     print(line)
     if still is not None:
         print(f"  bodies still being received when the fast clients stopped: {still:.0f}")
+    if flood:
+        print(summary(f"health check, {args.anonymous} anonymous", health))
+        answers: dict[str, int] = {}
+        for client in flood:
+            for answer in client.answers:
+                answers[answer] = answers.get(answer, 0) + 1
+        told = ", ".join(f"{n} x {answer}" for answer, n in sorted(answers.items())) or "none"
+        print(f"  anonymous flood ({args.anonymous} clients, a byte every 10 s): answers {told}")
 
 
 def main() -> None:
@@ -373,6 +442,9 @@ def main() -> None:
     parser.add_argument("--fast-clients", type=int, default=4, help="fast clients (4)")
     parser.add_argument("--fast-photo-bytes", type=int, default=5_000)
     parser.add_argument("--seconds", type=float, default=15, help="length of each phase (15)")
+    parser.add_argument(
+        "--anonymous", type=int, default=0, help="anonymous clients flooding meanwhile (0)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--postgresql", action="store_true", help="scratch PostgreSQL database")

@@ -3,6 +3,29 @@
 Each row names the environment variable, its type, its default and what it does. The README's
 configuration table is checked against this one by the test suite, so the two cannot drift.
 Defaults are the embedded ones: SQLite and a local attachments folder under ``var/``.
+
+Request bodies, and the numbers behind their limits. A tablet on a weak 2G link sends 2 to
+10 KB/s (EDGE several times more), with pauses when the signal drops; it must always get
+through. A client that sends slower than any phone, or that has no credentials and opens
+connection after connection, must not take the threads everyone else needs
+(:mod:`server.ops.buffering` applies these):
+
+* ``MERIT_UPLOAD_STALL_SECONDS`` (120): the longest silence between two bytes. ODK Collect
+  itself gives up after 60 s.
+* ``MERIT_UPLOAD_GRACE_SECONDS`` (60) and ``MERIT_UPLOAD_MIN_BYTES_PER_SECOND`` (500): once
+  the grace time has passed, a body must have arrived at 500 B/s on average since it began,
+  at every moment (received >= 500 x (elapsed - 60)), so that a body of S bytes is received
+  within 60 s + S / 500 at most: a 5 MB photo within about 3 hours. A tablet at 2 KB/s sends
+  it in 43 minutes, four times faster than the minimum; a pause of a minute is covered from
+  the start, and a longer one once the upload is ahead of the minimum (each second at 2 KB/s
+  buys three seconds of pause). Apache's ``mod_reqtimeout`` has the same minimum rate by
+  default. A client sending one byte every 10 s is cut after about a minute, whatever size
+  it declared.
+* ``MERIT_ANONYMOUS_BODIES`` (a quarter of ``MERIT_THREADS``: 8 of 32) and
+  ``MERIT_ANONYMOUS_BODIES_PER_CLIENT`` (2): bodies from clients without credentials (sign-in
+  forms, ``POST /v1/sessions``: a few hundred bytes each) that one worker receives at once. The
+  other three quarters of the threads stay for tablets, signed-in users and health checks,
+  however many anonymous connections arrive. Both count per worker process.
 """
 
 from __future__ import annotations
@@ -150,6 +173,37 @@ SETTINGS: tuple[Setting, ...] = (
         "thread (ODK Collect itself gives up after 60 s).",
     ),
     Setting(
+        "UPLOAD_GRACE_SECONDS",
+        "MERIT_UPLOAD_GRACE_SECONDS",
+        int,
+        60,
+        "Time an upload may take, from its first byte, before the minimum rate applies "
+        "(a 2G radio waking up, TCP's slow start over a long round trip).",
+    ),
+    Setting(
+        "UPLOAD_MIN_BYTES_PER_SECOND",
+        "MERIT_UPLOAD_MIN_BYTES_PER_SECOND",
+        int,
+        500,
+        "After the grace time, a request body must keep at least this average rate since its "
+        "start, or it is given up (408): a 5 MB photo may take 60 s + 5 MB / 500 B/s, about 3 h.",
+    ),
+    Setting(
+        "ANONYMOUS_BODIES",
+        "MERIT_ANONYMOUS_BODIES",
+        int,
+        0,
+        "Request bodies a worker receives at once from clients without credentials; more are "
+        "refused unread (503, Retry-After). 0 means a quarter of `MERIT_THREADS`.",
+    ),
+    Setting(
+        "ANONYMOUS_BODIES_PER_CLIENT",
+        "MERIT_ANONYMOUS_BODIES_PER_CLIENT",
+        int,
+        2,
+        "Of those, how many one client address may send at once (an IPv6 /64 counts as one).",
+    ),
+    Setting(
         "DEFAULT_LANGUAGE",
         "MERIT_DEFAULT_LANGUAGE",
         str,
@@ -290,6 +344,11 @@ def resolve(values: dict[str, Any]) -> dict[str, Any]:
         values["STORAGE_URL"] = str(data_dir / "blobs")
     if not values.get("SPOOL_DIR"):
         values["SPOOL_DIR"] = str(data_dir / "spool")
+    for key in ("UPLOAD_MIN_BYTES_PER_SECOND", "ANONYMOUS_BODIES_PER_CLIENT"):
+        if values[key] < 1:
+            raise ConfigError(f"{SETTINGS_BY_KEY[key].env}: must be at least 1")
+    if values["ANONYMOUS_BODIES"] <= 0:
+        values["ANONYMOUS_BODIES"] = max(1, values["THREADS"] // 4)
     if values.get("DEFAULT_LANGUAGE") not in ("fr", "en"):
         raise ConfigError("MERIT_DEFAULT_LANGUAGE: must be fr or en")
     if values.get("PUBLIC_URL"):

@@ -212,6 +212,19 @@ def session() -> Session:
     return db_session
 
 
+def end_transaction() -> None:
+    """End the current request's transaction, if one is open; the session stays usable.
+
+    What was not committed is rolled back, and the next statement begins a new transaction.
+    Called before a request waits on the network (:mod:`server.ops.buffering`): until then it
+    would hold, on SQLite, the single write lock a request that changes data takes at its first
+    statement, and on PostgreSQL a connection of the pool.
+    """
+    db_session = g.get("_merit_session")
+    if db_session is not None and db_session.in_transaction():
+        db_session.rollback()
+
+
 def read_session() -> Session:
     """Return a read-only session for long reads (exports) that must not block writers."""
     db_session = g.get("_merit_read_session")

@@ -11,6 +11,7 @@ Messages are English templates translated at render time (French is the default 
      ├── Forbidden           403.x  who you are may not do this
      ├── NotFound            404.x
      ├── NotAcceptable       406.x
+     ├── UploadTooSlow       408.x  a request body that stalled or fell behind the minimum rate
      ├── Conflict            409.x  the state of the server forbids it
      ├── PayloadTooLarge     413.x
      ├── TooManyRequests     429.x
@@ -248,6 +249,18 @@ class NotAcceptable(Problem):
     message = lazy_gettext("The format asked for is not available; allowed: %(allowed)s.")
 
 
+# ---- 408 -------------------------------------------------------------------------------------
+
+
+class UploadTooSlow(Problem):
+    # Given up by server.ops.buffering before the view ran: nothing of the body was stored.
+    code = "408.1"
+    message = lazy_gettext(
+        "The upload stopped, or arrived too slowly, and was given up; nothing of it was kept. "
+        "Send it again when the connection is better."
+    )
+
+
 # ---- 409 -------------------------------------------------------------------------------------
 
 
@@ -370,10 +383,20 @@ class DatabaseUnavailable(Unavailable):
     )
 
 
+class UploadsBusy(Unavailable):
+    # Refused by server.ops.buffering without reading the body: clients without credentials
+    # have a bounded share of the threads (MERIT_ANONYMOUS_BODIES, ..._PER_CLIENT).
+    code = "503.5"
+    message = lazy_gettext(
+        "Too many uploads from clients that are not signed in are being received right now. "
+        "Try again in a moment, or sign in."
+    )
+
+
 class AuditUnavailable(Unavailable):
     # Personal data read in clear is audited before it leaves; when the audit log cannot be
     # written, the answer is refused rather than sent unaudited (server/personal.py).
-    code = "503.5"
+    code = "503.6"
     message = lazy_gettext(
         "This answer holds personal data and its reading could not be recorded in the audit "
         "log. Try again shortly."

@@ -10,10 +10,12 @@ Tablets on 2G upload a photo over minutes. The choices, and why:
   boto3 calls block its single thread, stalling every request of the worker at once. Threads
   keep blocking code safe: each upload takes a thread that sleeps while bytes trickle in,
   ``MERIT_WORKERS`` x ``MERIT_THREADS`` requests at once (2 x 32 by default).
-* **Bodies received before the application runs** (:mod:`server.ops.buffering`): a trickling
-  upload holds its thread, but no database connection and no SQLite lock, so fast requests
-  are never queued behind it; a body that stalls for ``MERIT_UPLOAD_STALL_SECONDS`` is given
-  up; a body cut short is never stored.
+* **Bodies received before the view runs, once the sender is known**
+  (:mod:`server.ops.buffering`): a trickling upload holds its thread, but no database
+  connection and no SQLite lock, so fast requests are never queued behind it; a body that
+  stalls for ``MERIT_UPLOAD_STALL_SECONDS``, or falls below the minimum rate, is given up; a
+  body cut short is never stored; a bad token is refused before its body is read, and clients
+  without credentials get only a share of the threads for their bodies.
 * **A worker takes a connection only when it has a free thread** (FieldWorker): fast clients
   are never parked behind uploads on a full worker while another has room.
 * **Behind nginx** (docker/), the proxy receives bodies itself (``proxy_request_buffering``)
@@ -27,7 +29,13 @@ Tablets on 2G upload a photo over minutes. The choices, and why:
   gunicorn, closes idle connections and never sends a request on one being closed.
 * **Limits.** Request lines and headers are bounded here; bodies by ``MERIT_MAX_UPLOAD_BYTES``
   in the application (and ``client_max_body_size`` in nginx, set a little above it so that
-  Collect gets the application's readable 413, not nginx's HTML page).
+  Collect gets the application's readable 413, not nginx's HTML page), and in time and number
+  by :mod:`server.ops.buffering` (minimum rate, share of anonymous clients).
+* **Forwarded headers** (``X-Forwarded-Proto``, ``-For``...) are believed in one place only: the
+  application's ProxyFix, from as many proxies as ``MERIT_TRUST_PROXY`` says (none by default).
+  gunicorn would otherwise believe ``X-Forwarded-Proto: https`` from any client on 127.0.0.1
+  (its default ``forwarded_allow_ips``), so that Basic authentication, accepted over HTTPS
+  only, would be taken over plain HTTP from a local process.
 
 At start (``on_starting``, in the master process, before any worker) the staging folder is
 emptied, since files in it only belong to requests in progress and a crash may have left some,
@@ -62,6 +70,8 @@ keepalive = 75
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 16384
+forwarded_allow_ips = ""  # no one: ProxyFix (server/app.py) reads forwarded headers
+secure_scheme_headers: dict[str, str] = {}
 accesslog = None  # the application logs one JSON line per request itself
 errorlog = "-"
 loglevel = _settings["LOG_LEVEL"].lower()

@@ -14,6 +14,8 @@ single process) the ordinary in-process registry is used.
     merit_http_request_duration_seconds{endpoint,method}    until the response is ready
     merit_http_request_body_seconds                  receiving request bodies (slow uploads)
     merit_http_request_bodies_receiving              bodies being received right now
+    merit_http_request_bodies_refused_total{reason}  bodies refused or given up before the view:
+                                                     busy, busy_client, stalled, too_slow, cut_short
     merit_exports_total{format}, merit_export_duration_seconds{format},
     merit_export_rows_total{format}
     merit_spool_files, merit_spool_bytes, merit_spool_max_bytes, merit_spool_oldest_age_seconds
@@ -97,6 +99,12 @@ BODIES_RECEIVING = Gauge(
     "Request bodies (uploads) being received right now.",
     multiprocess_mode="livesum",
 )
+BODIES_REFUSED = Counter(
+    "merit_http_request_bodies_refused",
+    "Request bodies refused unread (busy, busy_client) or given up (stalled, too_slow, "
+    "cut_short) before the application saw them.",
+    ["reason"],
+)
 EXPORTS = Counter("merit_exports", "Exports produced, by format.", ["format"])
 EXPORT_SECONDS = Histogram(
     "merit_export_duration_seconds",
@@ -149,6 +157,11 @@ def record_rejected(exc: BaseException) -> None:
     REJECTIONS.labels(code).inc()
     if isinstance(exc, XmlConflict):
         CONFLICTS.inc()
+
+
+def record_body_refused(reason: str) -> None:
+    """Count a request body refused or given up before the view (see server.ops.buffering)."""
+    BODIES_REFUSED.labels(_label(reason)).inc()
 
 
 @contextmanager

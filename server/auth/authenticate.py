@@ -13,6 +13,11 @@ The ways in, as ODK Central accepts them:
 The result is ``g.actor`` (None when anonymous). Views decide what the actor may do with
 :mod:`server.auth.access`. Credentials are checked only when present, so anonymous requests
 (health checks) cost no database query.
+
+This runs before the request's body is received (:mod:`server.ops.buffering`), from the URL and
+the headers alone: a bad token or password is refused before a byte of body is read, and the
+body is then admitted by who sends it. Only the console's CSRF field is read from the body, once
+the actor is known.
 """
 
 from __future__ import annotations
@@ -154,12 +159,14 @@ def _authenticate_cookie(token: str) -> None:
     auth_session = sessions.find_session(db.session(), token, kind="cookie")
     if auth_session is None:
         return  # an expired console cookie is the same as none: the page asks to sign in
+    csrf = auth_session.csrf
+    actor = db.session().get(Actor, auth_session.actor_id)
+    # Known before the form is read: its body is received as a signed-in user's.
+    _set(_principal(actor), "cookie", auth_session=auth_session)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
-        if not auth_session.csrf or not hmac.compare_digest(sent, auth_session.csrf):
+        if not csrf or not hmac.compare_digest(sent, csrf):
             raise errors.Forbidden(code="403.2", message=_csrf_message())
-    actor = db.session().get(Actor, auth_session.actor_id)
-    _set(_principal(actor), "cookie", auth_session=auth_session)
 
 
 def _csrf_message() -> str:

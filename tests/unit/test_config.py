@@ -50,11 +50,21 @@ def test_environment_values_are_parsed(tmp_path):
         ("MERIT_PORT", "eighty"),
         ("MERIT_LOG_JSON", "maybe"),
         ("MERIT_DEFAULT_LANGUAGE", "de"),
+        ("MERIT_UPLOAD_MIN_BYTES_PER_SECOND", "0"),
+        ("MERIT_ANONYMOUS_BODIES_PER_CLIENT", "0"),
     ],
 )
 def test_bad_values_are_named_in_the_error(tmp_path, env, value):
     with pytest.raises(config.ConfigError, match=env):
         config.load({"MERIT_DATA_DIR": str(tmp_path), env: value})
+
+
+def test_anonymous_bodies_default_to_a_quarter_of_the_threads(tmp_path):
+    assert config.load({"MERIT_DATA_DIR": str(tmp_path)})["ANONYMOUS_BODIES"] == 8
+    few = config.load({"MERIT_DATA_DIR": str(tmp_path), "MERIT_THREADS": "2"})
+    assert few["ANONYMOUS_BODIES"] == 1
+    chosen = config.load({"MERIT_DATA_DIR": str(tmp_path), "MERIT_ANONYMOUS_BODIES": "5"})
+    assert chosen["ANONYMOUS_BODIES"] == 5
 
 
 def test_readme_shows_the_settings_table_as_the_code_defines_it():
