@@ -477,8 +477,13 @@ def _flush(response: Response) -> Response:
     from server.audit import services as audit
 
     actor_id = g.get("actor_id")
+    # The view has committed what it changes; what it left open is rolled back at teardown
+    # anyway. Ending it now frees SQLite's write lock, which a request that changed data holds
+    # until its transaction ends, for the event written below.
+    db.end_transaction()
     try:
         with db.database().session() as db_session:
+
             for disclosure in dict.fromkeys(pending):
                 for channel, ids in disclosure.seen.items():
                     unique = list(dict.fromkeys(ids))

@@ -17,6 +17,7 @@ import gzip
 import io
 import itertools
 import re
+import uuid
 import zipfile
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +25,14 @@ from urllib.parse import quote
 import pytest
 
 from server.app import create_app
-from tests.support.site import AUDIT_CSV, FORM_ID, PHOTO, PHOTO_NAME, PLANTED
+from tests.support.site import (
+    AUDIT_CSV,
+    FORM_ID,
+    PHOTO,
+    PHOTO_NAME,
+    PLANTED,
+    household_record,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -294,3 +302,23 @@ def _names_a_record_table(node: ast.expr) -> bool:
     return text in ("V", "VERSIONS", "CONFLICTS") or text.endswith(
         ("SubmissionVersion.__table__", "SubmissionConflict.__table__")
     )
+
+
+def test_a_coordinator_who_writes_a_record_reads_it_back_audited(site):
+    """The audit event is written beside a request that holds SQLite's write lock."""
+    form = f"{site.url}/v1/projects/{site.project_id}/forms/{FORM_ID}"
+    instance_id = f"uuid:{uuid.uuid4()}"
+    created = site.api("manager").post(
+        f"{form}/submissions",
+        data=household_record(instance_id, name="Bintou Planted-Sow"),
+        headers={"Content-Type": "application/xml"},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["instanceName"] == "Bintou Planted-Sow"
+    events = (
+        site.api("admin")
+        .get(f"{site.url}/v1/audits", params={"action": "submission.pii.read"})
+        .json()
+    )
+    assert any(instance_id in e["details"]["instanceIds"] for e in events)
