@@ -32,7 +32,6 @@ from flask_babel import gettext
 from server.api.odata_format import NotImplementedFeature
 from server.exports.odata import (
     FUNCTIONS,
-    MAX_LENGTH,
     BadFilter,
     Parser,
     Token,
@@ -179,8 +178,6 @@ def parse(text: str, fields: Mapping[str, Field], dialect: str = "postgresql") -
     Raise 400.18 for text that cannot be used, 501.5 for a field not in ``fields``, 501.4 for
     OData functions and operators that are not implemented.
     """
-    if len(text) > MAX_LENGTH:
-        raise BadFilter(reason=gettext("the expression is too long"))
     parser = _TableParser(text, dialect, fields)
     condition = parser.parse()
     return Filter(condition, frozenset(parser.named))
