@@ -5,8 +5,9 @@ may name and the columns behind them (``lib/data/odata-filter.js``; the entities
 ``lib/data/entity.js``). This module does the same with :mod:`server.exports.odata`, the parser
 the submissions' OData and exports use: its tokens, precedence (``or`` < ``and`` < ``not``),
 parentheses, literals (text, numbers, dates and date-times, ``null``, ``now()``), the date
-functions ``year() month() day() hour() minute() second()`` and its null rules are kept as
-they are; only the fields come from the caller (:class:`Field`).
+functions ``year() month() day() hour() minute() second()``, its null rules and its bounds
+(length, nesting depth, numbers a column can be compared with) are kept as they are; only the
+fields come from the caller (:class:`Field`).
 
 Errors follow Central's codes:
 

@@ -494,16 +494,20 @@ class _SheetCounter:
 
 
 def _check_xls(data: bytes, filename: str) -> None:
-    """Refuse an .xls whose sheets exceed the limits, loading one sheet at a time."""
+    """Refuse an .xls whose sheets exceed the limits, loading one sheet at a time.
+
+    Every sheet of the file is checked, by its index: an .xls has no part names to hide one.
+    """
     import xlrd  # pyxform's own reader for .xls
 
     try:
-        book = xlrd.open_workbook(file_contents=data, on_demand=True)
+        book = xlrd.open_workbook(file_contents=data, on_demand=True, ragged_rows=True)
     except Exception as exc:  # xlrd raises many kinds on damaged files
         raise _refuse(
             filename,
             _("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
         ) from None
+    cells = 0
     try:
         for index in range(book.nsheets):
             try:
@@ -522,6 +526,16 @@ def _check_xls(data: bytes, filename: str) -> None:
                         columns=sheet.ncols,
                     ),
                     sheet=sheet.name,
+                )
+            # Rows as long as their last cell (ragged_rows): the filled cells, as for .xlsx.
+            cells += sum(sheet.row_len(row) for row in range(sheet.nrows))
+            if cells > MAX_CELLS:
+                raise _refuse(
+                    filename,
+                    _(
+                        "The workbook has too many filled cells (more than %(limit)s).",
+                        limit=MAX_CELLS,
+                    ),
                 )
             book.unload_sheet(index)
     finally:
