@@ -9,9 +9,10 @@ from typing import Any
 from flask import Flask, g, request
 from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter, Map
 
+from server import bounds, db, errors, logs, models  # noqa: F401 - models: every table known at start
 from server import config as config_module
-from server import db, errors, logs, models  # noqa: F401 - models: every table known at start
 from server.web import security
 
 LANGUAGES = ("fr", "en")
@@ -33,6 +34,21 @@ EXTENSIONS = (
     "server.ops",  # request bodies received whole before the app runs; secrets masked in logs
     "server.metrics",  # request timing, S3 failures, GET /metrics (outermost)
 )
+
+
+class WholeNumberConverter(IntegerConverter):
+    """``<int:...>`` in a route: ASCII digits, at most :data:`server.bounds.INT_MAX`.
+
+    Werkzeug's own takes any Unicode digits and any size, and a path such as
+    ``/v1/projects/99999999999999999999`` then overflowed SQLite (a 500); beyond the bound the
+    path names nothing, so it is a 404 like any other unknown path.
+    """
+
+    regex = r"[0-9]+"
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", bounds.INT_MAX)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -62,6 +78,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     Babel(app, locale_selector=select_locale, default_domain="messages")
     db.init_app(app)
     errors.register(app)
+    # Before any rule is added: every ``<int:...>`` of every route is bounded the same way.
+    app.url_map.converters["int"] = WholeNumberConverter
     for name in EXTENSIONS:
         import_module(name).init_app(app)
     for name in BLUEPRINTS:

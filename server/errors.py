@@ -534,6 +534,15 @@ def register(app: Flask) -> None:
         # the client sent it, so it is the client's problem to hear about.
         return render(UnexpectedValue(field="value", reason="it cannot be stored"))
 
+    @app.errorhandler(OverflowError)
+    def _overflow(exc: OverflowError) -> Response:
+        # SQLite's DataError: a number beyond its 64-bit integers is refused by the driver with
+        # OverflowError (PostgreSQL's gives DataError, above). Values clients send are bounded
+        # where they are read (server/bounds.py); this keeps a reader that forgot from being a
+        # 500 on one database and a 400 on the other. Logged whole: it is a bug to fix there.
+        log.warning("overflow on %s %s", request.method, request.path, exc_info=exc)
+        return render(UnexpectedValue(field="value", reason="it is out of range"))
+
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     @app.errorhandler(PoolTimeout)

@@ -483,7 +483,6 @@ def _flush(response: Response) -> Response:
     db.end_transaction()
     try:
         with db.database().session() as db_session:
-
             for disclosure in dict.fromkeys(pending):
                 for channel, ids in disclosure.seen.items():
                     unique = list(dict.fromkeys(ids))

@@ -22,8 +22,6 @@ filter names ``__system/deletedAt``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -61,7 +59,7 @@ from server.entities import services
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
 from server.openrosa.protocol import base_url, quoted
 from server.projects.models import Project
-from server.submissions.paging import BadCursor
+from server.submissions import paging
 
 PROJECT = "/projects/<int:project_id>"
 DATASET = PROJECT + "/datasets/<name>"
@@ -462,18 +460,11 @@ def _selected(row: dict[str, Any], select: str | None, props: list[DatasetProper
 
 
 def _token(entity_id: int) -> str:
-    raw = json.dumps({"o": "entities", "id": entity_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.wrap({"o": "entities", "id": entity_id})
 
 
 def _read_token(text: str) -> int:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if payload.get("o") != "entities" or not isinstance(payload.get("id"), int):
-            raise ValueError(payload)
-    except (ValueError, AttributeError, binascii.Error):
-        raise BadCursor() from None
-    return payload["id"]
+    return paging.unwrap(text, "entities", "id")["id"]
 
 
 def _filter() -> tuple[Any, bool | None]:

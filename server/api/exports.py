@@ -22,7 +22,7 @@ from typing import Any
 from flask import Response, current_app, jsonify, request, stream_with_context
 from flask_babel import gettext
 
-from server import db, errors
+from server import bounds, db, errors
 from server.api.blueprint import bp
 from server.api.render import iso, query_bool
 from server.auth import access
@@ -53,9 +53,17 @@ def _parameters() -> dict[str, str]:
     return params
 
 
+def _key_id(name: str) -> int:
+    """Read a parameter named by a key id (Central's ``{keyId}=passphrase``)."""
+    try:
+        return bounds.whole_number(name)
+    except bounds.OutOfBounds as exc:
+        raise errors.UnexpectedValue(field=name[:24], reason=exc.reason) from None
+
+
 def _decryptor(form: Form, params: dict[str, str]) -> tuple[Any, Any]:
     """Return a document decryptor for the keys given (and its session), or (None, None)."""
-    passphrases = {int(k): v for k, v in params.items() if k.isdigit() and v}
+    passphrases = {_key_id(k): v for k, v in params.items() if k.isascii() and k.isdigit() and v}
     private_key = params.get("privateKey")
     if not passphrases and not private_key:
         return None, None

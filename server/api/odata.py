@@ -22,8 +22,6 @@ otherwise.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -256,21 +254,12 @@ def _record(row: SubmissionRow, disclosure: Disclosure) -> fmt.Record:
 
 
 def _row_token(seq: int, index: int) -> str:
-    raw = json.dumps({"o": "rows", "s": seq, "i": index}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.wrap({"o": "rows", "s": seq, "i": index})
 
 
 def _read_row_token(text: str) -> tuple[int, int]:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if payload.get("o") != "rows":
-            raise ValueError(payload)
-        seq, index = payload["s"], payload["i"]
-        if not isinstance(seq, int) or not isinstance(index, int):
-            raise ValueError(payload)
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-        raise paging.BadCursor() from None
-    return seq, index
+    payload = paging.unwrap(text, "rows", "s", "i")
+    return payload["s"], payload["i"]
 
 
 # ---- data --------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ may name and the columns behind them (``lib/data/odata-filter.js``; the entities
 ``lib/data/entity.js``). This module does the same with :mod:`server.exports.odata`, the parser
 the submissions' OData and exports use: its tokens, precedence (``or`` < ``and`` < ``not``),
 parentheses, literals (text, numbers, dates and date-times, ``null``, ``now()``), the date
-functions ``year() month() day() hour() minute() second()`` and its null rules are kept as
-they are; only the fields come from the caller (:class:`Field`).
+functions ``year() month() day() hour() minute() second()``, its null rules and its bounds
+(length, nesting depth, numbers a column can be compared with) are kept as they are; only the
+fields come from the caller (:class:`Field`).
 
 Errors follow Central's codes:
 
@@ -32,7 +33,6 @@ from flask_babel import gettext
 from server.api.odata_format import NotImplementedFeature
 from server.exports.odata import (
     FUNCTIONS,
-    MAX_LENGTH,
     BadFilter,
     Parser,
     Token,
@@ -179,8 +179,6 @@ def parse(text: str, fields: Mapping[str, Field], dialect: str = "postgresql") -
     Raise 400.18 for text that cannot be used, 501.5 for a field not in ``fields``, 501.4 for
     OData functions and operators that are not implemented.
     """
-    if len(text) > MAX_LENGTH:
-        raise BadFilter(reason=gettext("the expression is too long"))
     parser = _TableParser(text, dialect, fields)
     condition = parser.parse()
     return Filter(condition, frozenset(parser.named))

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request
 
-from server import errors
+from server import bounds, errors
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -32,17 +32,14 @@ def query_bool(name: str, default: bool = False) -> bool:
 
 
 def query_int(name: str, default: int | None = None, *, minimum: int = 0) -> int | None:
-    """Read a non-negative integer query parameter."""
+    """Read a whole number query parameter, ``minimum`` to :data:`server.bounds.INT_MAX`."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise errors.UnexpectedValue(field=name, reason="expected a whole number") from None
-    if value < minimum:
-        raise errors.UnexpectedValue(field=name, reason=f"expected at least {minimum}")
-    return value
+        return bounds.whole_number(raw, minimum=minimum)
+    except bounds.OutOfBounds as exc:
+        raise errors.UnexpectedValue(field=name, reason=exc.reason) from None
 
 
 def json_body() -> dict[str, Any]:

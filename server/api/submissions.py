@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from flask import Response, jsonify, request
 from flask_babel import gettext
 
-from server import db, errors, personal
+from server import bounds, db, errors, personal
 from server.api.blueprint import bp
 from server.api.render import json_body, query_bool, query_int
 from server.api.schemas import (
@@ -694,15 +694,9 @@ def _when(name: str, *, end: bool = False) -> dt.datetime | None:
     if not raw:
         return None
     try:
-        if len(raw) == 10:
-            day = dt.date.fromisoformat(raw) + dt.timedelta(days=1 if end else 0)
-            return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.UnexpectedValue(
-            field=name, reason=gettext("expected a date or date and time (ISO 8601)")
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return bounds.moment(raw, end=end)
+    except bounds.OutOfBounds as exc:
+        raise errors.UnexpectedValue(field=name, reason=exc.reason) from None
 
 
 @bp.get("/audits")

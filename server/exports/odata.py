@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask_babel import gettext, lazy_gettext
 
-from server import errors
+from server import bounds, errors
 from server.db import utcnow
 from server.submissions.models import Submission
 
@@ -44,8 +44,8 @@ class UnsupportedField(BadFilter):
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
-      | (?P<datetime>\d{4}-\d{2}-\d{2}(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?)
-      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<datetime>[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9:.]+(?:Z|[+-][0-9]{2}:[0-9]{2})?)?)
+      | (?P<number>-?[0-9]+(?:\.[0-9]+)?)
       | (?P<punct>[(),])
       | (?P<word>[A-Za-z_][A-Za-z0-9_/]*)
     )""",
@@ -53,6 +53,9 @@ _TOKEN = re.compile(
 )
 
 MAX_LENGTH = 2000
+# Parentheses and ``not`` nest the parser's calls (and SQLAlchemy's when it compiles the
+# condition): 400 of them exhausted Python's stack (issue 16). Central's clients nest a few.
+MAX_DEPTH = 32
 OPERATORS = {"eq", "ne", "lt", "le", "gt", "ge"}
 FUNCTIONS = {"year", "month", "day", "hour", "minute", "second"}
 _DATES = {"__system/submissionDate", "__system/updatedAt", "__system/deletedAt"}
@@ -98,9 +101,12 @@ class Parser:
     """A recursive-descent parser producing SQLAlchemy expressions."""
 
     def __init__(self, text: str, dialect: str) -> None:
+        if len(text) > MAX_LENGTH:
+            raise BadFilter(reason=gettext("the expression is too long"))
         self.tokens = _tokens(text)
         self.position = 0
         self.dialect = dialect
+        self.depth = 0
 
     def peek(self) -> Token | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -144,15 +150,29 @@ class Parser:
         token = self.peek()
         if token is not None and token.text == "not":
             self.take()
-            return sa.not_(self.negation())
+            self.enter()
+            inner = sa.not_(self.negation())
+            self.depth -= 1
+            return inner
         return self.comparison()
+
+    def enter(self) -> None:
+        """Go one level deeper (a parenthesis or a ``not``); refuse too deep an expression."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise BadFilter(
+                reason=gettext("the expression is nested more than %(limit)s levels deep")
+                % {"limit": MAX_DEPTH}
+            )
 
     def comparison(self) -> Any:
         token = self.peek()
         if token is not None and token.text == "(":
             self.take()
+            self.enter()
             inner = self.disjunction()
             self.expect(")")
+            self.depth -= 1
             return inner
         left, left_kind = self.operand()
         operator = self.take()
@@ -237,13 +257,11 @@ MIRROR = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"
 
 
 def parse_datetime(text: str) -> dt.datetime:
+    """Read a date or date-time literal (a bare date is the start of its day, in UTC)."""
     try:
-        if len(text) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadFilter(reason=gettext("“%(found)s” is not a date") % {"found": text}) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return bounds.moment(text)
+    except bounds.OutOfBounds as exc:
+        raise BadFilter(reason=f"“{text[:40]}”: {exc.reason}") from None
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -268,6 +286,11 @@ def _coerce(value: Any, kind: str) -> Any:
 
 
 def compare(left: Any, operator: str, right: Any) -> Any:
+    """Return the SQL condition ``left operator right``, with OData's null rules."""
+    try:
+        bounds.check_number(right)
+    except bounds.OutOfBounds as exc:
+        raise BadFilter(reason=exc.reason) from None
     if right is None:
         if operator == "eq":
             return left.is_(None)
@@ -290,6 +313,4 @@ def compare(left: Any, operator: str, right: Any) -> Any:
 
 def parse_filter(text: str, dialect: str = "postgresql") -> Any:
     """Return the SQL condition a Central ``$filter`` expression means; raise 400 if unusable."""
-    if len(text) > MAX_LENGTH:
-        raise BadFilter(reason=gettext("the expression is too long"))
     return Parser(text, dialect).parse()

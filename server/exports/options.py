@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from flask_babel import gettext, lazy_gettext
 
-from server import errors
+from server import bounds, errors
 from server.submissions.models import REVIEW_STATES
 
 Format = Literal["csv.zip", "csv", "xlsx", "geojson", "media.zip"]
@@ -94,19 +94,10 @@ def _bool(name: str, raw: str) -> bool:
 
 def parse_datetime(name: str, raw: str, *, end: bool = False) -> dt.datetime:
     """Read an ISO 8601 date or date-time; a bare date as an ``end`` means the whole day."""
-    text = raw.strip()
     try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            value = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-            return value + dt.timedelta(days=1) if end else value
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadExportOption(
-            field=name,
-            reason=gettext("expected a date (2024-05-07) or a date and time (2024-05-07T14:00Z)"),
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return bounds.moment(raw, end=end)
+    except bounds.OutOfBounds as exc:
+        raise BadExportOption(field=name, reason=exc.reason) from None
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -163,8 +154,10 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
         values["review_states"] = states
     if get("submitterId"):
         try:
-            values["submitter_ids"] = tuple(int(s) for s in _list(get("submitterId")))
-        except ValueError:
+            values["submitter_ids"] = tuple(
+                bounds.whole_number(s) for s in _list(get("submitterId"))
+            )
+        except bounds.OutOfBounds:
             raise BadExportOption(
                 field="submitterId", reason=gettext("expected actor ids separated by commas")
             ) from None

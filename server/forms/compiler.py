@@ -13,9 +13,10 @@ raises more than ``PyXFormError`` on real files (``TypeError``, ``KeyError``, zi
 all of them end here as a 400, never a 500.
 
 Hostile files are refused before pyxform reads them: the upload is capped, a workbook's zip is
-checked member by member (total uncompressed size, no DTD), and every sheet's rows and columns
-are counted by a streaming parse, so that a zip bomb or a sheet of a million rows costs neither
-memory nor minutes.
+checked part by part whatever the parts are named (total uncompressed size; no DTD, in any
+encoding), and the rows and columns of every sheet (and of any XML part) are counted by a
+streaming parse, so that a zip bomb or a sheet of a million rows costs neither memory nor
+minutes. An .xls is read sheet by sheet, every sheet of the file.
 
 ODK Validate (the JavaRosa jar pyxform ships) runs when asked and Java is present, with a
 timeout. Its verdict is ``"passed"``, ``"failed"`` (an error, as in ODK Central) or
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import posixpath
 import re
 import shutil
 import subprocess
@@ -41,7 +43,7 @@ from typing import Any, Literal
 
 from lxml import etree
 
-from server import errors
+from server import errors, safexml
 from server.forms import xform
 from server.forms.messages import _
 
@@ -261,29 +263,94 @@ def _column_number(reference: str) -> int:
     return number
 
 
-def _sheet_names(archive: zipfile.ZipFile) -> dict[str, str]:
-    """Map each worksheet's zip member to the name the coordinator sees on its tab."""
-    names: dict[str, str] = {}
+# Where the parts of an .xlsx say what they are (ECMA-376 part 2; openpyxl reads the same).
+_RELATIONSHIP_IDS = (
+    "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id",
+    "{http://purl.oclc.org/ooxml/officeDocument/relationships}id",  # strict
+)
+_WORKBOOK_TYPES = frozenset(
+    {
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",
+        "application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+        "application/vnd.ms-excel.template.macroEnabled.main+xml",
+    }
+)
+_DEFAULT_WORKBOOK = "xl/workbook.xml"
+# How an XML document may begin, in every encoding an XML parser detects by itself (XML 1.0,
+# appendix F): "<" in ASCII-compatible encodings (and UTF-16LE/UTF-32LE), the UTF-8, UTF-16 and
+# UTF-32 byte order marks, "<" in UTF-16BE and UTF-32BE, "<?xm" in EBCDIC.
+_XML_STARTS = (
+    b"<",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+    b"\xfe\xff",
+    b"\x00\x00\xfe\xff",
+    b"\x00<",
+    b"\x00\x00\x00<",
+    b"\x4c\x6f\xa7\x94",
+)
+# Rows and cells are counted in SpreadsheetML's namespaces only: a drawing's anchors have
+# ``xdr:row`` elements, a chart's cached values ``c:v``.
+_SHEET_NAMESPACES = (
+    "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+    "http://purl.oclc.org/ooxml/spreadsheetml/main",  # strict
+)
+
+
+def _workbook_part(archive: zipfile.ZipFile) -> str:
+    """Return the workbook part's name, read from ``[Content_Types].xml`` as openpyxl does."""
     try:
-        workbook = xform.parse(archive.read("xl/workbook.xml"))
-        rels = xform.parse(archive.read("xl/_rels/workbook.xml.rels"))
+        types = xform.parse(archive.read("[Content_Types].xml"))
     except (KeyError, xform.XFormError):
-        return names
-    targets = {rel.get("Id"): rel.get("Target", "") for rel in rels if isinstance(rel.tag, str)}
-    for sheet in workbook.iter("{*}sheet"):
-        rel_id = sheet.get(
-            "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+        return _DEFAULT_WORKBOOK
+    for override in types.iter("{*}Override"):
+        if override.get("ContentType") in _WORKBOOK_TYPES and override.get("PartName"):
+            return override.get("PartName", "").lstrip("/")
+    return _DEFAULT_WORKBOOK
+
+
+def _worksheets(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Map each worksheet's zip part to the name on its tab, whatever the parts are called.
+
+    Found as openpyxl finds them: the workbook part named by the content types, its
+    relationships (``<folder>/_rels/<workbook>.rels``), each ``<sheet>``'s relationship target,
+    absolute (``/...``) or relative to the workbook's folder.
+    """
+    book = _workbook_part(archive)
+    folder = posixpath.dirname(book)
+    try:
+        workbook = xform.parse(archive.read(book))
+        rels = xform.parse(
+            archive.read(posixpath.join(folder, "_rels", posixpath.basename(book) + ".rels"))
         )
-        target = targets.get(rel_id, "")
-        if target:
-            target = target.lstrip("/")
-            member = target if target.startswith("xl/") else f"xl/{target}"
-            names[member] = sheet.get("name", member)
+    except (KeyError, xform.XFormError):
+        return {}  # openpyxl cannot open it either; every XML part is still scanned
+    targets: dict[str, str] = {}
+    for rel in rels:
+        target = rel.get("Target", "") if isinstance(rel.tag, str) else ""
+        if not target or rel.get("TargetMode") == "External":
+            continue
+        if target.startswith("/"):
+            targets[rel.get("Id", "")] = target[1:]
+        else:
+            targets[rel.get("Id", "")] = posixpath.normpath(posixpath.join(folder, target))
+    names: dict[str, str] = {}
+    for sheet in workbook.iter("{*}sheet"):
+        rel_id = next((sheet.get(key) for key in _RELATIONSHIP_IDS if sheet.get(key)), None)
+        part = targets.get(rel_id or "")
+        if part:
+            names[part] = sheet.get("name") or part
     return names
 
 
 def _check_workbook(data: bytes, filename: str) -> None:
-    """Refuse zip bombs, DTDs and oversized sheets in an .xlsx before openpyxl opens it."""
+    """Refuse zip bombs, DTDs and oversized sheets in an .xlsx before openpyxl opens it.
+
+    Every part of the zip is looked at, whatever its name: the worksheets openpyxl would read
+    (:func:`_worksheets`) and every part that begins as XML are parsed, their rows, columns and
+    cells counted and their DTDs refused; the rest (images, a VBA project) are not XML.
+    """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -309,14 +376,18 @@ def _check_workbook(data: bytes, filename: str) -> None:
                     limit=MAX_UNZIPPED_BYTES,
                 ),
             )
-        sheet_names = _sheet_names(archive)
+        sheets = _worksheets(archive)
         cells = 0
         for member in members:
-            if not member.filename.lower().endswith((".xml", ".rels", ".vml")):
+            if member.is_dir():
                 continue
-            is_sheet = member.filename.startswith("xl/worksheets/")
-            sheet = sheet_names.get(member.filename, member.filename)
-            cells += _scan_part(archive, member, sheet if is_sheet else None, filename)
+            name = member.filename
+            xml = (
+                name in sheets
+                or name.startswith("xl/worksheets/")
+                or name.lower().endswith((".xml", ".rels", ".vml"))
+            )
+            cells += _scan_part(archive, member, sheets.get(name, name), filename, xml=xml)
             if cells > MAX_CELLS:
                 raise _refuse(
                     filename,
@@ -328,21 +399,29 @@ def _check_workbook(data: bytes, filename: str) -> None:
 
 
 def _scan_part(
-    archive: zipfile.ZipFile, member: zipfile.ZipInfo, sheet: str | None, filename: str
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, sheet: str, filename: str, *, xml: bool
 ) -> int:
-    """Stream one XML part: refuse DTDs; for a worksheet, count rows, columns and cells."""
-    counter = _SheetCounter(sheet, filename) if sheet is not None else None
-    tail = b""
+    """Stream one part; if it is XML (``xml``, or it begins as XML), parse it.
+
+    Refuse DTDs (:mod:`server.safexml`: on the bytes as they come, then on the parsed document,
+    which covers UTF-16 and declared encodings); count its rows, columns and cells. Return its
+    number of filled cells.
+    """
     try:
         with archive.open(member) as stream:
-            while chunk := stream.read(1 << 16):
-                window = (tail + chunk).upper()
-                if b"<!DOCTYPE" in window or b"<!ENTITY" in window:
-                    raise _refuse(filename, _("The workbook contains a DTD, which is not allowed."))
+            chunk = stream.read(1 << 16)
+            if not chunk or not (xml or chunk.lstrip(b" \t\r\n").startswith(_XML_STARTS)):
+                return 0
+            counter = _SheetCounter(sheet, filename)
+            tail = b""
+            while chunk:
+                safexml.refuse_declarations(tail + chunk)
                 tail = chunk[-16:]
-                if counter is not None:
-                    counter.feed(chunk)
-        return counter.close() if counter is not None else 0
+                counter.feed(chunk)
+                chunk = stream.read(1 << 16)
+            return counter.close()
+    except safexml.UnsafeXml:
+        raise _refuse(filename, _("The workbook contains a DTD, which is not allowed.")) from None
     except errors.XlsformInvalid:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, etree.XMLSyntaxError) as exc:
@@ -362,13 +441,9 @@ class _SheetCounter:
         self._filled = 0
         self._last_ref = ""
         # Only values and rows raise events: empty (styled) cells cost no Python at all.
-        self.parser = etree.XMLPullParser(
+        self.parser = safexml.pull_parser(
             events=("end",),
-            tag=("{*}row", "{*}v", "{*}is"),
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
+            tag=[f"{{{ns}}}{name}" for ns in _SHEET_NAMESPACES for name in ("row", "v", "is")],
         )
 
     def feed(self, chunk: bytes) -> None:
@@ -377,9 +452,10 @@ class _SheetCounter:
         self._count()
 
     def close(self) -> int:
-        """Finish the sheet; return its number of filled cells."""
-        self.parser.close()
+        """Finish the sheet; refuse a DTD it declared; return its number of filled cells."""
+        root = self.parser.close()
         self._count()
+        safexml.refuse_dtd(root)
         return self.cells
 
     def _count(self) -> None:
@@ -418,16 +494,20 @@ class _SheetCounter:
 
 
 def _check_xls(data: bytes, filename: str) -> None:
-    """Refuse an .xls whose sheets exceed the limits, loading one sheet at a time."""
+    """Refuse an .xls whose sheets exceed the limits, loading one sheet at a time.
+
+    Every sheet of the file is checked, by its index: an .xls has no part names to hide one.
+    """
     import xlrd  # pyxform's own reader for .xls
 
     try:
-        book = xlrd.open_workbook(file_contents=data, on_demand=True)
+        book = xlrd.open_workbook(file_contents=data, on_demand=True, ragged_rows=True)
     except Exception as exc:  # xlrd raises many kinds on damaged files
         raise _refuse(
             filename,
             _("The .xls workbook could not be read: %(reason)s", reason=str(exc)),
         ) from None
+    cells = 0
     try:
         for index in range(book.nsheets):
             try:
@@ -446,6 +526,16 @@ def _check_xls(data: bytes, filename: str) -> None:
                         columns=sheet.ncols,
                     ),
                     sheet=sheet.name,
+                )
+            # Rows as long as their last cell (ragged_rows): the filled cells, as for .xlsx.
+            cells += sum(sheet.row_len(row) for row in range(sheet.nrows))
+            if cells > MAX_CELLS:
+                raise _refuse(
+                    filename,
+                    _(
+                        "The workbook has too many filled cells (more than %(limit)s).",
+                        limit=MAX_CELLS,
+                    ),
                 )
             book.unload_sheet(index)
     finally:
@@ -597,18 +687,12 @@ def read_xform(data: bytes, filename: str) -> tuple[str, xform.Identity]:
         raise _refuse(
             filename, _("This is not a valid XForm: %(reason)s", reason=str(exc))
         ) from None
-    encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
-    if encoding not in ("UTF-8", "UTF8"):
-        raise _refuse(
-            filename,
-            _("The XForm must be encoded in UTF-8 (it declares %(encoding)s).", encoding=encoding),
-        )
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+        text = safexml.utf8_text(data, root)
+    except safexml.NotUtf8 as exc:
         raise _refuse(
             filename,
-            _("The XForm is not valid UTF-8: %(reason)s", reason=str(exc)),
+            _("The XForm must be encoded in UTF-8 (it is %(encoding)s).", encoding=str(exc)),
         ) from None
     return text, ident
 

@@ -1,10 +1,11 @@
 """Reading XForm XML safely, and the few edits the server makes to an XForm's text.
 
-Uploaded XForms come from outside: they are parsed with a hardened lxml parser (no entity
-expansion, no DTD, no network, no huge trees) and any ``DOCTYPE`` is refused outright, which
-rules out entity bombs and external entities. The XForm text the server stores is the text it
-serves; the only edit it ever makes is :func:`set_version` (``?version=`` on publish, as ODK
-Central does), after which the hash is recomputed from the new text.
+Uploaded XForms come from outside: they are parsed by the server's one XML rule
+(:mod:`server.safexml`: no entity expansion, no DTD, no network, no huge trees, and any
+``DOCTYPE`` refused in whatever encoding), which rules out entity bombs and external entities.
+The XForm text the server stores is the text it serves; the only edit it ever makes is
+:func:`set_version` (``?version=`` on publish, as ODK Central does), after which the hash is
+recomputed from the new text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from server import safexml
+
 XFORMS = "http://www.w3.org/2002/xforms"
 XHTML = "http://www.w3.org/1999/xhtml"
 JR = "http://openrosa.org/javarosa"
@@ -24,8 +27,6 @@ NS = {"xf": XFORMS, "h": XHTML, "jr": JR, "orx": ORX, "odk": ODK}
 
 # Largest XForm accepted: the biggest real forms (REACH MSNA tools) compile to about 2 MB.
 MAX_XFORM_BYTES = 10_000_000
-
-_DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 class XFormError(ValueError):
@@ -42,34 +43,16 @@ class Identity:
     root: str
 
 
-def _parser() -> etree.XMLParser:
-    # One parser per call: lxml parsers are not safe to share between threads.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_blank_text=False,
-    )
-
-
 def parse(data: bytes) -> etree._Element:
     """Parse XML bytes with the hardened parser; raise :class:`XFormError` when unsafe or bad."""
     if len(data) > MAX_XFORM_BYTES:
         raise XFormError(f"the XML is larger than {MAX_XFORM_BYTES} bytes")
-    if _DOCTYPE.search(data):
-        raise XFormError("a DOCTYPE or ENTITY declaration is not allowed in a form")
     try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
+        return safexml.parse(data)
+    except safexml.UnsafeXml:
+        raise XFormError("a DOCTYPE or ENTITY declaration is not allowed in a form") from None
+    except safexml.MalformedXml as exc:
         raise XFormError(f"the XML is not well-formed: {exc}") from None
-    if root is None:
-        raise XFormError("the document is empty")
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype:
-        raise XFormError("a DOCTYPE declaration is not allowed in a form")
-    return root
 
 
 def model(root: etree._Element) -> etree._Element:

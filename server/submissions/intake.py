@@ -339,7 +339,7 @@ def receive(
         parsed=parsed,
         draft=draft,
         document=document,
-        xml_text=xml.decode("utf-8", errors="replace"),
+        xml_text=parsed.text,
         xml_sha=hashlib.sha256(xml).hexdigest(),
         expected=expected,
         audit_names=audit_names,

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
-from server import errors
+from server import bounds, errors
 from server.submissions.models import Submission, SubmissionVersion
 from server.submissions.services import SubmissionFilter, SubmissionRow
 from server.submissions.services import _base as base_query  # the one filter builder
@@ -93,6 +93,37 @@ class Page:
     more: bool  # whether records follow this page (right now)
 
 
+# Every token this server hands out is a few dozen characters long.
+MAX_TOKEN_LENGTH = 1000
+
+
+def wrap(payload: dict[str, Any]) -> str:
+    """Return the opaque text of a paging token (a cursor, an OData ``$skiptoken``)."""
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def unwrap(text: str, kind: str, *numbers: str) -> dict[str, Any]:
+    """Read a token :func:`wrap` made for ``kind`` (its ``o``); raise 400.35 for anything else.
+
+    The keys named in ``numbers`` must hold whole numbers a database can compare (0 to
+    :data:`server.bounds.BIGINT_MAX`): a token is client input like any other.
+    """
+    text = text.strip()
+    if len(text) > MAX_TOKEN_LENGTH:
+        raise BadCursor()
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        raise BadCursor() from None
+    if not isinstance(payload, dict) or payload.get("o") != kind:
+        raise BadCursor()
+    for key in numbers:
+        if not _fits("int", payload.get(key)):
+            raise BadCursor()
+    return payload
+
+
 def encode(cursor: Cursor, order: Order) -> str:
     """Return the opaque text of a cursor."""
     value = cursor.value
@@ -101,22 +132,13 @@ def encode(cursor: Cursor, order: Order) -> str:
     payload = {"o": order.name, "s": cursor.seq}
     if order.field != "seq":
         payload["v"] = value
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return wrap(payload)
 
 
 def decode(text: str, order: Order) -> Cursor:
     """Read a cursor handed out for ``order``; raise 400.35 for anything else."""
-    try:
-        padded = text.strip() + "=" * (-len(text.strip()) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor() from None
-    if not isinstance(payload, dict) or payload.get("o") != order.name:
-        raise BadCursor()
-    seq = payload.get("s")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        raise BadCursor()
+    payload = unwrap(text, order.name, "s")
+    seq = payload["s"]
     value = payload.get("v")
     if order.field != "seq" and value is not None:
         kind = ORDER_FIELDS[order.field][1]
@@ -134,7 +156,11 @@ def decode(text: str, order: Order) -> Cursor:
 
 def _fits(kind: str, value: Any) -> bool:
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and 0 <= value <= bounds.BIGINT_MAX
+        )
     return isinstance(value, str)
 
 

@@ -1,9 +1,9 @@
 """Reading a submission's XML safely, and turning it into the document exports work from.
 
-ODK Collect's records never carry a DTD, so any ``<!DOCTYPE`` or ``<!ENTITY`` is refused
-before parsing: no entity expansion, no external fetch, no billion laughs. The parser itself
-is configured the same way (no entities, no network, no huge trees) as a second wall, and the
-document's depth and element count are bounded.
+ODK Collect's records never carry a DTD: any DOCTYPE is refused, in whatever encoding it is
+written, by the server's one XML rule (:mod:`server.safexml`): no entity expansion, no external
+fetch, no billion laughs. The document's depth and element count are bounded here, and a record
+must be UTF-8, as Collect writes it (it is stored and served as text).
 
 A record must be the form's instance (:func:`check_instance`): what the server stores it serves
 again, as received, to coordinators' browsers, so a web page sent in a record's place (an XHTML
@@ -23,25 +23,13 @@ from typing import Any
 from flask_babel import gettext as _
 from lxml import etree
 
-from server import errors
+from server import errors, safexml
 from server.forms.xform import XFORMS
 
 MAX_XML_BYTES = 20 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_ELEMENTS = 200_000
 
-_FORBIDDEN = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
-
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
 
 ENCRYPTED_NAMESPACES = {
     "http://www.opendatakit.org/xforms/encrypted",
@@ -54,6 +42,7 @@ class ParsedSubmission:
     """What intake needs from a submission's XML."""
 
     root: etree._Element
+    text: str  # the XML as received, decoded (UTF-8)
     form_id: str
     version: str
     instance_id: str | None
@@ -87,14 +76,14 @@ def parse_xml(data: bytes) -> etree._Element:
         raise errors.HostileInput(
             reason=_("the XML is larger than %(limit)s bytes", limit=MAX_XML_BYTES)
         )
-    if _FORBIDDEN.search(data):
-        raise errors.HostileInput(reason=_("XML with a DOCTYPE or ENTITY declaration is refused"))
     try:
-        root = etree.fromstring(data, _PARSER)
-    except etree.XMLSyntaxError as exc:
+        root = safexml.parse(data, remove_comments=True, remove_pis=True, collect_ids=False)
+    except safexml.UnsafeXml:
+        raise errors.HostileInput(
+            reason=_("XML with a DOCTYPE or ENTITY declaration is refused")
+        ) from None
+    except safexml.MalformedXml as exc:
         raise errors.Unparseable(format="XML", reason=str(exc)) from None
-    if root is None:
-        raise errors.Unparseable(format="XML", reason=_("empty document"))
     _check_shape(root)
     return root
 
@@ -134,6 +123,17 @@ def _text(element: etree._Element | None) -> str | None:
 def read_submission(data: bytes) -> ParsedSubmission:
     """Parse a submission and read its identity (openrosa.md §4.4 and §6)."""
     root = parse_xml(data)
+    try:
+        text = safexml.utf8_text(data, root)
+    except safexml.NotUtf8 as exc:
+        raise errors.Unparseable(
+            format="XML",
+            reason=_(
+                "a record must be encoded in UTF-8, as ODK Collect writes it (this one is "
+                "%(encoding)s)",
+                encoding=str(exc),
+            ),
+        ) from None
     form_id = root.get("id")
     if not form_id:
         raise errors.UnexpectedValue(
@@ -151,6 +151,7 @@ def read_submission(data: bytes) -> ParsedSubmission:
     instance_name = _text(_child(meta, "instanceName")) if meta is not None else None
     parsed = ParsedSubmission(
         root=root,
+        text=text,
         form_id=form_id,
         version=version,
         instance_id=instance_id,

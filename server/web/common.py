@@ -25,11 +25,10 @@ from flask_babel import (
     format_datetime,
     format_decimal,
     get_locale,
-    gettext,
     lazy_gettext,
 )
 
-from server import db, errors
+from server import bounds, db, errors
 from server.auth import access
 from server.auth.passwords import MIN_PASSWORD_LENGTH
 from server.forms import services as forms
@@ -218,11 +217,9 @@ def parse_date(name: str, raw: str | None, label: str) -> dt.date | None:
     if not raw or not raw.strip():
         return None
     try:
-        return dt.date.fromisoformat(raw.strip())
-    except ValueError:
-        raise BadFilter(
-            field=label, reason=gettext("expected a date such as 2024-05-07"), name=name
-        ) from None
+        return bounds.day(raw)
+    except bounds.OutOfBounds as exc:
+        raise BadFilter(field=label, reason=exc.reason, name=name) from None
 
 
 def start_of(day: dt.date | None, *, next_day: bool = False) -> dt.datetime | None:
@@ -238,9 +235,6 @@ def parse_int(raw: str | None, label: str) -> int | None:
     if raw is None or raw.strip() == "":
         return None
     try:
-        value = int(raw)
-    except ValueError:
-        raise BadFilter(field=label, reason=gettext("expected a whole number")) from None
-    if value < 0:
-        raise BadFilter(field=label, reason=gettext("expected a whole number"))
-    return value
+        return bounds.whole_number(raw)
+    except bounds.OutOfBounds as exc:
+        raise BadFilter(field=label, reason=exc.reason) from None
