@@ -1,5 +1,7 @@
-"""Hostile input over real HTTP: each kind is refused with a 4xx that says what is wrong,
-nothing of it is stored, and the worker that received it keeps serving.
+"""Hostile input over real HTTP, as a tablet (or anyone holding a token or an account) could
+send it: each kind is refused with a 4xx that says what is wrong, nothing of it is stored, and
+the worker that received it keeps serving.
+
 
 XML with DTDs, external entities and entity bombs; spreadsheets that are zip bombs or hold
 millions of rows; multipart bodies that lie about their length; file names with ``../`` or
