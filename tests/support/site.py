@@ -164,7 +164,8 @@ def household_record(
         "<start>2024-05-07T10:00:00.000+00:00</start><today>2024-05-07</today><audit/>"
         f"<respondent><name>{escape(name)}</name><age>{age}</age></respondent>"
         "<village>segou</village><location>12.65 -8.0 350 5</location>"
-        f"<photo>{escape(photo)}</photo><needs>water food</needs><priorities>food water</priorities>"
+        f"<photo>{escape(photo)}</photo>"
+        "<needs>water food</needs><priorities>food water</priorities>"
         f"<household><head>{escape(head)}</head>"
         f"<member><member_name>{escape(member_name)}</member_name><sex>f</sex></member>"
         "</household>"
@@ -209,9 +210,7 @@ def start_site(
         roles = {"manager": "manager", "viewer": "viewer", "formfill": "formfill"}
         for who, role in [*roles.items(), ("other_manager", "manager")]:
             email = f"{who.replace('_', '-')}@example.org"
-            user = _ok(
-                admin.post(f"{url}/v1/users", json={"email": email, "password": PASSWORD})
-            )
+            user = _ok(admin.post(f"{url}/v1/users", json={"email": email, "password": PASSWORD}))
             project = site.other_project_id if who == "other_manager" else site.project_id
             role_id = {"manager": 3, "viewer": 4, "formfill": 5}[role]
             _ok(admin.post(f"{url}/v1/projects/{project}/assignments/{role_id}/{user['id']}"))
@@ -249,8 +248,6 @@ def start_site(
         site.tablet_token, site.tablet_id = tablet["token"], tablet["id"]
         _ok(manager.post(f"{forms}/{FORM_ID}/assignments/app-user/{tablet['id']}"))
         site.instance_id = f"uuid:{uuid.uuid4()}"
-        sent = site.submit(
-            household_record(site.instance_id), [(PHOTO_NAME, PHOTO, "image/jpeg")]
-        )
+        sent = site.submit(household_record(site.instance_id), [(PHOTO_NAME, PHOTO, "image/jpeg")])
         assert sent.status_code == 201, sent.text
         yield site
