@@ -18,13 +18,19 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-# Tests telling a cleaned CSV value needs no converter call (``v`` is trimmed and not empty).
+from server.exports.values import FORMULA_TRIGGERS
+
+# Tests telling a cleaned CSV value needs no converter call (``v`` is trimmed and not empty),
+# whether formulas are guarded or not: each passing value is its own cell, and none starts a
+# formula (a digit, or a first character that is no trigger).
+CSV_PLAIN_TEXT = f"v[0] not in {FORMULA_TRIGGERS!r}"
+_ONE_SPACED = "'  ' not in v and '\\t' not in v and '\\n' not in v"
 CSV_ALREADY_CLEAN = {
     "int": "v.isdigit() and v.isascii() and (v[0] != '0' or len(v) == 1)",
-    "date": "len(v) == 10",
+    "date": "len(v) == 10 and v[0].isdigit()",
     "boolean": "v == 'true' or v == 'false'",
-    "select_multiple": "'  ' not in v and '\\t' not in v and '\\n' not in v",
-    "rank": "'  ' not in v and '\\t' not in v and '\\n' not in v",
+    "select_multiple": f"{_ONE_SPACED} and {CSV_PLAIN_TEXT}",
+    "rank": f"{_ONE_SPACED} and {CSV_PLAIN_TEXT}",
 }
 
 

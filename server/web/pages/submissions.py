@@ -260,14 +260,11 @@ def submission_attachment(
         if wanted
         else submissions.current_version(db_session, record)
     )
-    for attachment, blob in submissions.attachments(db_session, version):
-        if attachment.name == name:
-            if blob is None:
-                break
-            content_type = (
-                attachment.content_type
-                or mimetypes.guess_type(name)[0]
-                or "application/octet-stream"
-            )
-            return downloads.send_blob(blob, name, content_type, inline=True)
-    raise errors.NotFound()
+    found = submissions.attachment_named(db_session, version, name)
+    if found is None or found[1] is None:
+        raise errors.NotFound()
+    attachment, blob = found
+    content_type = (
+        attachment.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    )
+    return downloads.send_blob(blob, attachment.name, content_type, inline=True)
