@@ -429,6 +429,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
     headers: list[str] = []
     columns: list[ColumnRef] = []
     handlers: list[tuple[int, int, Callable[[Any], Any], str | None]] = []
+    guarded: list[tuple[int, Callable[[str], Any]]] = []  # see compiled.converter
     hide_pii = options.pii != "plain"
 
     def add(header: str, source: int, ref: ColumnRef) -> None:
@@ -474,9 +475,11 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             converter, clean = values.xlsx_converter(leaf.type), None
         else:
             converter = values.csv_converter(leaf.type, guard=guard)
-            clean = compiled.CSV_ALREADY_CLEAN.get(leaf.type, compiled.CSV_PLAIN_TEXT)
+            clean = compiled.CSV_ALREADY_CLEAN.get(leaf.type)
         if converter is not None:
             handlers.append((position, 1, converter, clean))
+        elif guard:
+            guarded.append((position, values.csv_guard(leaf.type)))
     if table.path is None:
         for header, source in MAIN_TRAILER:
             position = len(sources)
@@ -488,13 +491,13 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             elif typed and header in _INTEGER_META:
                 handlers.append((position, 1, _meta_int, None))
             elif guard and header in _CLIENT_TEXT_META:
-                handlers.append((position, 1, values.guard_formula, compiled.CSV_PLAIN_TEXT))
+                guarded.append((position, values.guard_formula))
     else:
         for header, source in (("PARENT_KEY", R_PARENT_KEY), ("KEY", R_KEY)):
             position = len(sources)
             add(header, source, ColumnRef(header, meta=header))
             if guard:  # both begin with the record's instanceID, which the client wrote
-                handlers.append((position, 1, values.guard_formula, compiled.CSV_PLAIN_TEXT))
+                guarded.append((position, values.guard_formula))
     table.headers = _unique(headers)
     if guard:  # labels come from a coordinator's spreadsheet ("- de 15 ans")
         table.headers = [values.guard_formula(header) for header in table.headers]
@@ -502,7 +505,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
         column.header = header
     table.columns = columns
     table.width = len(sources)
-    table.convert = compiled.converter(sources, handlers)
+    table.convert = compiled.converter(sources, handlers, guarded)
     table.extract = compiled.extractor(table.leaf_parts)
 
 

@@ -83,12 +83,19 @@ _CSV: dict[str, Converter] = {
 def csv_converter(field_type: str, *, guard: bool = False) -> Converter | None:
     """Return the function that turns a trimmed answer into its CSV cell (None: as it is).
 
-    With ``guard`` every type has one, and no cell it returns starts a formula unless it is
-    a number its field holds (:func:`guard_formula`).
+    With ``guard``, what it cannot type and would start a formula gets a ``'``
+    (:func:`guard_formula`); for the types it leaves as they are, see :func:`csv_guard`.
     """
-    if not guard:
-        return _CSV.get(field_type)
-    return _GUARDED_CSV.get(field_type) or _guarding(_CSV.get(field_type))
+    convert = _CSV.get(field_type)
+    if not guard or convert is None:
+        return convert
+    return _guarded_int if field_type == "int" else _guarding(convert)
+
+
+def csv_guard(field_type: str) -> Converter:
+    """Return what a cell of a type without :func:`csv_converter` becomes when it starts with
+    a formula trigger: a number of a decimal field and a place stay as they are."""
+    return _GUARDS.get(field_type, guard_formula)
 
 
 # ---- spreadsheets ------------------------------------------------------------------------------
@@ -118,10 +125,8 @@ def guard_unless_number(text: str) -> str:
     return text
 
 
-def _guarding(convert: Converter | None) -> Converter:
+def _guarding(convert: Converter) -> Converter:
     """Guard what ``convert`` gives: for types whose values never start with a trigger."""
-    if convert is None:
-        return guard_formula
 
     def converted_and_guarded(value: str) -> Any:
         return guard_formula(convert(value))
@@ -160,8 +165,7 @@ def _guarded_coordinates(value: str) -> str:
 
 
 # Types whose valid values may start with + or -: guarded only when the value does not fit.
-_GUARDED_CSV: dict[str, Converter] = {
-    "int": _guarded_int,
+_GUARDS: dict[str, Converter] = {
     "decimal": _guarded_decimal,
     "geopoint": _guarded_coordinates,
     "geotrace": _guarded_coordinates,
@@ -239,9 +243,17 @@ def split_geopoint(value: str, *, typed: bool, guard: bool = False) -> list[Any]
     parts += [""] * (4 - len(parts))
     if typed:
         return [_number(p) if p else "" for p in parts]
-    if guard:
-        return [_guarded_decimal(p) if p else "" for p in parts]
+    if guard and not _plain_coordinates(value):
+        return [_guarded_decimal(p) for p in parts]
     return parts
+
+
+def _plain_coordinates(value: str) -> bool:
+    # "12.6 -8.0 350 5": digits, points, blanks, a minus sign before a number. Tested whole,
+    # once per place: most longitudes of West Africa are negative.
+    body = value[1:] if value[:1] == "-" else value
+    body = body.replace(" -", " ").replace(" ", "").replace(".", "")
+    return body.isascii() and body.isdigit()
 
 
 # ---- comparing and checking --------------------------------------------------------------------

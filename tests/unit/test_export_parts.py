@@ -254,7 +254,10 @@ def test_the_fast_paths_agree_with_the_converters():
 def test_csv_cells_that_would_be_formulas_are_text_unless_they_fit_their_type(
     field_type, raw, cell
 ):
-    assert values.csv_converter(field_type, guard=True)(raw) == cell
+    layout = L.merge("f", [schema(field("/data/q", field_type))], {})
+    plan = L.build_plan(layout, ExportOptions(split_geopoints=False), "csv")
+    cells = plan.main.convert([""] * L.META_WIDTH + [raw])
+    assert cells[plan.main.headers.index("q")] == cell
 
 
 def test_guarded_cells_read_back_as_their_value():
@@ -479,6 +482,17 @@ def test_compiled_converter_and_extractor():
     assert extract({"a": " x ", "g": {"b": "y", "c": {"d": None}}}) == ["x", "y", ""]
     assert extract({"a": {"not": "text"}, "g": "text"}) == ["", "", ""]
     assert extract(None) == ["", "", ""]
+
+
+def test_guarded_cells_go_through_their_function_when_they_start_a_formula():
+    quote = values.guard_formula
+    one = compiled.converter([0, 1], [], [(1, quote)])
+    assert one(["=a", "=b"]) == ["=a", "'=b"]  # only the guarded position
+    assert one(["x", ""]) == ["x", ""]
+    many = compiled.converter([0, 1, 2], [(0, 1, str.upper, None)], [(1, quote), (2, quote)])
+    assert many(["a", "b", "@c"]) == ["A", "b", "'@c"]
+    assert many(["a", "-1", "c=d"]) == ["A", "'-1", "c=d"]
+    assert many(["a", "b", "c"]) == ["A", "b", "c"]
 
 
 # ---- bytes ---------------------------------------------------------------------------------------
