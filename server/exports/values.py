@@ -16,8 +16,8 @@ Three views of a value serve three purposes:
 A CSV cell is also read by spreadsheets, which run a cell starting with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return as a formula (OWASP, "CSV Injection"): a tablet's
 ``=HYPERLINK(...)`` would run on the analyst's computer. :func:`csv_converter` with ``guard``
-puts a ``'`` before such a cell unless the value fits its field's type: ``-5`` in an integer
-field stays a number, ``-5`` in a text field becomes ``'-5``.
+and :func:`csv_guard` put a ``'`` before such a cell unless the value fits its field's type:
+``-5`` in an integer field stays a number, ``-5`` in a text field becomes ``'-5``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def unguard_formula(text: str) -> str:
 
 def guard_unless_number(text: str) -> str:
     """Guard a cell of a file with no schema (a tablet's audit log): numbers stay numbers."""
-    if text and text[0] in FORMULA_TRIGGERS and not _DECIMAL.fullmatch(text):
+    if text and text[0] in FORMULA_TRIGGERS and not _is_decimal(text):
         return "'" + text
     return text
 

@@ -205,3 +205,29 @@ def test_the_command_line_export_protects_by_default_and_can_give_raw_text(site,
     raw = run("--no-escape-formulas")
     assert raw[planted["link"]]["respondent-name"] == LINK
     assert raw[planted["link"]]["respondent-age"] == "-5"
+
+
+def test_the_tablets_audit_log_in_the_zip_is_neutralised_and_keeps_its_numbers(site):
+    log = (
+        b"event,node,start,end,latitude,longitude,accuracy,old-value,new-value\n"
+        b"question,/household/respondent/name,1715090512345,1715090519999,12.6,-8.0,5,"
+        b'=HYPERLINK("http://evil.example"),@SUM(1)\n'
+    )
+    instance_id = f"uuid:{uuid.uuid4()}"
+    # Collect's client audit log is the binary meta/audit.
+    xml = household_record(instance_id, photo="")
+    xml = xml.replace(b"<meta>", b"<meta><audit>audit.csv</audit>")
+    sent = site.submit(xml, [("audit.csv", log, "text/csv")])
+    assert sent.status_code == 201, sent.text
+    archive = zipfile.ZipFile(io.BytesIO(export(site, "csv.zip", attachments="true")))
+    lines = [r for r in rows(archive.read(f"{FORM_ID} - audit.csv")) if r["KEY"] == instance_id]
+    assert len(lines) == 1
+    (line,) = lines
+    assert line["old-value"] == '\'=HYPERLINK("http://evil.example")'
+    assert line["new-value"] == "'@SUM(1)"
+    assert (line["longitude"], line["start"]) == ("-8.0", "1715090512345")
+    raw = zipfile.ZipFile(
+        io.BytesIO(export(site, "csv.zip", attachments="true", escapeFormulas="false"))
+    )
+    (line,) = [r for r in rows(raw.read(f"{FORM_ID} - audit.csv")) if r["KEY"] == instance_id]
+    assert line["new-value"] == "@SUM(1)"
