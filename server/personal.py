@@ -336,20 +336,32 @@ class Disclosure:
         return etree.tostring(root, encoding="unicode")
 
     def personal_files(self, document: Any) -> set[str]:
-        """Return the names of the files a record gave as answers to personal questions."""
+        """Return the names of the files a record gave as answers to personal questions.
+
+        Names are compared with accents composed (as intake matches files to answers).
+        """
+        from server.submissions.filenames import comparable
+
         names: set[str] = set()
         if not isinstance(document, dict):
             return names
         for path in self.fields.file_paths():
             for value in _values(document, path.split("/")[2:]):
                 if isinstance(value, str) and value.strip():
-                    names.add(value.strip())
+                    names.add(comparable(value.strip()))
         return names
+
+    def is_personal_file(self, document: Any, name: str) -> bool:
+        """Tell whether the file ``name`` answers a personal question of the record."""
+        from server.submissions.filenames import comparable
+
+        return comparable(name) in self.personal_files(document)
 
     def check_file(self, document: Any, name: str, *, instance_id: str, channel: str) -> None:
         """Refuse (403) a personal file to a reader who may not see it; note it otherwise."""
-        if name not in self.personal_files(document):
+        if not self.is_personal_file(document, name):
             return
+
         if not self.clear:
             raise errors.Forbidden(message=_personal_file_message())
         self.note(channel, [instance_id])

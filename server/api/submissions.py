@@ -511,17 +511,18 @@ def _attachment_list(version: SubmissionVersion) -> Response:
 
 
 def _send_attachment(version: SubmissionVersion, name: str, disclosure: Disclosure) -> Response:
-    for attachment, blob in services.attachments(db.session(), version):
-        if attachment.name == name and blob is not None:
-            disclosure.check_file(
-                version.raw_document,
-                name,
-                instance_id=version.instance_id,
-                channel="api.attachment",
-            )
-            content_type = attachment.content_type or "application/octet-stream"
-            return downloads.send_blob(blob, name, content_type, inline=True)
-    raise errors.NotFound()
+    found = services.attachment_named(db.session(), version, name)
+    if found is None or found[1] is None:
+        raise errors.NotFound()
+    attachment, blob = found
+    disclosure.check_file(
+        version.raw_document,
+        attachment.name,
+        instance_id=version.instance_id,
+        channel="api.attachment",
+    )
+    content_type = attachment.content_type or "application/octet-stream"
+    return downloads.send_blob(blob, attachment.name, content_type, inline=True)
 
 
 @route("/submissions/<instance_id>/attachments", ["GET"])

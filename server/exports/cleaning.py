@@ -14,7 +14,8 @@ export shows it now (corrections already accepted included):
 * the column is a field of that row's table: its header as exported with field names
   (``grp-q``, ``loc-Latitude``) or its path (``/data/grp/q``); metadata and the 0/1 columns of
   split select-multiples cannot be corrected (correct the select-multiple column itself);
-* the old value is what the export shows (``34``, `` 34`` and ``034`` are one integer);
+* the old value is what the export shows (``34``, `` 34`` and ``034`` are one integer;
+  ``'=x``, as a CSV shows the answer ``=x`` that Excel would run, is ``=x``);
 * the new value fits the field's type and, for selects, its choices (every version's);
 * the reason is given, and a cell is corrected once per upload.
 
@@ -451,10 +452,15 @@ def _check_line(
         current = pieces[part] if part < len(pieces) else ""
         kind = "decimal"
     if values.canonical(kind, line.old) != values.canonical(kind, current):
-        problems.append(
-            gettext("the old value “%(old)s” is not the exported value “%(current)s”")
-            % {"old": line.old, "current": current}
-        )
+        # A CSV shows "'=x" for the answer "=x" (escapeFormulas): copied from it, it is "=x".
+        unguarded = values.unguard_formula(line.old)
+        if values.canonical(kind, unguarded) == values.canonical(kind, current):
+            line.old = unguarded
+        else:
+            problems.append(
+                gettext("the old value “%(old)s” is not the exported value “%(current)s”")
+                % {"old": line.old, "current": current}
+            )
     if part is not None:
         problem = values.check("decimal", line.new, None)
         if problem is None and line.new and part < 2:

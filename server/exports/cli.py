@@ -5,7 +5,8 @@
     merit export 1 household --format csv --start 2024-05-01 --review-state approved -o - | head
 
 Options are the API's query parameters (:mod:`server.exports.options`); personal data is
-pseudonymised unless ``--pii plain``. Each export is written to the audit log.
+pseudonymised unless ``--pii plain``, and CSV text that a spreadsheet would run as a formula
+starts with ``'`` unless ``--no-escape-formulas``. Each export is written to the audit log.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ from server.forms.services import find_form
 @click.option("--attachments/--no-attachments", default=None, help="Media in csv.zip.")
 @click.option("--client-audit/--no-client-audit", default=None, help="Merged audit logs.")
 @click.option(
+    "--escape-formulas/--no-escape-formulas",
+    default=None,
+    help="A ' before CSV text that Excel would run as a formula (default); "
+    "--no-escape-formulas for R, Stata or pandas.",
+)
+@click.option(
     "--passphrase",
     multiple=True,
     help="KEYID=PASSPHRASE of a managed key, to decrypt encrypted records (repeatable).",
@@ -82,6 +89,7 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
         "pii": "pii",
         "attachments": "attachments",
         "client_audit": "clientAudit",
+        "escape_formulas": "escapeFormulas",
     }
     params = {
         query: str(given[option]).lower() if isinstance(given[option], bool) else str(given[option])

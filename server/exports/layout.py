@@ -17,6 +17,11 @@ instanceID; a repeat row's ``KEY`` is the path below the root with 1-based posit
 ``instanceName`` (the record's display name, also known for encrypted records) is ours, last,
 so that tools that read Central's columns by position still find them where Central puts them.
 
+In CSV, a cell that a spreadsheet would run as a formula (a tablet's ``=HYPERLINK(...)``) starts
+with a ``'`` unless ``escape_formulas`` is off: every answer that is not a number of a numeric
+field, and the metadata the client writes (KEY, SubmitterName, DeviceID, instanceName), go
+through :func:`server.exports.values.guard_formula`, decided per column, never per cell.
+
 A *raw row* is what the record source gives for one table row: metadata then every field's
 trimmed text, in the table's field order. A :class:`TablePlan` turns raw rows into output
 rows with a function generated for it (:mod:`server.exports.compiled`): one
@@ -424,10 +429,13 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
     options, layout = plan.options, plan.layout
     sep = options.separator
     typed = plan.target == "xlsx"
+    # A workbook's text cells are strings, never formulas; a CSV's are whatever Excel reads.
+    guard = not typed and options.escape_formulas
     sources: list[int] = []
     headers: list[str] = []
     columns: list[ColumnRef] = []
     handlers: list[tuple[int, int, Callable[[Any], Any], str | None]] = []
+    guarded: list[tuple[int, Callable[[str], Any]]] = []  # see compiled.converter
     hide_pii = options.pii != "plain"
 
     def add(header: str, source: int, ref: ColumnRef) -> None:
@@ -451,7 +459,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
         if leaf.type == "geopoint" and options.split_geopoints:
             for part in values.GEO_PARTS:
                 add(f"{base}{sep}{part}", source, ColumnRef(f"{base}{sep}{part}", leaf, part))
-            handlers.append((position, 4, _geo_splitter(typed), None))
+            handlers.append((position, 4, _geo_splitter(typed, guard), None))
             continue
         choices = leaf.choice_names
         if leaf.type == "select_multiple" and options.split_select_multiples and choices:
@@ -464,36 +472,52 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             ]
             for choice, label in zip(choices, labels, strict=True):
                 add(f"{base}/{label}", source, ColumnRef(f"{base}/{label}", leaf, choice))
-            handlers.append((position, 1 + len(choices), _select_splitter(choices, typed), None))
+            split = _select_splitter(choices, typed, guard)
+            handlers.append((position, 1 + len(choices), split, None))
             continue
         add(base, source, ColumnRef(base, field=leaf))
-        converter = (values.xlsx_converter if typed else values.csv_converter)(leaf.type)
+        if typed:
+            converter, clean = values.xlsx_converter(leaf.type), None
+        else:
+            converter = values.csv_converter(leaf.type, guard=guard)
+            clean = compiled.CSV_ALREADY_CLEAN.get(leaf.type)
         if converter is not None:
-            clean = None if typed else compiled.CSV_ALREADY_CLEAN.get(leaf.type)
             handlers.append((position, 1, converter, clean))
+        elif guard:
+            guarded.append((position, values.csv_guard(leaf.type)))
     if table.path is None:
         for header, source in MAIN_TRAILER:
             position = len(sources)
             add(header, source, ColumnRef(header, meta=header))
             if header == "FormVersion":
-                handlers.append((position, 1, _version_lookup(layout.versions), None))
+                handlers.append((position, 1, _version_lookup(layout.versions, guard), None))
             elif header == "instanceName" and layout.personal.instance_name and hide_pii:
                 handlers.append((position, 1, pseudonymise or _blank, None))
             elif typed and header in _INTEGER_META:
                 handlers.append((position, 1, _meta_int, None))
+            elif guard and header in _CLIENT_TEXT_META:
+                guarded.append((position, values.guard_formula))
     else:
-        add("PARENT_KEY", R_PARENT_KEY, ColumnRef("PARENT_KEY", meta="PARENT_KEY"))
-        add("KEY", R_KEY, ColumnRef("KEY", meta="KEY"))
+        for header, source in (("PARENT_KEY", R_PARENT_KEY), ("KEY", R_KEY)):
+            position = len(sources)
+            add(header, source, ColumnRef(header, meta=header))
+            if guard:  # both begin with the record's instanceID, which the client wrote
+                guarded.append((position, values.guard_formula))
     table.headers = _unique(headers)
+    if guard:  # labels come from a coordinator's spreadsheet ("- de 15 ans")
+        table.headers = [values.guard_formula(header) for header in table.headers]
     for column, header in zip(columns, table.headers, strict=True):
         column.header = header
     table.columns = columns
     table.width = len(sources)
-    table.convert = compiled.converter(sources, handlers)
+    table.convert = compiled.converter(sources, handlers, guarded)
     table.extract = compiled.extractor(table.leaf_parts)
 
 
 _INTEGER_META = ("SubmitterID", "AttachmentsPresent", "AttachmentsExpected", "Edits")
+# Metadata whose text a client chose: the instanceID, an account's or app user's name, the
+# deviceID of the query string, the record's instanceName.
+_CLIENT_TEXT_META = ("KEY", "SubmitterName", "DeviceID", "instanceName")
 
 
 def _unique(headers: list[str]) -> list[str]:
@@ -543,30 +567,34 @@ def _meta_int(value: Any) -> Any:
         return value
 
 
-def _version_lookup(versions: dict[str, str]) -> Callable[[Any], str]:
+def _version_lookup(versions: dict[str, str], guard: bool) -> Callable[[Any], str]:
+    if guard:  # once per export, not per cell
+        versions = {key: values.guard_formula(name) for key, name in versions.items()}
+
     def lookup(value: Any) -> str:
         return versions.get(str(value), "")
 
     return lookup
 
 
-def _geo_splitter(typed: bool) -> Callable[[str], list[Any]]:
+def _geo_splitter(typed: bool, guard: bool) -> Callable[[str], list[Any]]:
     def split(value: str) -> list[Any]:
-        return values.split_geopoint(value, typed=typed)
+        return values.split_geopoint(value, typed=typed, guard=guard)
 
     return split
 
 
-def _select_splitter(choices: list[str], typed: bool) -> Callable[[str], list[Any]]:
+def _select_splitter(choices: list[str], typed: bool, guard: bool) -> Callable[[str], list[Any]]:
     blank = [""] * len(choices)
     yes, no = (1, 0) if typed else ("1", "0")
+    show = values.guard_formula if guard else str
 
     def split(value: str) -> list[Any]:
         if not value:
             # Not answered is not "not chosen": the 0/1 cells stay empty.
             return ["", *blank]
         picked = set(value.split())
-        return [" ".join(value.split()), *(yes if c in picked else no for c in choices)]
+        return [show(" ".join(value.split())), *(yes if c in picked else no for c in choices)]
 
     return split
 

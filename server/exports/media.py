@@ -1,9 +1,11 @@
 """Media files and client audit logs in export zips, read from the blob store in chunks.
 
-Media go under ``media/`` with the names the tablet gave them (the names the tables show).
-Two different files with one name (rare: Collect names files by the time they were taken) get
-``~2``, ``~3``... A file missing from the store is listed in ``media/missing.csv`` rather than
-breaking an export already on its way.
+Media go under ``media/`` with the names the tablet gave them (the names the tables show),
+made one harmless path segment each (:func:`server.exports.streams.entry_segment`: a name
+``../../x`` stored before intake refused it comes out ``.._.._x``). Two different files with
+one name (rare: Collect names files by the time they were taken) get ``~2``, ``~3``... A file
+missing from the store is listed in ``media/missing.csv`` rather than breaking an export
+already on its way.
 
 Each record's client audit log (``meta/audit``, Collect's ``audit.csv``) is merged into one
 ``<formId> - audit.csv``, as in ODK Central, with the record's ``KEY`` on every line and
@@ -16,11 +18,11 @@ import csv
 import io
 import logging
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from server.exports import source
+from server.exports import source, values
 from server.exports.context import ExportContext
-from server.exports.streams import ChunkBuffer, open_entry, open_zip, text_writer
+from server.exports.streams import ChunkBuffer, entry_segment, open_entry, open_zip, text_writer
 from server.storage import service as storage
 from server.storage.base import StorageError
 
@@ -72,9 +74,9 @@ def media_entries(
     for instance_id, name, sha256, _size, document in source.iter_attachments(
         ctx.db_session, ctx.where, client_audit=False, documents=hide
     ):
-        if hide and name in disclosure.personal_files(document):
+        if hide and disclosure.is_personal_file(document, name):
             continue  # a photo of a face, a signature: personal data left out
-        zip_name = _unique_name(name, sha256, taken)
+        zip_name = _unique_name(entry_segment(name), sha256, taken)
         if zip_name is None:
             continue
         try:
@@ -91,12 +93,18 @@ def media_entries(
         if buffer.ready():
             yield buffer.take()
     if missing:
+        cell = _cell(ctx)
         with open_entry(archive, folder + "missing.csv") as entry:
             text = text_writer(entry)
             writer = csv.writer(text)
             writer.writerow(["KEY", "file", "problem"])
-            writer.writerows(missing)
+            writer.writerows([cell(value) for value in line] for line in missing)
             text.close()
+
+
+def _cell(ctx: ExportContext) -> Callable[[str], str]:
+    """Return what a CSV cell of a file without a schema goes through (see values)."""
+    return values.guard_unless_number if ctx.options.escape_formulas else str
 
 
 def audit_entry(
@@ -107,7 +115,8 @@ def audit_entry(
     first = next(logs, None)
     if first is None:
         return
-    with open_entry(archive, f"{ctx.xml_form_id} - audit.csv") as entry:
+    cell = _cell(ctx)
+    with open_entry(archive, entry_segment(f"{ctx.xml_form_id} - audit.csv")) as entry:
         text = text_writer(entry)
         writer = csv.writer(text)
         writer.writerow(["KEY", *AUDIT_COLUMNS])
@@ -124,7 +133,8 @@ def audit_entry(
                     node = line[_NODE]
                     line[_OLD] = ctx.disclosure.audit_value(node, line[_OLD])
                     line[_NEW] = ctx.disclosure.audit_value(node, line[_NEW])
-                writer.writerow([instance_id, *line])
+                # A tablet wrote every cell of its log (answers in old-value and new-value).
+                writer.writerow([cell(instance_id), *map(cell, line)])
             if buffer.ready():
                 text.flush()
                 yield buffer.take()

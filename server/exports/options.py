@@ -9,7 +9,14 @@ Defaults that differ from Central, on purpose:
 * ``deletedFields`` is true: a field removed in a later version keeps its column, so records
   filled before the change keep their answers and no column moves (Central's default drops it);
 * rejected records are left out unless ``includeRejected=true`` or ``reviewState`` names them;
-* ``cleaned`` is true: accepted corrections of the cleaning log are applied.
+* ``cleaned`` is true: accepted corrections of the cleaning log are applied;
+* ``escapeFormulas`` is true (Central has no such option): a CSV cell that Excel, LibreOffice
+  or Google Sheets would run as a formula, because it starts with ``=``, ``+``, ``-``, ``@``,
+  a tab or a carriage return, gets a leading ``'`` and is shown as text (OWASP, "CSV
+  Injection"). Numbers of integer and decimal fields (``-5``), coordinates and dates are left
+  alone. ``escapeFormulas=false`` gives every cell as the tablet wrote it, for R, Stata or
+  pandas, which never run cells; open such a file in a spreadsheet only if you trust every
+  tablet and account. Workbooks (xlsx) hold text as string cells, never formulas, either way.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ class ExportOptions:
     client_audit: bool = True
     cleaned: bool = True
     pii: PiiMode = "pseudonymise"
+    # A ' before CSV cells a spreadsheet would run as formulas (see the module's docstring).
+    escape_formulas: bool = True
 
     def describe(self) -> dict[str, Any]:
         """Return the options as JSON-ready values, for the audit log."""
@@ -173,6 +182,7 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
     flag("attachments", "attachments")
     flag("clientAudit", "client_audit")
     flag("cleaned", "cleaned")
+    flag("escapeFormulas", "escape_formulas")
     pii = get("pii")
     if pii:
         pii = {"pseudonymize": "pseudonymise"}.get(pii, pii)

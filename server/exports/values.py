@@ -12,6 +12,12 @@ Three views of a value serve three purposes:
 * :func:`xlsx_converter` gives a typed Python value for a typed Excel cell;
 * :func:`canonical` gives a comparable value: the cleaning log compares an analyst's "old value"
   with the exported one through it, so that "34", " 34" and "034" are the same answer.
+
+A CSV cell is also read by spreadsheets, which run a cell starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return as a formula (OWASP, "CSV Injection"): a tablet's
+``=HYPERLINK(...)`` would run on the analyst's computer. :func:`csv_converter` with ``guard``
+and :func:`csv_guard` put a ``'`` before such a cell unless the value fits its field's type:
+``-5`` in an integer field stays a number, ``-5`` in a text field becomes ``'-5``.
 """
 
 from __future__ import annotations
@@ -63,15 +69,106 @@ def normalise_multiple(value: str) -> str:
     return " ".join(value.split())
 
 
-def csv_converter(field_type: str) -> Converter | None:
-    """Return the function that turns a trimmed answer into its CSV cell (None: as it is)."""
-    return {
-        "int": _csv_int,
-        "date": _csv_date,
-        "boolean": _csv_boolean,
-        "select_multiple": normalise_multiple,
-        "rank": normalise_multiple,
-    }.get(field_type)
+_CSV: dict[str, Converter] = {
+    "int": _csv_int,
+    "date": _csv_date,
+    "boolean": _csv_boolean,
+    "select_multiple": normalise_multiple,
+    "rank": normalise_multiple,
+}
+
+
+def csv_converter(field_type: str, *, guard: bool = False) -> Converter | None:
+    """Return the function that turns a trimmed answer into its CSV cell (None: as it is).
+
+    With ``guard``, what it cannot type and would start a formula gets a ``'``
+    (:func:`guard_formula`); for the types it leaves as they are, see :func:`csv_guard`.
+    """
+    convert = _CSV.get(field_type)
+    if not guard or convert is None:
+        return convert
+    return _guarded_int if field_type == "int" else _guarding(convert)
+
+
+def csv_guard(field_type: str) -> Converter:
+    """Return what a cell of a type without :func:`csv_converter` becomes when it starts with
+    a formula trigger: a number of a decimal field and a place stay as they are."""
+    return _GUARDS.get(field_type, guard_formula)
+
+
+# ---- spreadsheets ------------------------------------------------------------------------------
+
+# What makes a spreadsheet read a cell as a formula when it comes first (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = "=+-@\t\r"
+
+
+def guard_formula(text: str) -> str:
+    """Return text a spreadsheet shows as text: after a ``'`` when it would start a formula."""
+    if text and text[0] in FORMULA_TRIGGERS:
+        return "'" + text
+    return text
+
+
+def unguard_formula(text: str) -> str:
+    """Return the value a guarded cell shows (``'=x`` -> ``=x``); other text as it is."""
+    if text[:1] == "'" and text[1:2] and text[1] in FORMULA_TRIGGERS:
+        return text[1:]
+    return text
+
+
+def guard_unless_number(text: str) -> str:
+    """Guard a cell of a file with no schema (a tablet's audit log): numbers stay numbers."""
+    if text and text[0] in FORMULA_TRIGGERS and not _is_decimal(text):
+        return "'" + text
+    return text
+
+
+def _guarding(convert: Converter) -> Converter:
+    """Guard what ``convert`` gives: for types whose values never start with a trigger."""
+
+    def converted_and_guarded(value: str) -> Any:
+        return guard_formula(convert(value))
+
+    return converted_and_guarded
+
+
+def _guarded_int(value: str) -> str:
+    if _INT.fullmatch(value):
+        return str(int(value))
+    return guard_formula(value)
+
+
+def _is_decimal(text: str) -> bool:
+    # "-8.0029" (every western longitude) without the regular expression's cost.
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if body.isascii() and body.replace(".", "", 1).isdigit():
+        return True
+    return _DECIMAL.fullmatch(text) is not None
+
+
+def _guarded_decimal(value: str) -> str:
+    if not value or value[0] not in FORMULA_TRIGGERS or _is_decimal(value):
+        return value
+    return "'" + value
+
+
+def _guarded_coordinates(value: str) -> str:
+    # "-12.6 -8.0 350 5" (and points separated by ";") is a place, not a formula.
+    if not value or value[0] not in FORMULA_TRIGGERS:
+        return value
+    numbers = value.replace(";", " ").split()
+    if numbers and all(_is_decimal(n) for n in numbers):
+        return value
+    return "'" + value
+
+
+# Types whose valid values may start with + or -: guarded only when the value does not fit.
+_GUARDS: dict[str, Converter] = {
+    "decimal": _guarded_decimal,
+    "geopoint": _guarded_coordinates,
+    "geotrace": _guarded_coordinates,
+    "geoshape": _guarded_coordinates,
+}
 
 
 # ---- Excel -----------------------------------------------------------------------------------
@@ -136,15 +233,25 @@ def xlsx_converter(field_type: str) -> Converter | None:
     }.get(field_type)
 
 
-def split_geopoint(value: str, *, typed: bool) -> list[Any]:
-    """Split "lat lon alt acc" into four cells (numbers when ``typed``)."""
+def split_geopoint(value: str, *, typed: bool, guard: bool = False) -> list[Any]:
+    """Split "lat lon alt acc" into four cells (numbers when ``typed``; ``guard``: see CSV)."""
     parts = value.split()
     if len(parts) > 4:
         parts = parts[:4]
     parts += [""] * (4 - len(parts))
     if typed:
         return [_number(p) if p else "" for p in parts]
+    if guard and not _plain_coordinates(value):
+        return [_guarded_decimal(p) for p in parts]
     return parts
+
+
+def _plain_coordinates(value: str) -> bool:
+    # "12.6 -8.0 350 5": digits, points, blanks, a minus sign before a number. Tested whole,
+    # once per place: most longitudes of West Africa are negative.
+    body = value[1:] if value[:1] == "-" else value
+    body = body.replace(" -", " ").replace(" ", "").replace(".", "")
+    return body.isascii() and body.isdigit()
 
 
 # ---- comparing and checking --------------------------------------------------------------------

@@ -17,24 +17,25 @@ from server import errors
 from server.audit import services as audit
 from server.db import utcnow
 from server.storage import service as storage
-from server.submissions import services
+from server.submissions import filenames, services
 from server.submissions.models import Submission, SubmissionAttachment, SubmissionVersion
 
 
 def _slot(
     db_session: Session, submission: Submission, name: str
 ) -> tuple[SubmissionVersion, SubmissionAttachment]:
+    """Return the current version's slot of the file ``name`` (400: no plain name; 404)."""
+    wanted = filenames.comparable(filenames.attachment_name(name))
     version = services.current_version(db_session, submission)
-    slot = db_session.execute(
+    for slot in db_session.scalars(
         sa.select(SubmissionAttachment).where(
-            SubmissionAttachment.submission_version_id == version.id,
-            SubmissionAttachment.name == name,
+            SubmissionAttachment.submission_version_id == version.id
         )
-    ).scalar_one_or_none()
-    if slot is None:
-        # Central: only files the record's XML names can be attached.
-        raise errors.NotFound()
-    return version, slot
+    ):
+        if filenames.comparable(slot.name) == wanted:
+            return version, slot
+    # Central: only files the record's XML names can be attached.
+    raise errors.NotFound()
 
 
 def _recount(db_session: Session, version: SubmissionVersion) -> None:

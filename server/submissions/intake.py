@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import mimetypes
-import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from server.db import insert_or_ignore, utcnow
 from server.forms.models import Form, FormVersion
 from server.storage import service as storage
 from server.storage.models import Blob
-from server.submissions import parsing
+from server.submissions import filenames, parsing
 from server.submissions.models import (
     Submission,
     SubmissionAttachment,
@@ -135,17 +134,6 @@ def schema_facts(schema: dict[str, Any]) -> SchemaFacts:
 # Keyed by the XML's MD5 as well as the id, so that an id reused (tests) never gives old facts.
 _FACTS: dict[tuple[int, str], SchemaFacts] = {}
 _FACTS_LIMIT = 512
-
-
-def clean_filename(name: str) -> str:
-    """Return the last path segment of a part's file name, without control characters.
-
-    Collect names parts after the instance's files; a hostile client could send ``../x``.
-    """
-    name = unicodedata.normalize("NFC", name or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    return name.strip()[:255]
 
 
 FORMS, FORM_VERSIONS = Form.__table__, FormVersion.__table__
@@ -302,7 +290,11 @@ def receive(
     parsing.check_instance(parsed, xml, facts.root)
     if parsed.encrypted:
         document = None
-        expected = [n for n in (*parsed.encrypted_media, parsed.encrypted_xml_name) if n]
+        expected = [
+            filenames.attachment_name(n)
+            for n in (*parsed.encrypted_media, parsed.encrypted_xml_name)
+            if n
+        ]
         if len(set(expected)) != len(expected):
             # Each file's position decides its key stream (openrosa.md §6, step 3): a name
             # listed twice cannot come from Collect and could never be decrypted.
@@ -313,7 +305,11 @@ def receive(
     else:
         document = parsing.build_document(parsed.root, facts.repeat_paths)
         expected, audit_names = [], set()
-        for path, name in parsing.binary_values(document, list(facts.binary_paths)):
+        known: dict[str, str] = {}  # one slot per name, however its accents are encoded
+        for path, written in parsing.binary_values(document, list(facts.binary_paths)):
+            name = known.setdefault(
+                filenames.comparable(written), filenames.attachment_name(written)
+            )
             if name not in expected:
                 expected.append(name)
             if path in facts.audit_paths:
@@ -325,7 +321,7 @@ def receive(
         # End the read transaction before the slow part: on SQLite it holds the write lock,
         # and copying a photo to the object store must not make every other upload wait.
         db_session.commit()
-        durable, ignored = _make_durable(files, set(expected))
+        durable, ignored = _make_durable(files, expected)
         if ignored:
             log.info(
                 "ignored files not named in the record",
@@ -372,16 +368,18 @@ def receive(
 
 
 def _make_durable(
-    files: list[IncomingFile], expected: set[str]
+    files: list[IncomingFile], expected: list[str]
 ) -> tuple[list[_Durable], list[str]]:
     """Stage and store the files the record names; return them and the names ignored."""
     durable: list[_Durable] = []
     seen: set[str] = set()
     ignored: list[str] = []
+    named = {filenames.comparable(name): name for name in expected}
     for incoming in files:
-        name = clean_filename(incoming.name)
-        if name not in expected:
-            ignored.append(name)
+        sent = filenames.part_name(incoming.name)
+        name = named.get(sent)
+        if name is None:
+            ignored.append(sent)
             continue
         if name in seen:
             continue

@@ -23,6 +23,7 @@ from server.auth.models import Actor
 from server.db import utcnow
 from server.forms.models import FormVersion
 from server.storage.models import Blob
+from server.submissions import filenames
 from server.submissions.models import (
     REVIEW_STATES,
     Comment,
@@ -245,6 +246,17 @@ def attachments(
             .order_by(SubmissionAttachment.name)
         ).all()
     )
+
+
+def attachment_named(
+    db_session: Session, version_: SubmissionVersion, name: str
+) -> tuple[SubmissionAttachment, Blob | None] | None:
+    """Return a version's slot of the file ``name`` (accents composed or not), or None."""
+    wanted = filenames.comparable(name)
+    for attachment, blob in attachments(db_session, version_):
+        if filenames.comparable(attachment.name) == wanted:
+            return attachment, blob
+    return None
 
 
 def _audit(

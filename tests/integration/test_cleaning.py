@@ -219,3 +219,18 @@ def test_corrections_chain_on_the_same_cell(app, suivi):
     assert "13" in problems[2][0]
     submit(suivi, f"KEY,column,old value,new value,reason\n{a},income,13,14,second\n")
     assert main_rows(app, suivi)[a]["income"] == "14"
+
+
+def test_an_old_value_copied_from_a_csv_keeps_its_formula_guard_and_still_matches(app, suivi):
+    a = suivi.ids["a"]
+    before = main_rows(app, suivi)[a]["enumerator"]
+    phone = "+223 76 00 00 00"  # a phone number in a text field: Excel would compute it
+    submit(suivi, f"KEY,column,old value,new value,reason\n{a},enumerator,{before},{phone},x\n")
+    assert main_rows(app, suivi)[a]["enumerator"] == "'" + phone
+    assert main_rows(app, suivi, {"escapeFormulas": "false"})[a]["enumerator"] == phone
+    # The analyst copies the cell as the CSV shows it, with its quote: it names the answer.
+    result = submit(
+        suivi, f"KEY,column,old value,new value,reason\n{a},enumerator,'{phone},Awa,y\n"
+    )
+    assert result.accepted[0].old == phone
+    assert main_rows(app, suivi)[a]["enumerator"] == "Awa"

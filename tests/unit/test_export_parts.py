@@ -15,7 +15,7 @@ from server.exports import compiled, values, xlsx
 from server.exports import layout as L
 from server.exports.odata import BadFilter, parse_filter
 from server.exports.options import BadExportOption, ExportOptions, parse_options
-from server.exports.streams import ChunkBuffer, gzip_chunks, open_entry, open_zip
+from server.exports.streams import ChunkBuffer, entry_segment, gzip_chunks, open_entry, open_zip
 
 
 @pytest.fixture(autouse=True)
@@ -207,17 +207,149 @@ def test_cleaned_values_for_csv_and_excel(field_type, raw, csv_cell, excel):
 
 
 def test_the_fast_paths_agree_with_the_converters():
+    types = [*compiled.CSV_ALREADY_CLEAN, "string", "decimal", "geopoint", "dateTime"]
     checks = {
-        name: eval(f"lambda v: {test}")  # noqa: S307 - our own constant expressions
-        for name, test in compiled.CSV_ALREADY_CLEAN.items()
+        name: eval(  # noqa: S307 - our own constant expressions
+            f"lambda v: {compiled.CSV_ALREADY_CLEAN.get(name, compiled.CSV_PLAIN_TEXT)}"
+        )
+        for name in types
     }
     samples = ["0", "7", "07", "-1", "1e3", "٣", "12", "2024-05-07", "2024-05-07T00:00", "true",
-               "1", "a b", "a  b", "a\tb", "x"]  # fmt: skip
+               "1", "a b", "a  b", "a\tb", "x", "=1+1", "+3", "@x", "=123456789", "-a b",
+               "=SUM(1) 2"]  # fmt: skip
     for field_type, already_clean in checks.items():
-        convert = values.csv_converter(field_type)
-        for sample in samples:
-            if already_clean(sample):
-                assert convert(sample) == sample, (field_type, sample)
+        for guard in (False, True):
+            convert = values.csv_converter(field_type, guard=guard)
+            for sample in samples:
+                if already_clean(sample) and convert is not None:
+                    assert convert(sample) == sample, (field_type, guard, sample)
+
+
+@pytest.mark.parametrize(
+    ("field_type", "raw", "cell"),
+    [
+        ("string", '=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("string", "-5", "'-5"),  # text stays text: a phone number keeps its +
+        ("string", "+223 76 00 00 00", "'+223 76 00 00 00"),
+        ("string", "@SUM(1)", "'@SUM(1)"),
+        ("string", "\t=1", "'\t=1"),
+        ("string", "\r=1", "'\r=1"),
+        ("string", "a=1", "a=1"),
+        ("int", "-5", "-5"),
+        ("int", "+3", "3"),
+        ("int", "-2+3", "'-2+3"),
+        ("decimal", "-1.5e3", "-1.5e3"),
+        ("decimal", "=1", "'=1"),
+        ("date", "=1+1+1+1+1", "'=1+1+1+1+1"),
+        ("boolean", "@x", "'@x"),
+        ("select_one", "-x", "'-x"),
+        ("select_multiple", "=a  b", "'=a b"),
+        ("geopoint", "-12.6 -8.0 0 5", "-12.6 -8.0 0 5"),
+        ("geotrace", "-12 -8;-13 -8", "-12 -8;-13 -8"),
+        ("geoshape", "-12 =A1", "'-12 =A1"),
+        ("dateTime", "-2024", "'-2024"),
+        ("binary", "=x.jpg", "'=x.jpg"),
+    ],
+)
+def test_csv_cells_that_would_be_formulas_are_text_unless_they_fit_their_type(
+    field_type, raw, cell
+):
+    layout = L.merge("f", [schema(field("/data/q", field_type))], {})
+    plan = L.build_plan(layout, ExportOptions(split_geopoints=False), "csv")
+    cells = plan.main.convert([""] * L.META_WIDTH + [raw])
+    assert cells[plan.main.headers.index("q")] == cell
+
+
+def test_guarded_cells_read_back_as_their_value():
+    for text in ("=1", "-x", "+3", "@a", "\tb", "\rc", "'quoted", "plain", "'", ""):
+        assert values.unguard_formula(values.guard_formula(text)) == text
+    assert values.guard_unless_number("-8.0029") == "-8.0029"
+    assert values.guard_unless_number("-x") == "'-x"
+
+
+TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_plan(**options):
+    fields = [
+        field("/data/g", kind="group"),
+        field("/data/g/text"),
+        field("/data/g/n", "int"),
+        field("/data/d", "decimal"),
+        field("/data/when", "date"),
+        field("/data/at", "dateTime"),
+        field("/data/ok", "boolean"),
+        field("/data/one", "select_one", choices="l"),
+        field("/data/many", "select_multiple", choices="l"),
+        field("/data/place", "geopoint"),
+        field("/data/line", "geotrace"),
+        field("/data/photo", "binary"),
+        field("/data/r", kind="repeat"),
+        field("/data/r/inner"),
+    ]
+    choices = {"l": [{"name": "a", "labels": {"en": "-a"}}, {"name": "b", "labels": {}}]}
+    layout = L.merge("f", [schema(*fields, choices=choices, languages=("en",))], {"7": "=v1"})
+    return L.build_plan(layout, ExportOptions(pii="plain", **options), "csv")
+
+
+def _raw_main(plan, text: str) -> list:
+    row = [""] * L.META_WIDTH
+    # What the server writes itself: ids, counts, dates, states.
+    row[L.M_ID], row[L.M_DATE], row[L.M_SUBMITTER_ID] = "1", "2024-05-07T10:00:00.000Z", "4"
+    row[L.M_PRESENT], row[L.M_EXPECTED], row[L.M_EDITS] = "0", "1", "0"
+    row[L.M_REVIEW], row[L.M_FORM_VERSION], row[L.M_VERSION_ID] = "approved", "7", "9"
+    # What a client chose.
+    for position in (L.M_INSTANCE_ID, L.M_SUBMITTER_NAME, L.M_DEVICE, L.M_INSTANCE_NAME):
+        row[position] = text
+    return row + [text] * len(plan.main.leaves) + [""] * len(plan.main.children)
+
+
+def _number(cell: str) -> bool:
+    """Tell a number of a numeric field ("+1" is 1 to Excel: no formula to run)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_no_csv_cell_starts_a_formula_whatever_the_client_wrote(split):
+    plan = _formula_plan(
+        split_select_multiples=split, split_geopoints=split, headers="labels", language="en"
+    )
+    for hostile in ("=1+1", "-2+3", "@A1", "+1", "\t=1", "\r=1"):
+        for table in plan.tables():
+            raw = (
+                _raw_main(plan, hostile)
+                if table is plan.main
+                else [hostile + "/r[1]", hostile, *[hostile] * len(table.leaves)]
+            )
+            cells = table.convert(raw)
+            formulas = [c for c in cells if str(c).startswith(TRIGGERS) and not _number(c)]
+            assert not formulas, (hostile, cells)
+            assert not [h for h in table.headers if h.startswith(TRIGGERS)], table.headers
+
+
+def test_numbers_of_numeric_fields_stay_numbers_and_text_is_quoted():
+    plan = _formula_plan(split_geopoints=True)
+    row = _raw_main(plan, "-5")
+    row[L.META_WIDTH + [leaf.name for leaf in plan.main.leaves].index("place")] = "-12 -8 0 5"
+    cells = dict(zip(plan.main.headers, plan.main.convert(row), strict=True))
+    assert cells["g-n"] == "-5" and cells["d"] == "-5"
+    assert [cells[f"place-{p}"] for p in values.GEO_PARTS] == ["-12", "-8", "0", "5"]
+    assert cells["g-text"] == cells["one"] == cells["instanceName"] == "'-5"
+    assert cells["KEY"] == cells["DeviceID"] == cells["SubmitterName"] == "'-5"
+    assert cells["FormVersion"] == "'=v1"
+
+
+def test_escape_formulas_off_gives_cells_as_written():
+    plan = _formula_plan(escape_formulas=False, headers="labels", language="en")
+    cells = dict(zip(plan.main.headers, plan.main.convert(_raw_main(plan, "=1+1")), strict=True))
+    assert cells["g-text"] == cells["KEY"] == cells["instanceName"] == "=1+1"
+    assert cells["FormVersion"] == "=v1"
+    assert parse_options({"escapeFormulas": "false"}).escape_formulas is False
+    assert ExportOptions().escape_formulas is True
 
 
 def test_canonical_values_compare_spellings_of_one_answer():
@@ -352,6 +484,17 @@ def test_compiled_converter_and_extractor():
     assert extract(None) == ["", "", ""]
 
 
+def test_guarded_cells_go_through_their_function_when_they_start_a_formula():
+    quote = values.guard_formula
+    one = compiled.converter([0, 1], [], [(1, quote)])
+    assert one(["=a", "=b"]) == ["=a", "'=b"]  # only the guarded position
+    assert one(["x", ""]) == ["x", ""]
+    many = compiled.converter([0, 1, 2], [(0, 1, str.upper, None)], [(1, quote), (2, quote)])
+    assert many(["a", "b", "@c"]) == ["A", "b", "'@c"]
+    assert many(["a", "-1", "c=d"]) == ["A", "'-1", "c=d"]
+    assert many(["a", "b", "c"]) == ["A", "b", "c"]
+
+
 # ---- bytes ---------------------------------------------------------------------------------------
 
 
@@ -440,3 +583,28 @@ def test_generated_xlsx_rows_equal_the_generic_writer():
     assert cells[8:11] == ["a", 1, 0]
     letters = xlsx.column_letters(len(cells))
     assert xlsx.row_writer(table)(5, cells) == xlsx.row_xml(5, cells, letters)
+
+
+@pytest.mark.parametrize(
+    ("name", "segment"),
+    [
+        ("1715090512345.jpg", "1715090512345.jpg"),
+        ("../../x.jpg", ".._.._x.jpg"),
+        ("/etc/passwd", "_etc_passwd"),
+        ("a\\b.jpg", "a_b.jpg"),
+        ("..", "__"),
+        (".", "_"),
+        ("", "_"),
+        ("c\x01d\u202e.jpg", "c_d_.jpg"),
+        ("été.jpg", "été.jpg"),
+    ],
+)
+def test_a_client_name_becomes_one_segment_of_an_archive_entry(name, segment):
+    assert entry_segment(name) == segment
+
+
+@pytest.mark.parametrize("name", ["media/../x", "../x", "/x", "media/a\\b", "media/", "a/./b"])
+def test_no_zip_entry_can_leave_the_archives_folder(name):
+    archive = open_zip(ChunkBuffer())
+    with pytest.raises(ValueError, match="unsafe zip entry name"):
+        open_entry(archive, name)

@@ -49,6 +49,7 @@ CHECKBOXES = (
     "attachments",
     "clientAudit",
     "cleaned",
+    "escapeFormulas",
 )
 
 

@@ -181,12 +181,14 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
     document = disclosure.document(
         shown.raw_document, instance_id=record.instance_id, channel="console"
     )
-    hidden_files = set() if disclosure.clear else disclosure.personal_files(shown.raw_document)
+    every_file = submissions.attachments(db_session, shown)
     attached = [
         (a, blob)
-        for a, blob in submissions.attachments(db_session, shown)
-        if a.name not in hidden_files
+        for a, blob in every_file
+        if disclosure.clear or not disclosure.is_personal_file(shown.raw_document, a.name)
     ]
+    hidden_files = len(every_file) - len(attached)
+
     present = {a.name for a, blob in attached if blob is not None}
 
     def media_url(name: str) -> str:
@@ -215,7 +217,7 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
             schema, document, language, media_url, present, hidden=disclosure.hidden
         ),
         attachments=[(a, blob, media_url(a.name)) for a, blob in attached],
-        hidden_files=len(hidden_files),
+        hidden_files=hidden_files,
         comments=submissions.comments(db_session, record),
         history=submissions.audit_events(db_session, record),
         states=REVIEW_STATES,
@@ -285,17 +287,14 @@ def submission_attachment(
         if wanted
         else submissions.current_version(db_session, record)
     )
-    for attachment, blob in submissions.attachments(db_session, version):
-        if attachment.name == name:
-            if blob is None:
-                break
-            personal.for_form(db_session, form).check_file(
-                version.raw_document, name, instance_id=record.instance_id, channel="console"
-            )
-            content_type = (
-                attachment.content_type
-                or mimetypes.guess_type(name)[0]
-                or "application/octet-stream"
-            )
-            return downloads.send_blob(blob, name, content_type, inline=True)
-    raise errors.NotFound()
+    found = submissions.attachment_named(db_session, version, name)
+    if found is None or found[1] is None:
+        raise errors.NotFound()
+    attachment, blob = found
+    personal.for_form(db_session, form).check_file(
+        version.raw_document, attachment.name, instance_id=record.instance_id, channel="console"
+    )
+    content_type = (
+        attachment.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    )
+    return downloads.send_blob(blob, attachment.name, content_type, inline=True)
