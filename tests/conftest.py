@@ -147,3 +147,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         own = 0 if module.endswith(LONGEST_FIRST) else 1 if item.get_closest_marker("slow") else 2
         weight[module] = min(weight.get(module, 2), own)
     items.sort(key=lambda item: weight[item.nodeid.split("::")[0]])
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Chromium driven by Playwright; skipped without it (never under CI=true)."""
+    from tests.support import browser as support
+
+    reason = support.missing()
+    if reason:
+        if IN_CI:
+            pytest.fail(reason + " (CI=true: the browser tests may not be skipped)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = support.launch(playwright)
+        yield browser
+        browser.close()

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import errors
-from server.audit import services as audit
 from server.db import utcnow
 from server.storage import service as storage
 from server.submissions import filenames, services
@@ -47,25 +46,6 @@ def _recount(db_session: Session, version: SubmissionVersion) -> None:
     ).scalar_one()
 
 
-def _audit(
-    db_session: Session,
-    action: str,
-    submission: Submission,
-    name: str,
-    actor_id: int | None,
-    project_id: int | None,
-) -> None:
-    audit.record(
-        db_session,
-        action,
-        actor_id=actor_id,
-        project_id=project_id,
-        form_id=submission.form_id,
-        submission_id=submission.id,
-        details={"instanceId": submission.instance_id, "name": name},
-    )
-
-
 def upload(
     db_session: Session,
     submission: Submission,
@@ -91,7 +71,9 @@ def upload(
     slot.updated_at = utcnow()
     db_session.flush()
     _recount(db_session, version)
-    _audit(db_session, "submission.attachment.update", submission, name, actor_id, project_id)
+    services.audit_record(
+        db_session, "submission.attachment.update", submission, actor_id, project_id, name=name
+    )
     db_session.commit()
     return slot
 
@@ -110,5 +92,7 @@ def clear(
     slot.updated_at = utcnow()
     db_session.flush()
     _recount(db_session, version)
-    _audit(db_session, "submission.attachment.clear", submission, name, actor_id, project_id)
+    services.audit_record(
+        db_session, "submission.attachment.clear", submission, actor_id, project_id, name=name
+    )
     db_session.commit()

@@ -259,7 +259,7 @@ def attachment_named(
     return None
 
 
-def _audit(
+def audit_record(
     db_session: Session,
     action: str,
     submission: Submission,
@@ -267,6 +267,7 @@ def _audit(
     project_id: int | None,
     **details: Any,
 ) -> None:
+    """Write an audit event about a record (its instanceID in the details)."""
     audit.record(
         db_session,
         action,
@@ -296,7 +297,7 @@ def set_review_state(
     previous = submission.review_state
     submission.review_state = state
     submission.updated_at = utcnow()
-    _audit(
+    audit_record(
         db_session,
         "submission.update",
         submission,
@@ -342,7 +343,7 @@ def bulk_review(
         previous = submission.review_state
         submission.review_state = state
         submission.updated_at = now
-        _audit(
+        audit_record(
             db_session,
             "submission.update",
             submission,
@@ -372,7 +373,7 @@ def _add_comment(
         submission_id=submission.id, actor_id=actor_id, body=body[:10_000], created_at=utcnow()
     )
     db_session.add(comment)
-    _audit(db_session, "comment.create", submission, actor_id, project_id)
+    audit_record(db_session, "comment.create", submission, actor_id, project_id)
     return comment
 
 
@@ -407,7 +408,7 @@ def delete(
 ) -> None:
     """Move a record to the trash; a tablet sending it again gets 409 (commits)."""
     submission.deleted_at = utcnow()
-    _audit(db_session, "submission.delete", submission, actor_id, project_id)
+    audit_record(db_session, "submission.delete", submission, actor_id, project_id)
     db_session.commit()
 
 
@@ -416,7 +417,7 @@ def restore(
 ) -> None:
     """Bring a record back from the trash (commits)."""
     submission.deleted_at = None
-    _audit(db_session, "submission.restore", submission, actor_id, project_id)
+    audit_record(db_session, "submission.restore", submission, actor_id, project_id)
     db_session.commit()
 
 

@@ -6,24 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import IN_CI
 from tests.support import browser as support
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Chromium driven by Playwright; skipped without it (never under CI=true)."""
-    reason = support.missing()
-    if reason:
-        if IN_CI:
-            pytest.fail(reason + " (CI=true: the browser tests may not be skipped)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = support.launch(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import IN_CI
 from tests.support import browser as support
 from tests.support.openrosa import VILLAGES_CSV, XFORM
 from tests.support.site import ADMIN_EMAIL, PASSWORD
@@ -24,22 +23,6 @@ SCRIPT = (
     "document.title = 'script ran';"
     "fetch('/').then(function (r) { document.title = 'script read ' + r.status; });"
 )
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """Chromium driven by Playwright; skipped without it (never under CI=true)."""
-    reason = support.missing()
-    if reason:
-        if IN_CI:
-            pytest.fail(reason + " (CI=true: the browser tests may not be skipped)")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = support.launch(playwright)
-        yield browser
-        browser.close()
 
 
 def test_a_script_in_another_projects_xform_does_not_run_for_the_administrator(site, chromium):

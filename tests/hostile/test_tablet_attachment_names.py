@@ -58,7 +58,6 @@ def attachments_of(site, instance_id: str) -> list[dict]:
     return [a for a in answer.json() if a["name"] != "audit.csv"]
 
 
-
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_a_record_naming_a_path_is_refused_through_collects_route(site, name):
     before = site.count("submissions")
