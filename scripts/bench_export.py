@@ -299,7 +299,7 @@ def copy_baseline(url: str, data_dir: Path, project_id: int) -> dict:
     """COPY the exporter's own query TO STDOUT; return rows, bytes and seconds."""
     from server import db
     from server.exports import layout as L
-    from server.exports import service, source
+    from server.exports import services, source
     from server.exports.options import ExportOptions
     from server.forms.services import find_form
 
@@ -307,7 +307,7 @@ def copy_baseline(url: str, data_dir: Path, project_id: int) -> dict:
     with app.app_context(), db.database().session(readonly=True) as db_session:
         source.begin_snapshot(db_session)  # the export's transaction and planner settings
         form = find_form(db_session, project_id, FORM_ID)
-        layout = service.load_layout(db_session, form)
+        layout = services.load_layout(db_session, form)
         options = ExportOptions(pii="plain")
         plan = L.build_plan(layout, options, "csv")
         where = source.conditions(form, layout, options, "postgresql")
@@ -337,7 +337,7 @@ def copy_baseline(url: str, data_dir: Path, project_id: int) -> dict:
 def child(url: str, data_dir: str, project_id: int, fmt: str, output: str) -> None:
     """Run one export as ``merit export`` does; print its figures as JSON."""
     from server import db
-    from server.exports import service
+    from server.exports import services
     from server.exports.options import ExportOptions
     from server.forms.services import find_form
 
@@ -346,7 +346,7 @@ def child(url: str, data_dir: str, project_id: int, fmt: str, output: str) -> No
         began = time.perf_counter()
         with db.database().session(readonly=True) as reader:
             form = find_form(reader, project_id, FORM_ID)
-            export = service.prepare(
+            export = services.prepare(
                 reader, form, fmt, ExportOptions(pii="plain"), secret_key=SECRET
             )
             first = None

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from server import db, migrate  # noqa: E402
 from server.app import create_app  # noqa: E402
-from server.storage import service  # noqa: E402
+from server.storage import services  # noqa: E402
 
 
 def save_all(app, photos: list[bytes], threads: int) -> float:
@@ -43,9 +43,9 @@ def save_all(app, photos: list[bytes], threads: int) -> float:
         try:
             with app.app_context(), db.database().session() as db_session:
                 for data in mine:
-                    staged = service.stage_stream(io.BytesIO(data))
+                    staged = services.stage_stream(io.BytesIO(data))
                     try:
-                        service.save(db_session, staged)
+                        services.save(db_session, staged)
                         db_session.commit()
                     finally:
                         staged.discard()
@@ -94,7 +94,7 @@ def bench(
         photos = make_photos()
         seconds = save_all(app, photos, threads)
         with app.app_context():
-            assert service.spool().is_empty(), "the store failed during the benchmark"
+            assert services.spool().is_empty(), "the store failed during the benchmark"
         app.extensions["merit.db"].dispose()
         total = sum(len(p) for p in photos)
         rows.append((name, threads, len(photos), len(photos) / seconds, total / seconds / 1e6))

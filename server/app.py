@@ -29,7 +29,7 @@ BLUEPRINTS = (
 # Extensions other packages provide; each module exposes ``init_app(app)``.
 EXTENSIONS = (
     "server.auth.authenticate",
-    "server.storage.service",
+    "server.storage.services",
     "server.personal",  # personal data read in clear is audited before the answer leaves
     "server.ops",  # request bodies received whole before the app runs; secrets masked in logs
     "server.metrics",  # request timing, S3 failures, GET /metrics (outermost)

@@ -78,6 +78,6 @@ def _ensure_default_project(app: Flask, db_session: sa.orm.Session) -> bool:
 
 def _publish_forms(app: Flask, db_session: sa.orm.Session) -> list[str]:
     """Publish the built forms (``MERIT_FORMS_DIR``) into the default project."""
-    from server.forms.repository import publish_folder
+    from server.forms.folder import publish_folder
 
     return publish_folder(db_session, Path(app.config["FORMS_DIR"]), DEFAULT_PROJECT_ID)

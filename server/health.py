@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 
 from server import db
 from server.migrate import current_revision, head_revision
-from server.storage import service as storage
+from server.storage import services as storage
 from server.storage.base import StorageError
 
 bp = Blueprint("health", __name__)

@@ -26,7 +26,7 @@ from server import bounds, db, errors
 from server.api.blueprint import bp
 from server.api.render import iso, query_bool
 from server.auth import access
-from server.exports import cleaning, service
+from server.exports import cleaning, services
 from server.exports.models import Correction
 from server.exports.options import ExportOptions, parse_options
 from server.exports.streams import gzip_chunks
@@ -80,11 +80,11 @@ def _decryptor(form: Form, params: dict[str, str]) -> tuple[Any, Any]:
             passphrases=passphrases,
             private_key_pem=private_key.encode() if private_key else None,
         )
-        layout = service.load_layout(lookups, form)
+        layout = services.load_layout(lookups, form)
     except BaseException:
         lookups.close()
         raise
-    return service.document_decryptor(decrypt, layout), lookups
+    return services.document_decryptor(decrypt, layout), lookups
 
 
 def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
@@ -101,7 +101,7 @@ def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
         )
     decryptor, lookups = _decryptor(form, params)
     try:
-        export = service.prepare(
+        export = services.prepare(
             db.read_session(),
             form,
             fmt,
@@ -114,7 +114,7 @@ def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
         # nothing was written, and a rollback would expire the form loaded through it.)
         db.session().commit()
         with db.database().session() as writer:
-            service.record_export(writer, export, actor_id=actor.id)
+            services.record_export(writer, export, actor_id=actor.id)
     except BaseException:
         if lookups is not None:
             lookups.close()
@@ -217,7 +217,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
     result = cleaning.submit(
         db_session,
         form,
-        service.load_layout(db_session, form),
+        services.load_layout(db_session, form),
         data,
         actor_id=actor.id,
         partial=query_bool("partial", False),
@@ -232,7 +232,7 @@ def list_corrections(project_id: int, xml_form_id: str) -> Response:
     form = _form(project_id, xml_form_id)
     access.require("submission.read", project_id=project_id, form_id=form.id)
     db_session = db.session()
-    layout = service.load_layout(db_session, form)
+    layout = services.load_layout(db_session, form)
     rows = cleaning.list_corrections(db_session, form, include_revoked=query_bool("revoked", False))
     return jsonify([correction_json(c, layout) for c in rows])
 
@@ -244,4 +244,4 @@ def revoke_correction(project_id: int, xml_form_id: str, correction_id: int) -> 
     actor = access.require("export.clean", project_id=project_id, form_id=form.id)
     db_session = db.session()
     correction = cleaning.revoke(db_session, form, correction_id, actor_id=actor.id)
-    return jsonify(correction_json(correction, service.load_layout(db_session, form)))
+    return jsonify(correction_json(correction, services.load_layout(db_session, form)))

@@ -38,7 +38,7 @@ from server.api.schemas import documented
 from server.auth import access
 from server.auth.models import Actor
 from server.exports import layout as L
-from server.exports import service as exports
+from server.exports import services as exports
 from server.exports.odata import parse_filter
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion

@@ -1,6 +1,6 @@
 """OData documents for a form's records, in ODK Central's shapes (``lib/formats/odata.js``).
 
-Pure functions from the form's merged layout (:func:`server.exports.service.load_layout`, the
+Pure functions from the form's merged layout (:func:`server.exports.services.load_layout`, the
 same columns exports use) and records' parsed documents to:
 
 * the service document (``Submissions`` and one entity set per repeat,

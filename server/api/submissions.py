@@ -59,7 +59,7 @@ from server.api.schemas import (
 )
 from server.api.sessions import actor_json
 from server.audit.models import AuditEvent
-from server.audit.queries import AuditFilter, list_events
+from server.audit.services import AuditFilter, list_events
 from server.auth import access
 from server.auth.models import Actor
 from server.forms import services as forms

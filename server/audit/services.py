@@ -1,4 +1,4 @@
-"""Writing the audit log: the one place an event is made, in the caller's transaction.
+"""The audit log: the one place an event is made (in the caller's transaction), and read.
 
 Every event goes through :func:`event` (its row) and :func:`record` (its insertion, ORM or
 Core alike), so that its columns and its action name are stated once. The actions are the table
@@ -13,14 +13,20 @@ app users, projects): the interfaces (API, console, command line) cannot forget 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
+from server.auth.models import Actor
 from server.db import utcnow
+from server.forms.models import Form
+from server.projects.models import Project
 
 ACTIONS: Mapping[str, Any] = {
     # accounts and roles: who may do what
@@ -105,3 +111,53 @@ def record(db_session: Session, action: str, **fields: Any) -> AuditEvent:
     row = AuditEvent(**event(action, **fields))
     db_session.add(row)
     return row
+
+
+# ---- reading the log: filtered, newest first, paged by id (never by offset) -----------------
+
+
+@dataclass
+class AuditFilter:
+    """Which events to read (all optional)."""
+
+    # None: every project and the site-wide events; a set: only these projects' events.
+    project_ids: Collection[int] | None = None
+    action: str | None = None  # "submission" matches submission.update, submission.delete...
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None  # exclusive
+    before_id: int | None = None  # paging: events older than this one
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An event with the names a person reads instead of ids."""
+
+    event: AuditEvent
+    actor_name: str | None
+    project_name: str | None
+    xml_form_id: str | None
+
+
+def list_events(db_session: Session, filters: AuditFilter, *, limit: int = 50) -> list[AuditRow]:
+    """Return one page of events, newest first."""
+    query = (
+        sa.select(AuditEvent, Actor.display_name, Project.name, Form.xml_form_id)
+        .outerjoin(Actor, Actor.id == AuditEvent.actor_id)
+        .outerjoin(Project, Project.id == AuditEvent.project_id)
+        .outerjoin(Form, Form.id == AuditEvent.form_id)
+    )
+    if filters.project_ids is not None:
+        query = query.where(AuditEvent.project_id.in_(list(filters.project_ids) or [-1]))
+    action = (filters.action or "").strip()
+    if action:
+        query = query.where(
+            sa.or_(AuditEvent.action == action, AuditEvent.action.like(f"{action}.%"))
+        )
+    if filters.start is not None:
+        query = query.where(AuditEvent.logged_at >= filters.start)
+    if filters.end is not None:
+        query = query.where(AuditEvent.logged_at < filters.end)
+    if filters.before_id is not None:
+        query = query.where(AuditEvent.id < filters.before_id)
+    rows = db_session.execute(query.order_by(AuditEvent.id.desc()).limit(limit)).all()
+    return [AuditRow(event, actor, project, form) for event, actor, project, form in rows]

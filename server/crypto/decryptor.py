@@ -47,7 +47,7 @@ from server.crypto import keys
 from server.crypto.records import DecryptedRecord, decrypt_record
 from server.forms.models import Form, FormVersion
 from server.projects.models import Project, ProjectKey
-from server.storage import service as storage
+from server.storage import services as storage
 from server.storage.models import Blob
 from server.submissions import parsing
 from server.submissions.models import SubmissionAttachment, SubmissionVersion

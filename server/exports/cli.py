@@ -20,7 +20,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from server import db, errors
-from server.exports import service
+from server.exports import services
 from server.exports.options import FORMATS, PII_MODES, parse_options
 from server.forms.services import find_form
 
@@ -108,7 +108,7 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
             lookup.expunge(form)
         decryptor, lookups = _decryptor(form, given)
         with database.session(readonly=True) as reader:
-            prepared = service.prepare(
+            prepared = services.prepare(
                 reader,
                 form,
                 fmt,
@@ -117,7 +117,7 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
                 decryptor=decryptor,
             )
             with database.session() as writer:
-                service.record_export(writer, prepared, actor_id=None, via="cli")
+                services.record_export(writer, prepared, actor_id=None, via="cli")
             started = time.monotonic()
             target = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
             try:
@@ -158,4 +158,4 @@ def _decryptor(form, given):  # type: ignore[no-untyped-def]
         passphrases=passphrases,
         private_key_pem=private_key.read_bytes() if private_key else None,
     )
-    return service.document_decryptor(decrypt, service.load_layout(lookups, form)), lookups
+    return services.document_decryptor(decrypt, services.load_layout(lookups, form)), lookups

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from server.exports import source, values
 from server.exports.context import ExportContext
 from server.exports.streams import ChunkBuffer, entry_segment, open_entry, open_zip, text_writer
-from server.storage import service as storage
+from server.storage import services as storage
 from server.storage.base import StorageError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from server.forms import compiler, repository
+from server.forms import compiler, folder
 
 
 @click.group("forms")
@@ -40,8 +40,8 @@ def build_command(source_dir: Path, out_dir: Path, validate: bool) -> None:
     if validate and not compiler.java_available():
         click.echo("Java is not installed: ODK Validate is skipped.", err=True)
     try:
-        built = repository.build(source_dir, out_dir, validate=validate)
-    except repository.BuildFailed as failed:
+        built = folder.build(source_dir, out_dir, validate=validate)
+    except folder.BuildFailed as failed:
         click.echo(f"Build failed; nothing was written to {out_dir}/:\n{failed}", err=True)
         sys.exit(1)
     if not built:
@@ -72,11 +72,11 @@ def publish_command(project_id: int, forms_dir: Path | None) -> None:
 
     from server import db
 
-    folder = forms_dir or Path(current_app.config["FORMS_DIR"])
+    built_dir = forms_dir or Path(current_app.config["FORMS_DIR"])
     with db.database().session() as db_session:
-        outcomes = repository.publish_outcomes(db_session, folder, project_id)
+        outcomes = folder.publish_outcomes(db_session, built_dir, project_id)
     if not outcomes:
-        click.echo(f"No built form in {folder}/ (run `merit forms build`).")
+        click.echo(f"No built form in {built_dir}/ (run `merit forms build`).")
     for outcome in outcomes:
         line = f"{outcome.form_id}: {outcome.status}"
         if outcome.version:

@@ -47,7 +47,7 @@ from server.forms import compiler, schema, xform
 from server.forms.messages import _
 from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
 from server.projects.models import Project
-from server.storage import service as storage
+from server.storage import services as storage
 from server.storage.models import Blob
 from server.submissions.models import Submission
 

@@ -54,7 +54,7 @@ from server import db, migrate
 from server.db import UTCDateTime
 from server.files import fsync_directory, open_private, private_dir, scratch_dir
 from server.models import Base
-from server.storage import service
+from server.storage import services
 from server.storage.base import BlobMissing, stage
 from server.storage.operations import ChunkReader
 
@@ -198,7 +198,7 @@ def backup(
         target = private_dir(app.config["BACKUP_DIR"])
     path = archive_path(target)
     database = db.database()
-    store = service.store()
+    store = services.store()
     if attachments == "auto":
         attachments = "bucket" if getattr(store, "bucket", None) else "archive"
     if attachments not in ("archive", "bucket"):
@@ -332,7 +332,7 @@ def _copy_blobs(
     report: BackupReport,
 ) -> str:
     """Put the blobs in the archive (or note them as kept in the bucket); return the manifest."""
-    spool = service.spool()
+    spool = services.spool()
     lines = ["# sha256\tmd5\tsize\tkept_in"]
     for sha256, md5, size in blobs:
         if mode == "bucket" and not spool.contains(sha256):
@@ -340,7 +340,7 @@ def _copy_blobs(
             report.blobs_in_bucket += 1
             continue
         try:
-            staged = stage(ChunkReader(service.read_sha256(sha256)), scratch)
+            staged = stage(ChunkReader(services.read_sha256(sha256)), scratch)
         except BlobMissing:
             report.missing.append(sha256)
             lines.append(f"{sha256}\t{md5}\t{size}\tmissing")

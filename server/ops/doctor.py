@@ -285,11 +285,11 @@ def _database(app: Flask, _environ: dict[str, str], _clock: Clock) -> Iterator[F
 
 
 def _storage(app: Flask, _environ: dict[str, str], _clock: Clock) -> Iterator[Finding]:
-    from server.storage import service
+    from server.storage import services
     from server.storage.base import StorageError
 
     try:
-        service.store().check()
+        services.store().check()
         yield Finding(OK, "storage", f"{_store_name(app)}: list, write, read, delete")
     except StorageError as exc:
         yield Finding(
@@ -299,7 +299,7 @@ def _storage(app: Flask, _environ: dict[str, str], _clock: Clock) -> Iterator[Fi
             "check MERIT_STORAGE_URL, that the bucket exists and the credentials may list, "
             "write, read and delete in it (`merit storage check`)",
         )
-    spool = service.spool()
+    spool = services.spool()
     try:
         spool.check()
     except StorageError as exc:

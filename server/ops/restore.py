@@ -50,7 +50,7 @@ from server.models import Base
 from server.ops.backup import FORMAT, FORMAT_VERSION, SEEDED, BackupError, fingerprint
 from server.ops.backup import decode_value as _decode
 from server.ops.backup import load_type as _load_type
-from server.storage import service
+from server.storage import services
 from server.storage.base import BlobMissing, StagedFile, StorageError, is_sha256, stage
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def _stage_blobs(
     say: Callable[[str], None],
 ) -> list[StagedFile]:
     """Copy out every attachment the store lacks, each checked; note those nowhere to be had."""
-    store = service.store()
+    store = services.store()
     folder = private_dir(staging / "blobs")
     staged: list[StagedFile] = []
     for attachment in attachments:
@@ -567,7 +567,7 @@ class _Switch:
 
     def put_blobs(self, staged: list[StagedFile], report: RestoreReport) -> None:
         """Put every staged attachment into the store (after checking it is not there yet)."""
-        store = service.store()
+        store = services.store()
         for copy in staged:
             try:
                 if store.size(copy.sha256) == copy.size:
@@ -610,7 +610,7 @@ class _Switch:
                 fsync_directory(self.key_path.parent)
             except OSError as exc:
                 left.append(f"the old secret key, kept in {self.old_key} ({exc})")
-        store = service.store()
+        store = services.store()
         for sha256 in self.added:
             try:
                 store.delete(sha256)

@@ -17,7 +17,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from server.storage import operations, service
+from server.storage import operations, services
 from server.storage.base import BlobStore, StorageError
 
 
@@ -41,7 +41,7 @@ def storage() -> None:
 def check_command() -> None:
     """Check that the store and the spool can be reached, read and written."""
     failed = False
-    store = service.store()
+    store = services.store()
     click.echo(f"store: {describe(store)}")
     try:
         store.check()
@@ -49,7 +49,7 @@ def check_command() -> None:
     except StorageError as exc:
         click.echo(f"  FAILED: {exc}")
         failed = True
-    spool = service.spool()
+    spool = services.spool()
     click.echo(f"spool: folder {spool.directory}")
     try:
         spool.check()
@@ -68,8 +68,8 @@ def migrate_command(target_url: str) -> None:
     """Copy every catalogued blob to another store, verifying each; safe to run again."""
     from server import db
 
-    target = service.open_store(target_url)
-    click.echo(f"from {describe(service.store())} (and the spool) to {describe(target)}")
+    target = services.open_store(target_url)
+    click.echo(f"from {describe(services.store())} (and the spool) to {describe(target)}")
     done = 0
 
     def progress(_blob, _state: str) -> None:
@@ -117,7 +117,7 @@ def verify_command(quick: bool) -> None:
 @with_appcontext
 def spool_command() -> None:
     """Report what waits in the spool for the store to come back."""
-    spool = service.spool()
+    spool = services.spool()
     report = spool.report()
     share = report.bytes / report.max_bytes if report.max_bytes else 1
     click.echo(f"spool: {spool.directory}")
@@ -136,8 +136,8 @@ def spool_command() -> None:
 @with_appcontext
 def drain_command() -> None:
     """Move every blob waiting in the spool to the store now."""
-    report = service.drain()
-    remaining = service.spool().report()
+    report = services.drain()
+    remaining = services.spool().report()
     click.echo(f"moved {report.moved} blobs ({_size(report.bytes)})")
     for sha256 in report.corrupt:
         click.echo(f"damaged, set aside: {sha256}")

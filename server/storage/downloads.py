@@ -26,7 +26,7 @@ from flask import Response, redirect, request
 from flask_babel import lazy_gettext
 
 from server import errors
-from server.storage import service
+from server.storage import services
 from server.storage.base import BlobMissing, StorageUnavailable, content_disposition
 from server.storage.models import Blob
 
@@ -107,11 +107,11 @@ def send_blob(blob: Blob, filename: str, content_type: str, *, inline: bool = Fa
     length = 0 if end < start else end - start + 1
     try:
         if request.method == "HEAD":
-            if service.location(blob.sha256) is None:
+            if services.location(blob.sha256) is None:
                 raise BlobMissing(blob.sha256)
             body = None
         else:
-            body = service.read(blob, start, end) if length else iter(())
+            body = services.read(blob, start, end) if length else iter(())
     except BlobMissing:
         log.error("blob %s is catalogued but neither in the store nor the spool", blob.sha256)
         raise errors.NotFound() from None
@@ -136,7 +136,7 @@ def _presigned(blob: Blob, filename: str, content_type: str, inline: bool) -> st
     mimetype = content_type.split(";", 1)[0].strip().lower()
     inline = inline and mimetype.startswith(BUCKET_INLINE_FAMILIES)
     try:
-        return service.presigned_url(blob, filename, content_type, inline=inline)
+        return services.presigned_url(blob, filename, content_type, inline=inline)
     except StorageUnavailable:
         return None  # stream it instead, perhaps from the spool
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.storage import service
+from server.storage import services
 from server.storage.base import BlobMissing, BlobStore, StorageError, StorageUnavailable, stage
 from server.storage.models import Blob
 
@@ -96,10 +96,10 @@ def _copy(blob: Blob, target: BlobStore) -> str:
     except BlobMissing:
         pass
     try:
-        source = service.read(blob)
+        source = services.read(blob)
     except BlobMissing as exc:
         raise BlobMissing(f"{blob.sha256} is in neither the current store nor the spool") from exc
-    staged = stage(ChunkReader(source), service.staging_dir())
+    staged = stage(ChunkReader(source), services.staging_dir())
     try:
         if staged.sha256 != blob.sha256 or staged.size != blob.size:
             raise StorageError(
@@ -136,15 +136,15 @@ def verify(
 def _verify_one(blob: Blob, *, quick: bool) -> BlobProblem | None:
     try:
         if quick:
-            where = service.location(blob.sha256)
+            where = services.location(blob.sha256)
             if where is None:
                 return BlobProblem(blob.sha256, "missing", "in neither the store nor the spool")
-            owner = service.spool() if where == "spool" else service.store()
+            owner = services.spool() if where == "spool" else services.store()
             size = owner.size(blob.sha256)
             if size != blob.size:
                 return BlobProblem(blob.sha256, "size", f"{size} bytes, catalogue {blob.size}")
             return None
-        sha256, md5, size = hash_chunks(service.read(blob))
+        sha256, md5, size = hash_chunks(services.read(blob))
     except BlobMissing:
         return BlobProblem(blob.sha256, "missing", "in neither the store nor the spool")
     except StorageError as exc:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from server import errors
 from server.db import utcnow
-from server.storage import service as storage
+from server.storage import services as storage
 from server.submissions import filenames, services
 from server.submissions.models import Submission, SubmissionAttachment, SubmissionVersion
 

@@ -51,7 +51,7 @@ from server.audit import services as audit
 from server.audit.models import AuditEvent
 from server.db import insert_or_ignore, utcnow
 from server.forms.models import Form, FormVersion
-from server.storage import service as storage
+from server.storage import services as storage
 from server.storage.models import Blob
 from server.submissions import filenames, parsing
 from server.submissions.models import (

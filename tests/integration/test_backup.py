@@ -20,7 +20,7 @@ from server.auth import app_users
 from server.auth.models import AppUser
 from server.db import insert_or_ignore
 from server.ops.cli import backup, restore
-from server.storage import service
+from server.storage import services
 from server.storage.cli import storage
 from server.storage.models import Blob
 from server.submissions.models import Submission
@@ -141,8 +141,8 @@ def test_with_s3_attachments_stay_in_the_bucket_except_those_still_in_the_spool(
         fill(source, source.test_client(), db_session)
     # One more photo waits in the spool (the bucket was away when it came).
     with source.app_context(), db.database().session() as db_session:
-        staged = service.stage_stream(io.BytesIO(jpeg(999)))
-        service.spool().add(staged)
+        staged = services.stage_stream(io.BytesIO(jpeg(999)))
+        services.spool().add(staged)
         insert_or_ignore(
             db_session,
             Blob.__table__,

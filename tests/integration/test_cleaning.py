@@ -11,7 +11,7 @@ from flask_babel import force_locale
 
 from server import db
 from server.audit.models import AuditEvent
-from server.exports import cleaning, service
+from server.exports import cleaning, services
 from server.exports.models import Correction
 from tests.support import exports as X
 
@@ -30,7 +30,7 @@ def submit(
         return cleaning.submit(
             db_session,
             form,
-            service.load_layout(db_session, form),
+            services.load_layout(db_session, form),
             text.encode(encoding),
             actor_id=suivi.submitter_id,
             partial=partial,

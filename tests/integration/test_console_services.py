@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from server import errors, personal
-from server.audit import queries
+from server.audit import services as audit_log
 from server.audit.models import AuditEvent
 from server.auth import app_users, members
 from server.auth import services as accounts
@@ -146,28 +146,28 @@ def test_audit_events_are_filtered_and_paged_newest_first(db_session, project):
             )
         )
     db_session.commit()
-    every = queries.list_events(db_session, queries.AuditFilter())
+    every = audit_log.list_events(db_session, audit_log.AuditFilter())
     assert [r.event.action for r in every][:2] == ["submissionx.update", "user.create"]
     assert every[0].actor_name == "coord@example.org" and every[0].project_name == project.name
-    mine = queries.list_events(db_session, queries.AuditFilter(project_ids={project.id}))
+    mine = audit_log.list_events(db_session, audit_log.AuditFilter(project_ids={project.id}))
     assert {r.event.action for r in mine} == {
         "form.create",
         "submission.update",
         "submissionx.update",
     }
-    family = queries.list_events(db_session, queries.AuditFilter(action="submission"))
+    family = audit_log.list_events(db_session, audit_log.AuditFilter(action="submission"))
     assert [r.event.action for r in family] == ["submission.delete", "submission.update"]
-    window = queries.list_events(
+    window = audit_log.list_events(
         db_session,
-        queries.AuditFilter(start=start + dt.timedelta(days=1), end=start + dt.timedelta(days=3)),
+        audit_log.AuditFilter(start=start + dt.timedelta(days=1), end=start + dt.timedelta(days=3)),
     )
     assert [r.event.action for r in window] == ["submission.delete", "submission.update"]
-    page = queries.list_events(db_session, queries.AuditFilter(), limit=2)
-    after = queries.list_events(
-        db_session, queries.AuditFilter(before_id=page[-1].event.id), limit=2
+    page = audit_log.list_events(db_session, audit_log.AuditFilter(), limit=2)
+    after = audit_log.list_events(
+        db_session, audit_log.AuditFilter(before_id=page[-1].event.id), limit=2
     )
     assert [r.event.action for r in after] == ["submission.delete", "submission.update"]
-    assert queries.list_events(db_session, queries.AuditFilter(project_ids=set())) == []
+    assert audit_log.list_events(db_session, audit_log.AuditFilter(project_ids=set())) == []
 
 
 # ---- the overview's figures, and paging backwards --------------------------------------------

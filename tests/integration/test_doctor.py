@@ -136,10 +136,10 @@ def test_java_missing_is_a_warning_naming_the_package(database_url, tmp_path):
 def test_attachments_waiting_in_the_spool_are_reported(database_url, tmp_path):
     app = make_app(database_url, tmp_path)
     with app.app_context():
-        from server.storage import service
+        from server.storage import services
 
-        staged = service.stage_stream(io.BytesIO(b"a photo the store did not take"))
-        service.spool().add(staged)
+        staged = services.stage_stream(io.BytesIO(b"a photo the store did not take"))
+        services.spool().add(staged)
         staged.discard()
     app.extensions["merit.db"].dispose()
     result = run(settings(tmp_path, database_url))

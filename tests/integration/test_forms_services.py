@@ -12,7 +12,7 @@ from server import db, errors
 from server.audit.models import AuditEvent
 from server.forms import compiler, services
 from server.forms.models import Form, FormAttachment, FormVersion
-from server.storage import service as storage
+from server.storage import services as storage
 from server.submissions.models import Submission
 from tests.fixtures.forms import workbooks
 from tests.support import factories

@@ -94,10 +94,10 @@ def test_intake_counts_records_by_outcome_conflicts_and_rejections_by_code(clien
 def test_metrics_are_served_in_prometheus_format_with_the_spool_and_exports(client, app):
     metrics.observe_export("csv.zip", 2.5, rows=1200)
     with app.app_context():
-        from server.storage import service
+        from server.storage import services
 
-        staged = stage_bytes(b"a photo waiting for the store", service.staging_dir())
-        service.spool().add(staged)
+        staged = stage_bytes(b"a photo waiting for the store", services.staging_dir())
+        services.spool().add(staged)
         staged.discard()
     answer = client.get("/metrics")
     assert answer.status_code == 200
@@ -130,12 +130,12 @@ def test_failed_s3_calls_are_counted_by_operation(database_url, tmp_path, s3_buc
     app = make_app(database_url, tmp_path, STORAGE_URL="s3://merit-no-such-bucket/x")
     before = value("merit_s3_errors_total", operation="PutObject", code="404")
     with app.app_context():
-        from server.storage import service
+        from server.storage import services
         from server.storage.base import StorageError
 
-        staged = stage_bytes(b"photo", service.staging_dir())
+        staged = stage_bytes(b"photo", services.staging_dir())
         with pytest.raises(StorageError):
-            service.store().put(staged)
+            services.store().put(staged)
     app.extensions["merit.db"].dispose()
     assert value("merit_s3_errors_total", operation="PutObject", code="404") == before + 1
 
@@ -152,11 +152,11 @@ def test_an_unreachable_s3_endpoint_is_counted(database_url, tmp_path, monkeypat
     app = make_app(database_url, tmp_path, STORAGE_URL="s3://merit-attachments/x")
     before = value("merit_s3_errors_total", operation="HeadBucket", code="EndpointConnectionError")
     with app.app_context():
-        from server.storage import service
+        from server.storage import services
         from server.storage.base import StorageUnavailable
 
         with pytest.raises(StorageUnavailable):
-            service.store().check()
+            services.store().check()
     app.extensions["merit.db"].dispose()
     after = value("merit_s3_errors_total", operation="HeadBucket", code="EndpointConnectionError")
     assert after == before + 1

@@ -9,7 +9,7 @@ from flask import Flask
 
 from server import db
 from server.cli import main
-from server.storage import service
+from server.storage import services
 from server.storage.cli import storage
 from server.storage.local import LocalStore
 from tests.conftest import make_app
@@ -28,7 +28,7 @@ def save_photos(app: Flask, count: int, start: int = 0) -> list[str]:
     names = []
     with app.app_context(), db.database().session() as db_session:
         for n in range(start, start + count):
-            blob = service.save_stream(db_session, io.BytesIO(photo(n)))
+            blob = services.save_stream(db_session, io.BytesIO(photo(n)))
             names.append(blob.sha256)
         db_session.commit()
     return names
@@ -132,8 +132,8 @@ def test_spool_reports_what_waits_and_drain_moves_it(database_url, tmp_path, mon
     with app.app_context():
         # Left by workers that stopped before draining them (no drainer runs in this process).
         for n in range(2):
-            staged = service.stage_stream(io.BytesIO(photo(n)))
-            service.spool().add(staged)
+            staged = services.stage_stream(io.BytesIO(photo(n)))
+            services.spool().add(staged)
             staged.discard()
     report = run(app, "spool")
     assert report.exit_code == 0

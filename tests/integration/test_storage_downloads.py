@@ -10,7 +10,7 @@ import requests
 from flask import Flask, request
 
 from server import db
-from server.storage import service
+from server.storage import services
 from server.storage.downloads import send_blob
 from server.storage.models import Blob
 from tests.conftest import make_app
@@ -37,7 +37,7 @@ def add_download_view(app: Flask) -> None:
 
 def store_blob(app: Flask, data: bytes = DATA) -> int:
     with app.app_context(), db.database().session() as db_session:
-        blob = service.save_stream(db_session, io.BytesIO(data))
+        blob = services.save_stream(db_session, io.BytesIO(data))
         db_session.commit()
         return blob.id
 
@@ -154,7 +154,7 @@ def test_photos_sound_and_video_may_be_shown_inline(files, content_type):
 def test_bytes_gone_from_the_store_give_404(files, app):
     client, blob_id = files
     with app.app_context():
-        service.store().delete(hashlib.sha256(DATA).hexdigest())
+        services.store().delete(hashlib.sha256(DATA).hexdigest())
     assert client.get(f"/files/{blob_id}").status_code == 404
     assert client.head(f"/files/{blob_id}").status_code == 404
 

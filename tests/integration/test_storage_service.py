@@ -13,7 +13,7 @@ import pytest
 from flask import request
 
 from server import db, errors
-from server.storage import operations, service
+from server.storage import operations, services
 from server.storage.models import Blob
 from tests.conftest import make_app
 from tests.support import s3
@@ -30,9 +30,9 @@ def photo(size: int = 200_000, seed: int | str = 0) -> bytes:
 
 def save(db_session, data: bytes) -> Blob:
     """What intake does with each attachment: stage, save, commit, discard the staged copy."""
-    staged = service.stage_stream(io.BytesIO(data))
+    staged = services.stage_stream(io.BytesIO(data))
     try:
-        blob = service.save(db_session, staged)
+        blob = services.save(db_session, staged)
         db_session.commit()
         return blob
     finally:
@@ -56,8 +56,8 @@ def test_save_stores_the_bytes_then_catalogues_them_once(app):
             len(data),
         )
         assert db_session.query(Blob).count() == 1
-        assert service.read_all(first) == data
-        assert service.location(first.sha256) == "store"
+        assert services.read_all(first) == data
+        assert services.location(first.sha256) == "store"
         assert list(Path(app.config["DATA_DIR"], "staging").iterdir()) == []
 
 
@@ -67,9 +67,9 @@ def test_save_stream_on_s3_puts_the_file_in_the_bucket(
     app = make_app(database_url, tmp_path, STORAGE_URL=f"s3://{s3_bucket}/attachments")
     data = photo(seed="s3")
     with app.app_context(), db.database().session() as db_session:
-        blob = service.save_stream(db_session, io.BytesIO(data))
+        blob = services.save_stream(db_session, io.BytesIO(data))
         db_session.commit()
-        assert b"".join(service.read(blob, 100, 199)) == data[100:200]
+        assert b"".join(services.read(blob, 100, 199)) == data[100:200]
     sha256 = hashlib.sha256(data).hexdigest()
     assert s3_server.objects(s3_bucket) == {f"attachments/{sha256[:2]}/{sha256}": data}
 
@@ -83,10 +83,10 @@ def test_when_the_store_is_down_saves_go_to_the_spool_and_read_from_there(
     data = photo(seed="down")
     with app.app_context(), db.database().session() as db_session:
         blob = save(db_session, data)
-        assert service.location(blob.sha256) == "spool"
-        assert service.read_all(blob) == data
-        assert service.spool_report().files == 1
-        assert service.drainer().running  # retrying in the background
+        assert services.location(blob.sha256) == "spool"
+        assert services.read_all(blob) == data
+        assert services.spool_report().files == 1
+        assert services.drainer().running  # retrying in the background
         assert db_session.get(Blob, blob.id) is not None
 
 
@@ -106,16 +106,16 @@ def test_an_outage_in_the_middle_of_a_run_of_saves_loses_nothing(
                 if n == 10:
                     server.stop()
                 blobs.append(save(db_session, data))
-            spooled = [service.spool().contains(b.sha256) for b in blobs]
+            spooled = [services.spool().contains(b.sha256) for b in blobs]
             assert spooled == [False] * 10 + [True] * 20
             # Downloads work from the spool meanwhile.
-            assert [service.read_all(b) for b in blobs[10:]] == photos[10:]
+            assert [services.read_all(b) for b in blobs[10:]] == photos[10:]
             assert db_session.query(Blob).count() == 30
 
             server.start()  # the store comes back, with what it held before
-            service.drainer().kick()
-            assert service.drainer().wait_idle(timeout=120)
-            assert service.spool().is_empty()
+            services.drainer().kick()
+            assert services.drainer().wait_idle(timeout=120)
+            assert services.spool().is_empty()
             assert operations.verify(db_session).problems == []
             names = [b.sha256 for b in blobs]
         stored = server.objects(bucket, "attachments/")
@@ -143,8 +143,8 @@ def test_a_full_spool_refuses_with_unavailable_and_retry_after(database_url, tmp
         db_session.rollback()
         assert caught.value.status == 503
         assert int(caught.value.headers["Retry-After"]) > 0
-        assert service.find(db_session, hashlib.sha256(photo(seed=3)).hexdigest()) is None
-        assert service.spool_report().files == 2
+        assert services.find(db_session, hashlib.sha256(photo(seed=3)).hexdigest()) is None
+        assert services.spool_report().files == 2
 
 
 def test_the_refusal_reaches_the_client_as_503_with_retry_after(
@@ -157,7 +157,7 @@ def test_the_refusal_reaches_the_client_as_503_with_retry_after(
 
     @app.post("/v1/test-upload")
     def upload():
-        blob = service.save_stream(db.session(), request.stream)
+        blob = services.save_stream(db.session(), request.stream)
         db.session().commit()
         return {"sha256": blob.sha256}, 201
 
@@ -165,7 +165,7 @@ def test_the_refusal_reaches_the_client_as_503_with_retry_after(
         "/v1/test-upload", data=photo(), headers={"Accept-Language": "en"}
     )
     assert response.status_code == 503
-    assert response.headers["Retry-After"] == str(service.RETRY_AFTER_SECONDS)
+    assert response.headers["Retry-After"] == str(services.RETRY_AFTER_SECONDS)
     assert response.json["code"] == 503.2
     assert "safe on the tablet" in response.json["message"]
 
@@ -190,14 +190,14 @@ def test_readyz_checks_the_bucket(database_url, tmp_path, monkeypatch):
 def test_a_worker_finds_files_left_in_the_spool_and_drains_them(app):
     data = photo(seed="left")
     with app.app_context():
-        staged = service.stage_stream(io.BytesIO(data))
-        service.spool().add(staged)  # as a worker that died before draining left it
+        staged = services.stage_stream(io.BytesIO(data))
+        services.spool().add(staged)  # as a worker that died before draining left it
         staged.discard()
     app.test_client().get("/healthz")  # any request notices the spool is not empty
     with app.app_context():
-        assert service.drainer().wait_idle(timeout=60)
-        assert service.spool().is_empty()
-        assert service.store().exists(hashlib.sha256(data).hexdigest())
+        assert services.drainer().wait_idle(timeout=60)
+        assert services.spool().is_empty()
+        assert services.store().exists(hashlib.sha256(data).hexdigest())
 
 
 def test_presigned_urls_only_when_configured(database_url, tmp_path, s3_bucket):
@@ -206,6 +206,6 @@ def test_presigned_urls_only_when_configured(database_url, tmp_path, s3_bucket):
     signed = make_app(database_url, tmp_path, STORAGE_URL=url, S3_PRESIGNED_DOWNLOADS=True)
     with plain.app_context(), db.database().session() as db_session:
         blob = save(db_session, photo())
-        assert service.presigned_url(blob, "a.jpg", "image/jpeg") is None
+        assert services.presigned_url(blob, "a.jpg", "image/jpeg") is None
     with signed.app_context():
-        assert service.presigned_url(blob, "a.jpg", "image/jpeg").startswith("http://127.0.0.1")
+        assert services.presigned_url(blob, "a.jpg", "image/jpeg").startswith("http://127.0.0.1")

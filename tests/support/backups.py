@@ -21,7 +21,7 @@ from flask import Flask
 
 from server import db
 from server.models import Base
-from server.storage import service
+from server.storage import services
 from server.storage.models import Blob
 from tests.support import databases, factories
 from tests.support.openrosa import OPENROSA, jpeg, multipart, new_instance_id, publish_form, record
@@ -119,7 +119,7 @@ def blob_bytes(app: Flask) -> dict[str, str]:
     """SHA-256 of what the store gives back for every catalogued blob."""
     with app.app_context(), db.database().session(readonly=True) as db_session:
         return {
-            blob.sha256: hashlib.sha256(service.read_all(blob)).hexdigest()
+            blob.sha256: hashlib.sha256(services.read_all(blob)).hexdigest()
             for blob in db_session.scalars(sa.select(Blob))
         }
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import db
-from server.exports import service
+from server.exports import services
 from server.exports.options import ExportOptions, parse_options
 from server.forms import services as forms
 from server.forms.models import Form
@@ -208,7 +208,7 @@ def prepare(app, form: Form, fmt: str, params: dict[str, str] | None = None, **k
     """Prepare an export (options from query-style ``params``); consume ``.chunks`` in ctx."""
     options = parse_options(params or {}, base=ExportOptions(pii=kwargs.pop("pii", "plain")))
     reader = db.database().read_sessionmaker()
-    return service.prepare(
+    return services.prepare(
         reader, form, fmt, options, secret_key=app.config["SECRET_KEY"], **kwargs
     )
 

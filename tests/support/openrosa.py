@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from server.auth import services as accounts
 from server.db import utcnow
 from server.forms.models import Form, FormAttachment, FormVersion
-from server.storage import service as storage
+from server.storage import services as storage
 
 FORM_ID = "menage"
 VERSION = "2024050701"

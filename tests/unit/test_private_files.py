@@ -143,8 +143,8 @@ CREATING_IN = {
 }
 # Where a file is made outside server/files.py, and why that is right.
 ALLOWED = {
-    ("server/forms/repository.py", "mkdir"): "compiled forms in the checkout, read by others",
-    ("server/forms/repository.py", "write_bytes"): "compiled forms in the checkout",
+    ("server/forms/folder.py", "mkdir"): "compiled forms in the checkout, read by others",
+    ("server/forms/folder.py", "write_bytes"): "compiled forms in the checkout",
     ("server/forms/compiler.py", "TemporaryDirectory"): "the form given to ODK Validate (0700)",
     ("server/forms/compiler.py", "write_text"): "inside that 0700 folder, a form, no answers",
     ("server/exports/cli.py", "open"): "the operator's chosen output (a file, a pipe, a device)",

@@ -6,7 +6,7 @@ from flask import Response, request
 from flask_babel import gettext, lazy_gettext
 
 from server import db, errors
-from server.audit import queries
+from server.audit import services as audit
 from server.auth import access
 from server.projects import services as projects
 from server.web import common
@@ -55,9 +55,9 @@ def audit_log() -> Response:
         raise common.BadFilter(field=gettext("Action"), reason=gettext("unknown action"))
     before = common.parse_int(args.get("before"), "before")
     db_session = db.session()
-    rows = queries.list_events(
+    rows = audit.list_events(
         db_session,
-        queries.AuditFilter(
+        audit.AuditFilter(
             project_ids=chosen,
             action=action or None,
             start=common.start_of(start),

@@ -1,6 +1,6 @@
 """Exports: the options as a form, downloads that start at once, and the cleaning log.
 
-The download route calls the same export service as the API (:mod:`server.exports.service`)
+The download route calls the same export service as the API (:mod:`server.exports.services`)
 and streams its file: the browser starts saving it while the server is still reading records.
 Every option is checked before the first byte leaves, so a bad choice is a page, not a broken
 file.
@@ -15,7 +15,7 @@ from flask_babel import gettext, lazy_gettext
 
 from server import db, errors
 from server.auth import access
-from server.exports import cleaning, service
+from server.exports import cleaning, services
 from server.exports.options import ExportOptions, parse_options
 from server.forms import services as forms
 from server.forms.models import Form
@@ -61,7 +61,7 @@ def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> R
     db_session = db.session()
     version = forms.current_version(db_session, form)
     schema = version.schema if version is not None else {}
-    layout = service.load_layout(db_session, form)
+    layout = services.load_layout(db_session, form)
     may_see_pii = _may_see_pii(project, form)
     return common.page(
         "web/exports.html",
@@ -123,20 +123,20 @@ def export_download(project_id: int, xml_form_id: str) -> Response:
     """Stream the export chosen in the form; the download starts at once."""
     project, form = common.form_for(project_id, xml_form_id, "submission.read")
     actor = access.require_actor()
-    fmt = service.check_format(request.args.get("format", "csv.zip"))
+    fmt = services.check_format(request.args.get("format", "csv.zip"))
     may_see_pii = _may_see_pii(project, form)
     options = parse_options(
         _parameters(), base=ExportOptions(pii="plain" if may_see_pii else "pseudonymise")
     )
     if options.pii == "plain" and not may_see_pii:
         raise errors.Forbidden(gettext("You may not export personal data in clear."))
-    export = service.prepare(
+    export = services.prepare(
         db.read_session(), form, fmt, options, secret_key=current_app.config["SECRET_KEY"]
     )
     # As in the API: let the request's own session go before the audit log's short write.
     db.session().commit()
     with db.database().session() as writer:
-        service.record_export(writer, export, actor_id=actor.id, via="console")
+        services.record_export(writer, export, actor_id=actor.id, via="console")
     return Response(
         stream_with_context(export.chunks),
         content_type=export.content_type,
@@ -164,7 +164,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
         result = cleaning.submit(
             db_session,
             form,
-            service.load_layout(db_session, form),
+            services.load_layout(db_session, form),
             file.read(),
             actor_id=actor.id,
             partial=request.form.get("partial") == "1",

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from server import bootstrap, db, errors
-from server.forms import repository, services
+from server.forms import folder, services
 from server.forms.cli import forms as forms_cli
 from server.forms.models import FormVersion
 from tests.conftest import make_app
@@ -48,7 +48,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 def test_build_writes_xforms_media_and_records_deterministically(tmp_path):
     sources = make_sources(tmp_path)
     out = tmp_path / "forms"
-    built = repository.build(sources, out, validate=False)
+    built = folder.build(sources, out, validate=False)
     assert [b.form_id for b in built] == ["household", "simple"]
     first = tree(out)
     assert sorted(first) == [
@@ -70,10 +70,10 @@ def test_build_writes_xforms_media_and_records_deterministically(tmp_path):
         "respondent/name",
     ]
     assert [m["name"] for m in record["media"]] == ["besoins.png", "needs.png", "villages.csv"]
-    repository.build(sources, out, validate=False)
+    folder.build(sources, out, validate=False)
     assert tree(out) == first  # same sources, same bytes
     (sources / "simple.md").unlink()
-    repository.build(sources, out, validate=False)
+    folder.build(sources, out, validate=False)
     assert "simple.xml" not in tree(out) and "simple.json" not in tree(out)
 
 
@@ -82,8 +82,8 @@ def test_build_failure_names_sheet_row_and_column_and_writes_nothing(tmp_path):
     shutil.copy(workbooks.HERE / "broken.md", sources / "broken.md")
     (sources / "media" / "household" / "needs.png").unlink()
     out = tmp_path / "forms"
-    with pytest.raises(repository.BuildFailed) as caught:
-        repository.build(sources, out, validate=False)
+    with pytest.raises(folder.BuildFailed) as caught:
+        folder.build(sources, out, validate=False)
     problems = caught.value.problems
     assert problems["broken.md"][0].startswith("[sheet survey, row 3, column name]")
     assert problems["household.xlsx"] == [
@@ -113,9 +113,9 @@ def test_publish_is_idempotent_then_publishes_new_versions_and_refuses_reused_on
     project = factories.project(session)
     sources = make_sources(tmp_path)
     out = tmp_path / "forms"
-    repository.build(sources, out, validate=False)
+    folder.build(sources, out, validate=False)
 
-    first = repository.publish_outcomes(session, out, project.id)
+    first = folder.publish_outcomes(session, out, project.id)
     assert [(o.form_id, o.status) for o in first] == [
         ("household", "created"),
         ("simple", "created"),
@@ -128,14 +128,14 @@ def test_publish_is_idempotent_then_publishes_new_versions_and_refuses_reused_on
     assert services.missing_media(session, current) == []
     assert current.schema["choiceLists"]["file:villages.csv"][0]["name"] == "segou"
 
-    again = repository.publish_outcomes(session, out, project.id)
+    again = folder.publish_outcomes(session, out, project.id)
     assert {o.status for o in again} == {"unchanged"}
     assert len(versions(session)) == 2
 
     shutil.rmtree(sources)
     sources = make_sources(tmp_path, household_version="2024050702")
-    repository.build(sources, out, validate=False)
-    updated = repository.publish_outcomes(session, out, project.id)
+    folder.build(sources, out, validate=False)
+    updated = folder.publish_outcomes(session, out, project.id)
     assert [(o.form_id, o.status) for o in updated] == [
         ("household", "updated"),
         ("simple", "unchanged"),
@@ -144,13 +144,13 @@ def test_publish_is_idempotent_then_publishes_new_versions_and_refuses_reused_on
 
     # Changed XML under the version already published: a clear error, nothing published.
     (sources / "simple.md").write_text(workbooks.simple("1", extra_question=True), encoding="utf-8")
-    repository.build(sources, out, validate=False)
-    refused = {o.form_id: o for o in repository.publish_outcomes(session, out, project.id)}
+    folder.build(sources, out, validate=False)
+    refused = {o.form_id: o for o in folder.publish_outcomes(session, out, project.id)}
     assert refused["simple"].status == "failed"
     expected = errors.VersionConflict(form_id="simple", version="1").render_message()
     assert refused["simple"].message == expected
     assert len(versions(session)) == 3
-    assert repository.publish_folder(session, out, project.id) == ["household"]
+    assert folder.publish_folder(session, out, project.id) == ["household"]
 
 
 def test_publishing_again_into_a_project_with_managed_encryption_changes_nothing(tmp_path, session):
@@ -158,13 +158,13 @@ def test_publishing_again_into_a_project_with_managed_encryption_changes_nothing
 
     project = factories.project(session)
     out = tmp_path / "forms"
-    repository.build(make_sources(tmp_path), out, validate=False)
-    repository.publish_outcomes(session, out, project.id)
+    folder.build(make_sources(tmp_path), out, validate=False)
+    folder.publish_outcomes(session, out, project.id)
     create_managed_key(session, project, "une phrase secrète assez longue")
     keyed = versions(session)
     assert len(keyed) == 4  # each form got a keyed version (with a version suffix)
     # The server added the key to what it serves; forms/ did not change: nothing to publish.
-    again = repository.publish_outcomes(session, out, project.id)
+    again = folder.publish_outcomes(session, out, project.id)
     assert {o.status for o in again} == {"unchanged"}
     assert versions(session) == keyed
 
@@ -173,9 +173,9 @@ def test_publishing_the_xform_alone_keeps_the_pii_marks_of_the_build(tmp_path, s
     project = factories.project(session)
     sources = make_sources(tmp_path)
     out = tmp_path / "forms"
-    repository.build(sources, out, validate=False)
+    folder.build(sources, out, validate=False)
     shutil.rmtree(sources)  # a deployment that ships forms/ without xlsforms/
-    assert repository.publish_folder(session, out, project.id) == ["household", "simple"]
+    assert folder.publish_folder(session, out, project.id) == ["household", "simple"]
     form = services.find_form(session, project.id, "household")
     current = services.current_version(session, form)
     assert services.source_file(session, current) is None
@@ -189,7 +189,7 @@ def test_publishing_the_xform_alone_keeps_the_pii_marks_of_the_build(tmp_path, s
 
 def test_start_publishes_the_built_forms_into_the_default_project(database_url, tmp_path):
     out = tmp_path / "forms"
-    repository.build(make_sources(tmp_path), out, validate=False)
+    folder.build(make_sources(tmp_path), out, validate=False)
     app = make_app(database_url, tmp_path, FORMS_DIR=str(out), ADMIN_PASSWORD="a-long-password")
     try:
         assert bootstrap.setup(app).forms == ["household", "simple"]
@@ -228,7 +228,7 @@ def test_commands_build_and_publish(app, tmp_path):
 def test_committed_forms_folder_is_up_to_date_with_xlsforms(tmp_path):
     """forms/ is generated: rebuild xlsforms/ and compare (run `make forms` when this fails)."""
     rebuilt = tmp_path / "forms"
-    repository.build(ROOT / "xlsforms", rebuilt, validate=False)
+    folder.build(ROOT / "xlsforms", rebuilt, validate=False)
     committed = ROOT / "forms"
     expected = tree(rebuilt)
     actual = tree(committed) if committed.is_dir() else {}
