@@ -101,11 +101,6 @@ class MissingParameter(BadRequest):
     message = lazy_gettext("The required parameter %(field)s is missing.")
 
 
-class InvalidHeader(BadRequest):
-    code = "400.6"
-    message = lazy_gettext("The header %(field)s is missing or not in the expected form.")
-
-
 class MissingMultipartField(BadRequest):
     code = "400.7"
     message = lazy_gettext("The upload has no part named %(field)s.")

@@ -31,11 +31,9 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, request
@@ -49,8 +47,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-from server import files
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -181,28 +177,6 @@ def _label(value: str) -> str:
 
 
 # ---- gunicorn: the shared folder of the worker processes ----------------------------------------
-
-
-def prepare_multiprocess_dir(path: str | Path) -> Path:
-    """Empty (or create) the multiprocess folder and point prometheus_client at it.
-
-    Called by gunicorn's master before any worker starts: values left by the processes of an
-    earlier run would otherwise be added to this run's.
-    """
-    folder = Path(path)
-    if folder.exists():
-        shutil.rmtree(folder)
-    files.private_dir(folder)
-    os.environ[MULTIPROC_ENV] = str(folder)
-    return folder
-
-
-def worker_exited(pid: int) -> None:
-    """Drop a dead worker's live gauges (its counters keep counting in the totals)."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)
 
 
 # ---- the application side -----------------------------------------------------------------------
