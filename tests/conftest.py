@@ -165,3 +165,24 @@ def chromium():
         browser = support.launch(playwright)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def device(db_session):
+    """A project with the test form published and one tablet (app user) assigned to it.
+
+    ``base`` is the tablet's OpenRosa address (``/v1/key/<token>/projects/<id>``).
+    """
+    from tests.support import factories
+    from tests.support.openrosa import publish_form
+
+    project = factories.project(db_session)
+    app_user, token = factories.app_user(db_session, project.id)
+    form = publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
+    return {
+        "project": project,
+        "app_user": app_user,
+        "token": token,
+        "form": form,
+        "base": f"/v1/key/{token}/projects/{project.id}",
+    }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 from tests.support.site import ADMIN_EMAIL, PASSWORD
 
 pytestmark = pytest.mark.slow
@@ -38,17 +38,12 @@ def test_basic_over_plain_http_is_refused_whatever_a_local_client_claims(site, c
 
 
 def test_behind_a_trusted_proxy_its_forwarded_proto_is_believed(database_url, tmp_path):
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_ADMIN_EMAIL": ADMIN_EMAIL,
-        "MERIT_ADMIN_PASSWORD": PASSWORD,
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_WORKERS": "1",
-        "MERIT_THREADS": "4",
-        "MERIT_ODK_VALIDATE": "false",
-        "MERIT_TRUST_PROXY": "1",
-    }
+    env = server_env(
+        database_url,
+        tmp_path,
+        ADMIN_PASSWORD=PASSWORD,
+        TRUST_PROXY="1",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as server:
         url = f"{server.url}/v1/users/current"
         behind_tls = requests.get(

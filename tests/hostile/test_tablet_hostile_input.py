@@ -31,7 +31,7 @@ from tests.support.openrosa import (
     new_instance_id,
     record,
 )
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 ADMIN = ("admin@example.org", "un mot de passe de test assez long")
@@ -41,18 +41,13 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 @pytest.fixture(scope="module")
 def server(module_database_url, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("hostile")
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": module_database_url,
-        "MERIT_ADMIN_EMAIL": ADMIN[0],
-        "MERIT_ADMIN_PASSWORD": ADMIN[1],
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_WORKERS": "1",  # one worker: if it were harmed, the next request would show it
-        "MERIT_THREADS": "4",
-        "MERIT_MAX_UPLOAD_BYTES": "20000000",
-        "MERIT_UPLOAD_STALL_SECONDS": "3",
-        "MERIT_ODK_VALIDATE": "false",
-    }
+    env = server_env(
+        module_database_url,
+        tmp_path,
+        ADMIN_PASSWORD=ADMIN[1],
+        MAX_UPLOAD_BYTES="20000000",
+        UPLOAD_STALL_SECONDS="3",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as process:
         api = requests.Session()
         token = api.post(

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from server.db import create_engine
 from tests.support.collect import CollectClient
-from tests.support.servers import ROOT, ServerProcess
+from tests.support.servers import ROOT, ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 ADMIN = ("admin@example.org", "un mot de passe de test assez long")
@@ -28,18 +28,13 @@ ADMIN = ("admin@example.org", "un mot de passe de test assez long")
 @pytest.fixture(scope="module")
 def server(module_database_url, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("collect-session")
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": module_database_url,
-        "MERIT_ADMIN_EMAIL": ADMIN[0],
-        "MERIT_ADMIN_PASSWORD": ADMIN[1],
-        "MERIT_FORMS_DIR": str(ROOT / "forms"),
-        "MERIT_WORKERS": "2",
-        "MERIT_THREADS": "4",
-        # ODK Validate is tested with the forms themselves; starting Java again for each
-        # server start here would only slow this module down.
-        "MERIT_ODK_VALIDATE": "false",
-    }
+    env = server_env(
+        module_database_url,
+        tmp_path,
+        ADMIN_PASSWORD=ADMIN[1],
+        FORMS_DIR=str(ROOT / "forms"),
+        WORKERS="2",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as process:
         yield process
 

@@ -19,7 +19,7 @@ from server.submissions.models import Submission, SubmissionAttachment, Submissi
 from tests.conftest import make_app
 from tests.support import factories
 from tests.support.openrosa import jpeg, new_instance_id, publish_form, record
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,13 @@ def live(module_database_url, tmp_path_factory):
         db_session.commit()
         project_id = project.id
     app.extensions["merit.db"].dispose()
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": module_database_url,
-        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_WORKERS": "2",
-        "MERIT_THREADS": "8",
-        "MERIT_MAX_UPLOAD_BYTES": "300000",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-    }
+    env = server_env(
+        module_database_url,
+        tmp_path,
+        WORKERS="2",
+        THREADS="8",
+        MAX_UPLOAD_BYTES="300000",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as server:
         yield {
             "url": f"{server.url}/v1/key/{token}/projects/{project_id}",

@@ -28,7 +28,7 @@ from tests.support.openrosa import (
     publish_form,
     record,
 )
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 s3_server = s3.s3_server
 s3_bucket = s3.s3_bucket
@@ -178,16 +178,12 @@ def live(database_url, tmp_path, db_session):
     project = factories.project(db_session)
     app_user, token = factories.app_user(db_session, project.id)
     publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_WORKERS": "2",
-        "MERIT_THREADS": "4",
-        "MERIT_LOG_LEVEL": "DEBUG",
-    }
+    env = server_env(
+        database_url,
+        tmp_path,
+        WORKERS="2",
+        LOG_LEVEL="DEBUG",
+    )
     log = tmp_path / "server.log"
     with ServerProcess(env, log_path=log) as server:
         yield server, f"/v1/key/{token}/projects/{project.id}", token, log

@@ -24,7 +24,7 @@ from server.submissions.models import Submission, SubmissionVersion
 from tests.conftest import make_app
 from tests.support import databases, factories
 from tests.support.openrosa import FORM_ID, new_instance_id, publish_form, record
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 S = Submission.__table__
 V = SubmissionVersion.__table__
@@ -212,15 +212,12 @@ def live(module_database_url, tmp_path_factory) -> Iterator[dict]:
         project_id = project.id
     app.extensions["merit.db"].dispose()
     engine.dispose()
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": module_database_url,
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_WORKERS": "2",
-        "MERIT_THREADS": "8",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_ODK_VALIDATE": "false",
-    }
+    env = server_env(
+        module_database_url,
+        tmp_path,
+        WORKERS="2",
+        THREADS="8",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as server:
         api = requests.Session()
         token = api.post(

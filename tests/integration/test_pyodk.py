@@ -29,7 +29,7 @@ from pyodk.errors import PyODKError
 
 from tests.fixtures.forms import workbooks
 from tests.support.openrosa import jpeg
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 ADMIN = ("admin@example.org", "un mot de passe de test assez long")
@@ -53,16 +53,12 @@ FORM = """
 @pytest.fixture(scope="module")
 def server(module_database_url, tmp_path_factory) -> Iterator[ServerProcess]:
     tmp_path = tmp_path_factory.mktemp("pyodk-server")
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": module_database_url,
-        "MERIT_ADMIN_EMAIL": ADMIN[0],
-        "MERIT_ADMIN_PASSWORD": ADMIN[1],
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_WORKERS": "2",
-        "MERIT_THREADS": "4",
-        "MERIT_ODK_VALIDATE": "false",
-    }
+    env = server_env(
+        module_database_url,
+        tmp_path,
+        ADMIN_PASSWORD=ADMIN[1],
+        WORKERS="2",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as process:
         yield process
 

@@ -7,17 +7,19 @@ import sqlalchemy as sa
 
 from server.auth.models import User
 from server.db import create_engine
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 
 def test_serve_starts_answers_and_survives_a_restart_with_its_data(tmp_path, database_url):
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_WORKERS": "1",
-        "MERIT_THREADS": "4",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-    }
+    env = server_env(
+        database_url,
+        tmp_path,
+        STORAGE_URL=None,
+        SECRET_KEY=None,
+        ADMIN_EMAIL=None,
+        ADMIN_PASSWORD=None,
+        ODK_VALIDATE=None,
+    )
     log = tmp_path / "server.log"
     with ServerProcess(env, log_path=log) as server:
         assert requests.get(server.url + "/healthz", timeout=5).json() == {"status": "ok"}

@@ -31,7 +31,7 @@ from server.storage.models import Blob
 from server.submissions.models import Submission, SubmissionAttachment
 from tests.support import factories
 from tests.support.openrosa import jpeg, new_instance_id, publish_form, record
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,7 @@ def field_server(database_url, tmp_path, db_session):
     project = factories.project(db_session)
     app_user, token = factories.app_user(db_session, project.id)
     publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_ODK_VALIDATE": "false",
-    }
+    env = server_env(database_url, tmp_path, WORKERS=None, THREADS=None)
     for name in ("MERIT_WORKERS", "MERIT_THREADS"):
         os.environ.pop(name, None)  # the shipped defaults, whatever the developer's shell says
     server = ServerProcess(env, log_path=tmp_path / "server.log").start()
@@ -298,16 +291,12 @@ def test_an_upload_that_stalls_is_given_up_and_frees_its_thread(database_url, tm
     project = factories.project(db_session)
     app_user, token = factories.app_user(db_session, project.id)
     publish_form(db_session, project.id, app_user_ids=(app_user.actor_id,))
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_WORKERS": "1",
-        "MERIT_THREADS": "2",
-        "MERIT_UPLOAD_STALL_SECONDS": "2",
-    }
+    env = server_env(
+        database_url,
+        tmp_path,
+        THREADS="2",
+        UPLOAD_STALL_SECONDS="2",
+    )
     with ServerProcess(env, log_path=tmp_path / "server.log") as server:
         field = Field(server, f"/v1/key/{token}/projects/{project.id}", database_url, tmp_path)
         body, content_type, _ = upload_body(9, photo_bytes=6_000)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.servers import ROOT, ServerProcess
+from tests.support.servers import ROOT, ServerProcess, server_env
 
 CHROMIUM = os.environ.get("MERIT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,19 +59,9 @@ def launch(playwright):  # type: ignore[no-untyped-def]
 
 def console_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     """Return the environment of a console server on the test database."""
-    env = {
-        "MERIT_DATA_DIR": str(tmp_path / "var"),
-        "MERIT_DATABASE_URL": database_url,
-        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
-        "MERIT_SECRET_KEY": "test-secret-key-not-for-production",
-        "MERIT_ADMIN_EMAIL": ADMIN_EMAIL,
-        "MERIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
-        "MERIT_ODK_VALIDATE": "false",
-        "MERIT_WORKERS": "1",
-        "MERIT_THREADS": "8",
-        "MERIT_LOG_JSON": "false",
-    }
+    env = server_env(
+        database_url, tmp_path, ADMIN_PASSWORD=ADMIN_PASSWORD, THREADS="8", LOG_JSON="false"
+    )
     env.update(extra)
     return env
 

@@ -262,3 +262,16 @@ def message_of(response) -> str:
     match = re.search(rb"<message[^>]*>(.*?)</message>", response.data, re.S)
     assert match, response.data
     return match.group(1).decode()
+
+
+DEVICE_ID = "collect:AbC123dEf456GhIj"
+
+
+def post_record(client, base: str, xml: bytes, files=None, **kwargs):  # type: ignore[no-untyped-def]
+    """POST a record to a tablet's OpenRosa address as Collect does (multipart, deviceID)."""
+    return client.post(
+        f"{base}/submission?deviceID=collect%3AAbC123dEf456GhIj",
+        data=multipart(xml, files, **kwargs),
+        headers=OPENROSA,
+        content_type="multipart/form-data",
+    )

@@ -18,6 +18,37 @@ ROOT = Path(__file__).resolve().parents[2]
 MERIT = Path(sys.executable).with_name("merit")
 
 
+ADMIN_EMAIL = "admin@example.org"
+ADMIN_PASSWORD = "un mot de passe de test assez long"
+SECRET_KEY = "test-secret-key-not-for-production"
+
+
+def server_env(database_url: str, tmp_path: Path, **settings: object) -> dict[str, str]:
+    """Return the environment of a test server: its files under ``tmp_path``, no forms
+    published, no ODK Validate, the administrator ``ADMIN_EMAIL``; ``settings`` (named without
+    ``MERIT_``: ``WORKERS=2``) change or add to it, and ``None`` leaves a setting to the
+    server's own default (``ADMIN_PASSWORD=None``: one generated).
+    """
+    env = {
+        "MERIT_DATA_DIR": str(tmp_path / "var"),
+        "MERIT_DATABASE_URL": database_url,
+        "MERIT_STORAGE_URL": str(tmp_path / "blobs"),
+        "MERIT_SECRET_KEY": SECRET_KEY,
+        "MERIT_ADMIN_EMAIL": ADMIN_EMAIL,
+        "MERIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MERIT_FORMS_DIR": str(tmp_path / "no-forms"),
+        "MERIT_ODK_VALIDATE": "false",
+        "MERIT_WORKERS": "1",
+        "MERIT_THREADS": "4",
+    }
+    for name, value in settings.items():
+        if value is None:
+            env.pop(f"MERIT_{name}", None)
+        else:
+            env[f"MERIT_{name}"] = str(value)
+    return env
+
+
 def free_port() -> int:
     """Return a TCP port nobody listens on right now."""
     with socket.socket() as probe:
