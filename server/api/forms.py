@@ -146,9 +146,7 @@ def _readable(project_id: int, xml_form_id: str) -> Form:
     change it (404 for everyone else).
     """
     form = _form(project_id, xml_form_id)
-    access.require_actor()
-    if not access.can("form.read", project_id=project_id, form_id=form.id):
-        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    access.require_on_form("form.read", form)
     if form.current_version_id is None and not _may_change(form):
         raise errors.NotFound()
     return form

@@ -103,9 +103,7 @@ def _form(project_id: int, xml_form_id: str, draft: bool) -> Form:
     form = forms.find_form(db.session(), project_id, xml_form_id)
     if form is None or (draft and form.draft_version_id is None):
         raise errors.NotFound()
-    access.require_actor()
-    if not access.can("submission.read", project_id=project_id, form_id=form.id):
-        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    access.require_on_form("submission.read", form)
     return form
 
 

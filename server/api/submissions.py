@@ -107,11 +107,7 @@ def _form(project_id: int, xml_form_id: str, verb: str, draft: bool) -> tuple[Fo
     form = forms.find_form(db.session(), project_id, xml_form_id)
     if form is None or (draft and form.draft_version_id is None):
         raise errors.NotFound()
-    actor = access.require_actor()
-    if not access.can(verb, project_id=project_id, form_id=form.id):
-        # A device asking for a form it was not given learns nothing about it.
-        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
-    return form, actor.id
+    return form, access.require_on_form(verb, form).id
 
 
 def _submission(form: Form, instance_id: str, draft: bool, *, deleted: bool = False) -> Submission:

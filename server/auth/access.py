@@ -1,13 +1,21 @@
 """What an actor may do: verbs from the roles assigned over the site, a project or a form.
 
 Views call :func:`require` with the verb and the project (and form) concerned; it raises
-401 for anonymous requests and 403 otherwise. Assignments are read once per request; the verbs
-of each role come from :mod:`server.auth.roles` (the roles table is kept equal to it).
+401 for anonymous requests and 403 otherwise. What is read of a form or done to its records
+goes through :func:`require_on_form` instead, the one place that says how a refusal looks
+there: a tablet (app user) gets 404, as if the form were not on the server (a device learns
+nothing about forms it was not given), anyone else 403. The API (form reads, records, OData),
+the OpenRosa routes (manifest, media) and the console all call it. Managing a form (its draft,
+its assignments, its keys) stays with :func:`require`: a tablet is refused with 403 there.
+
+Assignments are read once per request; the verbs of each role come from
+:mod:`server.auth.roles` (the roles table is kept equal to it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask import g
@@ -15,6 +23,9 @@ from flask import g
 from server import db, errors
 from server.auth.models import Assignment
 from server.auth.roles import VERBS_BY_ROLE_ID
+
+if TYPE_CHECKING:
+    from server.forms.models import Form
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,17 @@ def require(verb: str, *, project_id: int | None = None, form_id: int | None = N
         raise errors.AuthenticationRequired()
     if not can(verb, project_id=project_id, form_id=form_id):
         raise errors.Forbidden()
+    return actor
+
+
+def require_on_form(verb: str, form: Form) -> Principal:
+    """Return the current actor if it may do ``verb`` on the form; raise otherwise.
+
+    401 when anonymous; 404 for a tablet, as if the form did not exist; 403 for anyone else.
+    """
+    actor = require_actor()
+    if not can(verb, project_id=form.project_id, form_id=form.id):
+        raise errors.NotFound() if actor.is_app_user else errors.Forbidden()
     return actor
 
 

@@ -101,9 +101,7 @@ def _readable_form(project_id: int, xml_form_id: str) -> Form:
     form = forms.find_form(db.session(), project_id, xml_form_id)
     if form is None:
         raise errors.NotFound()
-    access.require_actor()
-    if not access.can("form.read", project_id=project_id, form_id=form.id):
-        raise errors.NotFound() if access.current_app_user() else errors.Forbidden()
+    access.require_on_form("form.read", form)
     return form
 
 

@@ -180,7 +180,7 @@ def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tupl
     form = forms.find_form(db.session(), project.id, xml_form_id)
     if form is None:
         raise errors.NotFound()
-    access.require(verb, project_id=project.id, form_id=form.id)
+    access.require_on_form(verb, form)
     return project, form
 
 
