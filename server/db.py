@@ -12,15 +12,20 @@ underneath and are evened out here:
 
 Services receive a :class:`~sqlalchemy.orm.Session` as their first argument; views get the
 request's session from :func:`session`. Services that change data commit themselves, at the point
-where their change must be durable.
+where their change must be durable ("(commits)" in their docstrings); views never commit
+(tests/unit/test_layering.py). A service that leaves its change open, because larger changes
+are made of it, is given a committing form with :func:`committing` for callers that make that
+change alone. (Not one commit per request: a view that caught a problem and answered without
+rolling back would then commit half a change.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app, g
@@ -223,6 +228,29 @@ def end_transaction() -> None:
     db_session = g.get("_merit_session")
     if db_session is not None and db_session.in_transaction():
         db_session.rollback()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def committing(
+    change: Callable[Concatenate[Session, P], T],
+) -> Callable[Concatenate[Session, P], T]:
+    """Return the committing form of a service that leaves its change open: the same call,
+    then its session committed."""
+
+    @functools.wraps(change)
+    def durable(db_session: Session, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result = change(db_session, *args, **kwargs)
+        db_session.commit()
+        return result
+
+    durable.__doc__ = (
+        f"Commit what :func:`{change.__module__}.{change.__qualname__}` does, which is:\n\n"
+        f"{change.__doc__ or ''}"
+    )
+    return durable
 
 
 def read_session() -> Session:

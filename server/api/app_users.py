@@ -8,12 +8,13 @@ POST, DELETE    /v1/projects/<p>/forms/<f>/assignments/<roleId>/<actorId>
 GET             /v1/projects/<p>/assignments[/<roleId>]
 POST, DELETE    /v1/projects/<p>/assignments/<roleId>/<actorId>
 
-Every change goes through the account, role and app-user services, which audit it.
+Every change goes through the account, role and app-user services (server/auth/members.py,
+which commits, as the console's pages do), which audit it.
 """
 
 from __future__ import annotations
 
-from flask import current_app, g, jsonify, request
+from flask import current_app, jsonify, request
 from flask_babel import gettext as _
 
 from server import db, errors
@@ -59,14 +60,13 @@ def create_app_user(project_id: int):
     name = json_body().get("displayName")
     if not isinstance(name, str) or not name.strip():
         raise errors.MissingParameter(field="displayName")
-    app_user, _ = app_users.create(
+    app_user = members.create_app_user(
         db.session(),
         project_id,
-        name.strip()[:255],
+        name,
         secret_key=current_app.config["SECRET_KEY"],
-        by=actor.id,
+        actor_id=actor.id,
     )
-    db.session().commit()
     return jsonify(app_user_json(app_user))
 
 
@@ -75,8 +75,7 @@ def delete_app_user(project_id: int, actor_id: int):
     """Delete an app user: its token stops working at once; its records keep its name."""
     actor = access.require("field_key.delete", project_id=project_id)
     app_user = members.get_app_user(db.session(), project_id, actor_id)
-    app_users.delete(db.session(), app_user, by=actor.id)
-    db.session().commit()
+    members.delete_app_user(db.session(), app_user, by=actor.id)
     return jsonify(success())
 
 
@@ -119,10 +118,7 @@ def collect_settings(project_id: int, actor_id: int):
 
 
 def _form_id(project_id: int, xml_form_id: str) -> int:
-    form = forms.find_form(db.session(), project_id, xml_form_id)
-    if form is None:
-        raise errors.NotFound()
-    return form.id
+    return forms.get_form(db.session(), project_id, xml_form_id).id
 
 
 def _assignments_json(found: list[Assignment]):
@@ -151,10 +147,9 @@ def assign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int):
     me = access.require("assignment.create", project_id=project_id, form_id=form_id)
     actor = members.assignable_actor(db.session(), project_id, actor_id)
     role_id = accounts.find_role(db.session(), role).id
-    accounts.assign(
+    members.assign_role(
         db.session(), actor.id, role_id, project_id=project_id, form_id=form_id, by=me.id
     )
-    db.session().commit()
     return jsonify(success())
 
 
@@ -164,10 +159,10 @@ def unassign_on_form(project_id: int, xml_form_id: str, role: str, actor_id: int
     form_id = _form_id(project_id, xml_form_id)
     me = access.require("assignment.delete", project_id=project_id, form_id=form_id)
     role_id = accounts.find_role(db.session(), role).id
-    accounts.unassign(
+    members.unassign_role(
         db.session(), actor_id, role_id, project_id=project_id, form_id=form_id, by=me.id
     )
-    _committed_for_me()
+    access.forget_grants()  # the actor may have taken a role away from itself
     return jsonify(success())
 
 
@@ -191,8 +186,7 @@ def assign_on_project(project_id: int, role: str, actor_id: int):
     if target.system in ("admin", "app-user"):
         raise errors.UnexpectedValue(field="roleId", reason=_("not a project role"))
     actor = members.assignable_actor(db.session(), project_id, actor_id)
-    accounts.assign(db.session(), actor.id, target.id, project_id=project_id, by=me.id)
-    db.session().commit()
+    members.assign_role(db.session(), actor.id, target.id, project_id=project_id, by=me.id)
     return jsonify(success())
 
 
@@ -202,11 +196,6 @@ def unassign_on_project(project_id: int, role: str, actor_id: int):
     projects.get(db.session(), project_id)
     me = access.require("assignment.delete", project_id=project_id)
     role_id = accounts.find_role(db.session(), role).id
-    accounts.unassign(db.session(), actor_id, role_id, project_id=project_id, by=me.id)
-    _committed_for_me()
+    members.unassign_role(db.session(), actor_id, role_id, project_id=project_id, by=me.id)
+    access.forget_grants()  # the actor may have taken a role away from itself
     return jsonify(success())
-
-
-def _committed_for_me() -> None:
-    db.session().commit()
-    g.pop("_grants", None)  # the actor may have taken a role away from itself

@@ -12,26 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from flask import jsonify
 
-from server import db, errors
+from server import db
 from server.api.blueprint import bp
 from server.api.projects import project_json
 from server.api.render import iso, json_body
 from server.auth import access
-from server.crypto import create_managed_key
-from server.forms.models import FormVersion
-from server.forms.services import find_form
-from server.projects.models import Project, ProjectKey
-from server.submissions.models import SubmissionVersion
-
-
-def _project(project_id: int) -> Project:
-    project = db.session().get(Project, project_id)
-    if project is None or project.deleted_at is not None:
-        raise errors.NotFound()
-    return project
+from server.crypto import create_managed_key, record_keys
+from server.forms.services import get_form
+from server.projects import services as projects
+from server.projects.models import ProjectKey
 
 
 def key_json(key: ProjectKey) -> dict[str, Any]:
@@ -48,36 +39,21 @@ def key_json(key: ProjectKey) -> dict[str, Any]:
 @bp.post("/projects/<int:project_id>/key")
 def enable_managed_encryption(project_id: int):
     """Turn on managed encryption: a key pair whose private half only the passphrase opens."""
-    project = _project(project_id)
+    project = projects.get(db.session(), project_id)
     actor = access.require("project.key", project_id=project_id)
     body = json_body()
     db_session = db.session()
     create_managed_key(
         db_session, project, body.get("passphrase"), body.get("hint"), actor_id=actor.id
     )
-    return jsonify(project_json(_project(project_id)))
+    return jsonify(project_json(projects.get(db.session(), project_id)))
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/submissions/keys")
 def submission_keys(project_id: int, xml_form_id: str):
     """List the keys the form's (published) records are encrypted with."""
-    _project(project_id)
     db_session = db.session()
-    form = find_form(db_session, project_id, xml_form_id)
-    if form is None:
-        raise errors.NotFound()
+    projects.get(db_session, project_id)
+    form = get_form(db_session, project_id, xml_form_id)
     access.require("submission.decrypt", project_id=project_id, form_id=form.id)
-    used = (
-        sa.select(FormVersion.key_id)
-        .join(SubmissionVersion, SubmissionVersion.form_version_id == FormVersion.id)
-        .where(
-            FormVersion.form_id == form.id,
-            FormVersion.key_id.is_not(None),
-            SubmissionVersion.encrypted.is_(True),
-            SubmissionVersion.draft.is_(False),
-        )
-    )
-    keys = db_session.scalars(
-        sa.select(ProjectKey).where(ProjectKey.id.in_(used)).order_by(ProjectKey.id)
-    )
-    return jsonify([key_json(key) for key in keys])
+    return jsonify([key_json(key) for key in record_keys(db_session, form)])

@@ -26,7 +26,6 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from flask import Response, jsonify, request
 from flask_babel import gettext
 
@@ -54,11 +53,12 @@ from server.api.schemas import (
 )
 from server.api.sessions import actor_json
 from server.auth import access
+from server.auth import services as accounts
 from server.auth.models import Actor
 from server.entities import services
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
 from server.openrosa.protocol import base_url, quoted
-from server.projects.models import Project
+from server.projects import services as projects
 from server.submissions import paging
 
 PROJECT = "/projects/<int:project_id>"
@@ -75,8 +75,7 @@ FILTER_FIELDS = {
     "__system/updatedAt": odata_filter.Field(Entity.updated_at, odata_filter.DATE),
     DELETED_AT: odata_filter.Field(Entity.deleted_at, odata_filter.DATE),
     "__system/creatorId": odata_filter.Field(Entity.creator_id, odata_filter.NUMBER),
-    # Conflicts are not kept here (updates never conflict silently: 409.15), so always null.
-    "__system/conflict": odata_filter.Field(sa.cast(sa.null(), sa.String), odata_filter.TEXT),
+    "__system/conflict": odata_filter.Field(services.CONFLICT, odata_filter.TEXT),
 }
 
 
@@ -84,14 +83,8 @@ def _extended() -> bool:
     return request.headers.get("X-Extended-Metadata", "").strip().lower() == "true"
 
 
-def _project(project_id: int) -> None:
-    project = db.session().get(Project, project_id)
-    if project is None or project.deleted_at is not None:
-        raise errors.NotFound()
-
-
 def _require(verb: str, project_id: int) -> int:
-    _project(project_id)
+    projects.get(db.session(), project_id)
     return access.require(verb, project_id=project_id).id
 
 
@@ -190,10 +183,7 @@ def entity_json(row: services.EntityRow, actors: dict[int, Actor] | None = None)
 def _actors(rows: list[services.EntityRow]) -> dict[int, Actor] | None:
     if not _extended():
         return None
-    ids = [r.entity.creator_id for r in rows if r.entity.creator_id]
-    if not ids:
-        return {}
-    return {a.id: a for a in db.session().scalars(sa.select(Actor).where(Actor.id.in_(ids)))}
+    return accounts.actors_by_id(db.session(), (r.entity.creator_id for r in rows))
 
 
 # ---- entity lists ------------------------------------------------------------------------------

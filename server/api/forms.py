@@ -34,7 +34,7 @@ from server.auth import access
 from server.forms import services
 from server.forms.models import Form, FormAttachment, FormVersion
 from server.openrosa import protocol
-from server.projects.models import Project
+from server.projects import services as projects
 from server.storage.models import Blob
 
 XML_TYPE = "application/xml"
@@ -125,18 +125,8 @@ def attachment_json(attachment: FormAttachment, blob: Blob | None) -> dict:
 # ---- lookups ---------------------------------------------------------------------------------
 
 
-def _project(project_id: int) -> Project:
-    project = db.session().get(Project, project_id)
-    if project is None or getattr(project, "deleted_at", None) is not None:
-        raise errors.NotFound()
-    return project
-
-
 def _form(project_id: int, xml_form_id: str) -> Form:
-    form = services.find_form(db.session(), project_id, xml_form_id)
-    if form is None:
-        raise errors.NotFound()
-    return form
+    return services.get_form(db.session(), project_id, xml_form_id)
 
 
 def _readable(project_id: int, xml_form_id: str) -> Form:
@@ -202,7 +192,7 @@ def _xml_response(version: FormVersion) -> Response:
 @bp.post("/projects/<int:project_id>/forms")
 def create_form(project_id: int):
     """Upload an XLSForm or XForm: a new form with a draft, or published with ``?publish``."""
-    _project(project_id)
+    projects.get(db.session(), project_id)
     actor = access.require("form.create", project_id=project_id)
     upload = _upload()
     if not upload.data:
@@ -222,7 +212,7 @@ def create_form(project_id: int):
 @bp.get("/projects/<int:project_id>/forms")
 def list_forms(project_id: int):
     """List the project's forms."""
-    _project(project_id)
+    projects.get(db.session(), project_id)
     access.require("form.list", project_id=project_id)
     forms = [(f, _may_change(f)) for f in services.list_forms(db.session(), project_id)]
     # Forms never published are drafts: listed only for those who may change them.
@@ -252,10 +242,7 @@ def update_form(project_id: int, xml_form_id: str):
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>.xml")
 def form_xml(project_id: int, xml_form_id: str):
     """Serve the published XForm, byte for byte what its hash was computed on."""
-    form = _readable(project_id, xml_form_id)
-    version = services.current_version(db.session(), form)
-    if version is None:
-        raise errors.NotFound()
+    version = services.published_version(db.session(), _readable(project_id, xml_form_id))
     return _xml_response(version)
 
 
@@ -294,10 +281,7 @@ def version_xml(project_id: int, xml_form_id: str, version: str):
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/fields")
 def list_fields(project_id: int, xml_form_id: str):
     """List the published version's fields (``?odata=true``: names as in OData)."""
-    form = _readable(project_id, xml_form_id)
-    version = services.current_version(db.session(), form)
-    if version is None:
-        raise errors.NotFound()
+    version = services.published_version(db.session(), _readable(project_id, xml_form_id))
     return jsonify(fields_json(version, odata=query_bool("odata")))
 
 
@@ -319,10 +303,7 @@ def list_draft_fields(project_id: int, xml_form_id: str):
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/attachments")
 def list_attachments(project_id: int, xml_form_id: str):
     """List the published version's media files."""
-    form = _readable(project_id, xml_form_id)
-    version = services.current_version(db.session(), form)
-    if version is None:
-        raise errors.NotFound()
+    version = services.published_version(db.session(), _readable(project_id, xml_form_id))
     rows = services.attachments(db.session(), version)
     return jsonify([attachment_json(a, blob) for a, blob in rows])
 

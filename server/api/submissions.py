@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from flask import Response, jsonify, request
 from flask_babel import gettext
 
@@ -61,9 +60,10 @@ from server.api.sessions import actor_json
 from server.audit.models import AuditEvent
 from server.audit.services import AuditFilter, list_events
 from server.auth import access
+from server.auth import services as accounts
 from server.auth.models import Actor
 from server.forms import services as forms
-from server.forms.models import Form, FormVersion
+from server.forms.models import Form
 from server.openrosa.protocol import base_url
 from server.personal import Disclosure
 from server.storage import downloads
@@ -104,9 +104,7 @@ def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Any]], Calla
 
 def _form(project_id: int, xml_form_id: str, verb: str, draft: bool) -> tuple[Form, int]:
     """Return the form (404 if unknown, or draft-less for draft routes) and the actor's id."""
-    form = forms.find_form(db.session(), project_id, xml_form_id)
-    if form is None or (draft and form.draft_version_id is None):
-        raise errors.NotFound()
+    form = forms.get_form(db.session(), project_id, xml_form_id, draft=draft)
     return form, access.require_on_form(verb, form).id
 
 
@@ -115,19 +113,11 @@ def _submission(form: Form, instance_id: str, draft: bool, *, deleted: bool = Fa
 
 
 def _row(submission: Submission) -> SubmissionRow:
-    """Build the list row of one record (current version, form version, edits)."""
-    db_session = db.session()
-    version = services.current_version(db_session, submission)
-    form_version = db_session.get(FormVersion, version.form_version_id)
-    row = SubmissionRow(submission, version, form_version.version if form_version else "", None)
-    return paging.add_edit_counts(db_session, [row])[0]
+    return services.row_of(db.session(), submission)
 
 
 def _actors(ids: set[int | None]) -> dict[int, Actor]:
-    wanted = [i for i in ids if i is not None]
-    if not wanted:
-        return {}
-    return {a.id: a for a in db.session().scalars(sa.select(Actor).where(Actor.id.in_(wanted)))}
+    return accounts.actors_by_id(db.session(), ids)
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -271,8 +261,7 @@ def _json_rows(
 ) -> str:
     actors = None
     if extended:
-        ids = {r.submission.submitter_id for r in rows} - {None}
-        actors = {a.id: a for a in db_session.scalars(sa.select(Actor).where(Actor.id.in_(ids)))}
+        actors = accounts.actors_by_id(db_session, (r.submission.submitter_id for r in rows))
     return ",".join(json.dumps(submission_json(r, disclosure, actors)) for r in rows)
 
 
@@ -351,19 +340,7 @@ def _read_xml(xml_form_id: str) -> tuple[bytes, parsing.ParsedSubmission]:
 
 
 def _known(form: Form, instance_id: str, draft: bool) -> bool:
-    """Tell whether any version of any record (deleted ones too) has this instanceID."""
-    return (
-        db.session()
-        .execute(
-            sa.select(SubmissionVersion.id).where(
-                SubmissionVersion.form_id == form.id,
-                SubmissionVersion.draft.is_(draft),
-                SubmissionVersion.instance_id == instance_id,
-            )
-        )
-        .first()
-        is not None
-    )
+    return services.instance_id_known(db.session(), form.id, instance_id, draft=draft)
 
 
 def _receive(form: Form, body: bytes, actor_id: int, draft: bool, **options: Any):
@@ -395,7 +372,7 @@ def create_submission(project_id: int, xml_form_id: str, draft: bool = False):
         raise errors.Conflict(fields="instanceID", values=parsed.instance_id) from None
     if receipt.outcome == "duplicate":
         raise errors.Conflict(fields="instanceID", values=receipt.instance_id)
-    submission = db.session().get(Submission, receipt.submission_id)
+    submission = services.by_id(db.session(), receipt.submission_id)
     return jsonify(_render(_row(submission), _disclosure(form)))
 
 
@@ -416,9 +393,9 @@ def edit_submission(project_id: int, xml_form_id: str, instance_id: str, draft: 
     if _known(form, parsed.instance_id, draft):
         raise errors.InstanceIdConflict(instance_id=parsed.instance_id)
     receipt = _receive(form, body, actor_id, draft, require_deprecation=True)
-    db.session().refresh(submission)
     if receipt.outcome != "edited":
         raise errors.InstanceIdConflict(instance_id=receipt.instance_id)
+    submission = services.by_id(db.session(), submission.id)  # as the edit left it
     return jsonify(_render(_row(submission), _disclosure(form)))
 
 
@@ -580,10 +557,7 @@ def clear_attachment(
 
 
 def _form_versions(ids: set[int]) -> dict[int, str]:
-    rows = db.session().execute(
-        sa.select(FormVersion.id, FormVersion.version).where(FormVersion.id.in_(ids))
-    )
-    return dict(rows.all())
+    return services.form_version_names(db.session(), ids)
 
 
 @route("/submissions/<instance_id>/versions", ["GET"])

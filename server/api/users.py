@@ -7,7 +7,8 @@ GET                   /v1/roles
 GET                   /v1/assignments[/<role>]
 POST, DELETE          /v1/assignments/<role>/<actorId>
 
-Every change goes through the account services (server/auth/services.py), which audit it.
+Every change goes through the account services (server/auth/members.py, which commits, over
+server/auth/services.py, which audits), as the console's do.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from server import db, errors
 from server.api.blueprint import bp
 from server.api.render import iso, json_body, success
 from server.api.sessions import actor_json
-from server.auth import access
+from server.auth import access, members
 from server.auth import services as accounts
 from server.auth.authenticate import password_settings
 from server.auth.models import User
@@ -54,10 +55,9 @@ def create_user():
     password = body.get("password")
     if password is not None and not isinstance(password, str):
         raise errors.UnexpectedValue(field="password", reason=_("expected text"))
-    user = accounts.create_user(
+    user = members.create_user(
         db.session(), email, password, display_name=body.get("displayName"), by=actor.id
     )
-    db.session().commit()
     return jsonify(user_json(user))
 
 
@@ -80,14 +80,13 @@ def update_user(actor_id: int):
     user = _self_or("user.update", actor_id)
     body = json_body()
     name, email = body.get("displayName"), body.get("email")
-    accounts.update_user(
+    members.update_user(
         db.session(),
         user,
         display_name=name if isinstance(name, str) else None,
         email=email if isinstance(email, str) else None,
         by=access.require_actor().id,
     )
-    db.session().commit()
     return jsonify(user_json(user))
 
 
@@ -156,8 +155,7 @@ def assign_site_role(role: str, actor_id: int):
     """Make a web user an administrator."""
     actor = access.require("user.update")
     user = accounts.get_user(db.session(), actor_id)
-    accounts.assign(db.session(), user.actor_id, _site_role(role), by=actor.id)
-    db.session().commit()
+    members.assign_role(db.session(), user.actor_id, _site_role(role), by=actor.id)
     return jsonify(success())
 
 
@@ -165,6 +163,5 @@ def assign_site_role(role: str, actor_id: int):
 def unassign_site_role(role: str, actor_id: int):
     """Take the administrator role away (never from the last administrator)."""
     actor = access.require("user.update")
-    accounts.unassign(db.session(), actor_id, _site_role(role), by=actor.id)
-    db.session().commit()
+    members.unassign_role(db.session(), actor_id, _site_role(role), by=actor.id)
     return jsonify(success())

@@ -74,6 +74,11 @@ def remember_grants(grants: list[tuple[str, int]]) -> None:
     g._grants = [(actee, VERBS_BY_ROLE_ID.get(role_id, frozenset())) for actee, role_id in grants]
 
 
+def forget_grants() -> None:
+    """Read the actor's assignments again at the next check (its roles have just changed)."""
+    g.pop("_grants", None)
+
+
 def verbs(*, project_id: int | None = None, form_id: int | None = None) -> frozenset[str]:
     """Return every verb the current actor holds over the site, the project or the form."""
     app_user = current_app_user()

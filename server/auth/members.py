@@ -1,9 +1,11 @@
 """Who works on a project: its members (web users with a project role), its app users, and
 the accounts administrators create.
 
-The console's members, users and app-user pages read and change these; the API has the same
-rules in Central's shapes. Every change is audited by the account, role and app-user services
-it calls (server/auth/services.py, server/auth/app_users.py).
+The console's members, users and app-user pages and the API's users, app-users and
+assignments routes read and change these. Every change here commits (views never do), and is
+audited by the account, role and app-user services it calls (server/auth/services.py,
+server/auth/app_users.py), which leave their changes open so that larger ones can be made of
+them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from server.auth import app_users as app_users_service
 from server.auth import services as accounts
 from server.auth.models import Actor, AppUser, Assignment, User
 from server.auth.roles import ROLE_IDS
+from server.db import committing
 from server.forms.models import Form
 
 # Roles a web user can hold over one project (admin is site-wide, app-user is for devices).
@@ -165,6 +168,14 @@ def set_app_user_forms(
     db_session.commit()
 
 
+# The single changes of accounts and roles the API makes, each committed. The account services
+# leave theirs open: larger changes are made of them (create_account below, set_app_user_forms).
+create_user = committing(accounts.create_user)
+update_user = committing(accounts.update_user)
+assign_role = committing(accounts.assign)
+unassign_role = committing(accounts.unassign)
+
+
 def create_account(
     db_session: Session,
     email: str,
@@ -212,3 +223,6 @@ def revoke_app_user(db_session: Session, app_user: AppUser, *, actor_id: int | N
     """Revoke a tablet's token at once; it stays listed, its records keep its name (commits)."""
     app_users_service.revoke(db_session, app_user, by=actor_id)
     db_session.commit()
+
+
+delete_app_user = committing(app_users_service.delete)

@@ -8,6 +8,8 @@ a change unaudited (issue 16: the API's administration wrote no event).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
@@ -207,6 +209,14 @@ def site_admin_ids(db_session: Session) -> set[int]:
             )
         )
     )
+
+
+def actors_by_id(db_session: Session, ids: Iterable[int | None]) -> dict[int, Actor]:
+    """Return the actors with these ids (None and unknown ids left out), by id."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return {a.id: a for a in db_session.scalars(sa.select(Actor).where(Actor.id.in_(wanted)))}
 
 
 def list_users(db_session: Session) -> list[User]:

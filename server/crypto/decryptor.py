@@ -57,17 +57,29 @@ Decryptor = Callable[[SubmissionVersion], DecryptedRecord | None]
 
 def form_keys(db_session: Session, form: Form) -> list[ProjectKey]:
     """Return the keys the form's versions carry, oldest first."""
+    return _keys_of(db_session, sa.select(FormVersion.key_id).where(FormVersion.form_id == form.id))
+
+
+def record_keys(db_session: Session, form: Form) -> list[ProjectKey]:
+    """Return the keys the form's published (not draft) records are encrypted with, oldest first."""
+    used = (
+        sa.select(FormVersion.key_id)
+        .join(SubmissionVersion, SubmissionVersion.form_version_id == FormVersion.id)
+        .where(
+            FormVersion.form_id == form.id,
+            SubmissionVersion.encrypted.is_(True),
+            SubmissionVersion.draft.is_(False),
+        )
+    )
+    return _keys_of(db_session, used)
+
+
+def _keys_of(db_session: Session, versions: sa.Select) -> list[ProjectKey]:
+    """Return the keys named by ``versions`` (a select of FormVersion.key_id), oldest first."""
+    key_ids = versions.where(FormVersion.key_id.is_not(None))
     return list(
         db_session.scalars(
-            sa.select(ProjectKey)
-            .where(
-                ProjectKey.id.in_(
-                    sa.select(FormVersion.key_id).where(
-                        FormVersion.form_id == form.id, FormVersion.key_id.is_not(None)
-                    )
-                )
-            )
-            .order_by(ProjectKey.id)
+            sa.select(ProjectKey).where(ProjectKey.id.in_(key_ids)).order_by(ProjectKey.id)
         )
     )
 

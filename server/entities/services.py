@@ -34,6 +34,9 @@ _NAME = re.compile(r"^(?!__)[^\W\d][\w.-]*$")
 RESERVED_PROPERTIES = {"name", "label"}
 MAX_LABEL = 10_000
 MAX_VALUE = 100_000
+# An entity's conflict, as a column an OData $filter can name: conflicts are not kept here
+# (an update never conflicts silently: 409.15), so it is always null.
+CONFLICT = sa.cast(sa.null(), sa.String)
 
 
 class InvalidEntity(errors.BadRequest):

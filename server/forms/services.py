@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from server import errors
 from server.audit.services import record
+from server.auth.models import Assignment
 from server.auth.tokens import new_token
 from server.crypto.managed import prepare_for_publish
 from server.db import utcnow
@@ -84,6 +85,17 @@ def find_form(db_session: Session, project_id: int, xml_form_id: str) -> Form | 
     ).scalar_one_or_none()
 
 
+def get_form(
+    db_session: Session, project_id: int, xml_form_id: str, *, draft: bool = False
+) -> Form:
+    """Return the live form with this formID in the project; 404 when there is none (or, for
+    a draft's routes, when it has no draft)."""
+    form = find_form(db_session, project_id, xml_form_id)
+    if form is None or (draft and form.draft_version_id is None):
+        raise errors.NotFound()
+    return form
+
+
 def list_forms(db_session: Session, project_id: int) -> list[Form]:
     """Return the project's live forms, by formID."""
     return list(
@@ -100,6 +112,14 @@ def current_version(db_session: Session, form: Form) -> FormVersion | None:
     if form.current_version_id is None:
         return None
     return db_session.get(FormVersion, form.current_version_id)
+
+
+def published_version(db_session: Session, form: Form) -> FormVersion:
+    """Return the published version tablets receive; 404 for a form never published."""
+    version = current_version(db_session, form)
+    if version is None:
+        raise errors.NotFound()
+    return version
 
 
 def draft_version(db_session: Session, form: Form) -> FormVersion | None:
@@ -144,23 +164,69 @@ def attachments(
     db_session: Session, version: FormVersion
 ) -> list[tuple[FormAttachment, Blob | None]]:
     """Return a version's media files, by name, with their blobs (None while missing)."""
-    rows = db_session.execute(
+    rows = db_session.execute(_media(version).order_by(FormAttachment.name)).all()
+    return [(attachment, blob) for attachment, blob in rows]
+
+
+def _media(version: FormVersion) -> sa.Select:
+    return (
         sa.select(FormAttachment, Blob)
         .outerjoin(Blob, Blob.id == FormAttachment.blob_id)
         .where(FormAttachment.form_version_id == version.id)
-        .order_by(FormAttachment.name)
-    ).all()
-    return [(attachment, blob) for attachment, blob in rows]
+    )
 
 
 def find_attachment(
     db_session: Session, version: FormVersion, name: str
 ) -> tuple[FormAttachment, Blob | None] | None:
     """Return one media file of a version by name, with its blob (None while missing)."""
-    for attachment, blob in attachments(db_session, version):
-        if attachment.name == name:
-            return attachment, blob
-    return None
+    found = db_session.execute(_media(version).where(FormAttachment.name == name)).first()
+    return (found[0], found[1]) if found is not None else None
+
+
+def present_media(db_session: Session, version: FormVersion) -> list[tuple[FormAttachment, Blob]]:
+    """Return the media files of a version that the server has, by name (a manifest's list)."""
+    return [(a, blob) for a, blob in attachments(db_session, version) if blob is not None]
+
+
+def versions_with_media(db_session: Session, version_ids: list[int]) -> set[int]:
+    """Return which of these versions have media files (present or not): those get a manifest."""
+    if not version_ids:
+        return set()
+    return set(
+        db_session.scalars(
+            sa.select(FormAttachment.form_version_id)
+            .where(FormAttachment.form_version_id.in_(version_ids))
+            .distinct()
+        )
+    )
+
+
+def open_forms(
+    db_session: Session,
+    project_id: int,
+    *,
+    xml_form_id: str | None = None,
+    assigned_to: int | None = None,
+) -> list[tuple[Form, FormVersion]]:
+    """Return the forms tablets may download, with their published versions, by formID.
+
+    Only open forms are listed (closing and closed ones are hidden from Collect); with
+    ``assigned_to``, only the forms that actor (an app user) holds a role on.
+    """
+    query = (
+        sa.select(Form, FormVersion)
+        .join(FormVersion, FormVersion.id == Form.current_version_id)
+        .where(Form.project_id == project_id, Form.deleted_at.is_(None), Form.state == "open")
+        .order_by(Form.xml_form_id)
+    )
+    if xml_form_id:
+        query = query.where(Form.xml_form_id == xml_form_id)
+    if assigned_to is not None:
+        query = query.where(
+            Form.id.in_(sa.select(Assignment.form_id).where(Assignment.actor_id == assigned_to))
+        )
+    return [(form, version) for form, version in db_session.execute(query)]
 
 
 def missing_media(db_session: Session, version: FormVersion) -> list[str]:

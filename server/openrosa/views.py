@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import hmac
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, request
 from flask_babel import gettext
 
 from server import db, errors, metrics
 from server.auth import access
-from server.auth.models import Assignment
 from server.auth.prefix import draft_token
 from server.forms import services as forms
-from server.forms.models import Form, FormAttachment, FormVersion
+from server.forms.models import Form, FormVersion
 from server.openrosa import documents, protocol
 from server.openrosa.protocol import external_url, quoted
-from server.storage.models import Blob
+from server.storage import downloads
 from server.submissions import intake, parsing
 
 bp = Blueprint("openrosa", __name__)
@@ -44,25 +42,17 @@ XML_PART = "xml_submission_file"
 def form_list(project_id: int) -> Response:
     """List the open forms this actor may fill (closing and closed forms are hidden)."""
     actor = access.require_actor()
-    db_session = db.session()
-    query = (
-        sa.select(Form, FormVersion)
-        .join(FormVersion, FormVersion.id == Form.current_version_id)
-        .where(Form.project_id == project_id, Form.deleted_at.is_(None), Form.state == "open")
-        .order_by(Form.xml_form_id)
-    )
-    wanted = request.args.get("formID")
-    if wanted:
-        query = query.where(Form.xml_form_id == wanted)
-    if access.current_app_user() is not None:
-        # A device lists only the forms it is assigned to.
-        query = query.where(
-            Form.id.in_(sa.select(Assignment.form_id).where(Assignment.actor_id == actor.id))
-        )
-    elif not access.can("form.list", project_id=project_id):
+    # A device lists only the forms it is assigned to; anyone else needs form.list.
+    if not actor.is_app_user and not access.can("form.list", project_id=project_id):
         raise errors.Forbidden()
-    rows = db_session.execute(query).all()
-    with_media = _forms_with_media(db_session, [version.id for _, version in rows])
+    db_session = db.session()
+    rows = forms.open_forms(
+        db_session,
+        project_id,
+        xml_form_id=request.args.get("formID") or None,
+        assigned_to=actor.id if actor.is_app_user else None,
+    )
+    with_media = forms.versions_with_media(db_session, [version.id for _, version in rows])
     entries = [
         documents.FormListEntry(
             form_id=form.xml_form_id,
@@ -84,38 +74,14 @@ def form_list(project_id: int) -> Response:
     return protocol.xml_response(documents.form_list(entries, verbose=verbose), no_cache=True)
 
 
-def _forms_with_media(db_session, version_ids: list[int]) -> set[int]:
-    if not version_ids:
-        return set()
-    return set(
-        db_session.scalars(
-            sa.select(FormAttachment.form_version_id)
-            .where(FormAttachment.form_version_id.in_(version_ids))
-            .distinct()
-        )
-    )
-
-
 def _readable_form(project_id: int, xml_form_id: str) -> Form:
     """Return the form if the actor may read it; 404 otherwise (no hint that it exists)."""
-    form = forms.find_form(db.session(), project_id, xml_form_id)
-    if form is None:
-        raise errors.NotFound()
+    form = forms.get_form(db.session(), project_id, xml_form_id)
     access.require_on_form("form.read", form)
     return form
 
 
 def _manifest(project_id: int, form: Form, version: FormVersion, *, draft: bool) -> Response:
-    rows = (
-        db.session()
-        .execute(
-            sa.select(FormAttachment, Blob)
-            .join(Blob, Blob.id == FormAttachment.blob_id)
-            .where(FormAttachment.form_version_id == version.id)
-            .order_by(FormAttachment.name)
-        )
-        .all()
-    )
     base = f"/projects/{project_id}/forms/{quoted(form.xml_form_id)}"
     if draft:
         base += "/draft"
@@ -125,7 +91,7 @@ def _manifest(project_id: int, form: Form, version: FormVersion, *, draft: bool)
             md5=blob.md5,
             download_url=external_url(f"{base}/attachments/{quoted(attachment.name)}"),
         )
-        for attachment, blob in rows
+        for attachment, blob in forms.present_media(db.session(), version)
     ]
     return protocol.xml_response(documents.manifest(entries), no_cache=True)
 
@@ -134,27 +100,14 @@ def _manifest(project_id: int, form: Form, version: FormVersion, *, draft: bool)
 def manifest(project_id: int, xml_form_id: str) -> Response:
     """List the media of a form's published version with their md5."""
     form = _readable_form(project_id, xml_form_id)
-    if form.current_version_id is None:
-        raise errors.NotFound()
-    version = db.session().get(FormVersion, form.current_version_id)
-    return _manifest(project_id, form, version, draft=False)
+    return _manifest(project_id, form, forms.published_version(db.session(), form), draft=False)
 
 
 def _send_form_attachment(version: FormVersion, name: str) -> Response:
-    row = (
-        db.session()
-        .execute(
-            sa.select(FormAttachment, Blob)
-            .join(Blob, Blob.id == FormAttachment.blob_id)
-            .where(FormAttachment.form_version_id == version.id, FormAttachment.name == name)
-        )
-        .first()
-    )
-    if row is None:
+    found = forms.find_attachment(db.session(), version, name)
+    if found is None or found[1] is None:
         raise errors.NotFound()
-    attachment, blob = row
-    from server.storage import downloads
-
+    attachment, blob = found
     return downloads.send_blob(
         blob, attachment.name, attachment.content_type or "application/octet-stream"
     )
@@ -164,9 +117,7 @@ def _send_form_attachment(version: FormVersion, name: str) -> Response:
 def form_attachment(project_id: int, xml_form_id: str, name: str) -> Response:
     """Serve one media file of a form's published version."""
     form = _readable_form(project_id, xml_form_id)
-    if form.current_version_id is None:
-        raise errors.NotFound()
-    return _send_form_attachment(db.session().get(FormVersion, form.current_version_id), name)
+    return _send_form_attachment(forms.published_version(db.session(), form), name)
 
 
 # ---- submissions -----------------------------------------------------------------------------
@@ -261,11 +212,7 @@ def _answer(receipt: intake.Receipt) -> Response:
 def _draft(project_id: int, xml_form_id: str) -> tuple[Form, FormVersion]:
     """Return a form's draft if the request may use it (draft token, or a manager)."""
     form = forms.find_form(db.session(), project_id, xml_form_id)
-    version = (
-        db.session().get(FormVersion, form.draft_version_id)
-        if form is not None and form.draft_version_id is not None
-        else None
-    )
+    version = forms.draft_version(db.session(), form) if form is not None else None
     token = draft_token()
     if token is not None:
         if (
@@ -288,7 +235,7 @@ def draft_form_list(project_id: int, xml_form_id: str) -> Response:
     """List the one draft form (Collect is pointed at ``.../forms/<f>/draft``)."""
     form, version = _draft(project_id, xml_form_id)
     base = f"/projects/{project_id}/forms/{quoted(form.xml_form_id)}"
-    has_media = bool(_forms_with_media(db.session(), [version.id]))
+    has_media = bool(forms.versions_with_media(db.session(), [version.id]))
     entry = documents.FormListEntry(
         form_id=form.xml_form_id,
         name=version.title or form.xml_form_id,

@@ -35,8 +35,8 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server import bounds, errors
-from server.submissions.models import Submission, SubmissionVersion
-from server.submissions.services import SubmissionFilter, SubmissionRow
+from server.submissions.models import Submission
+from server.submissions.services import SubmissionFilter, SubmissionRow, add_edit_counts
 from server.submissions.services import _base as base_query  # the one filter builder
 
 
@@ -208,21 +208,6 @@ def _cursor_of(row: SubmissionRow, order: Order) -> Cursor:
 def _query(form_id: int, filters: SubmissionFilter, conditions: Sequence[Any]) -> sa.Select:
     # Records from before migration 0002 all got a seq; one without would be unreachable.
     return base_query(form_id, filters).where(Submission.seq.is_not(None), *conditions)
-
-
-def add_edit_counts(db_session: Session, rows: list[SubmissionRow]) -> list[SubmissionRow]:
-    """Fill ``edits`` (versions after the first) of each row in one query."""
-    if rows:
-        edits = dict(
-            db_session.execute(
-                sa.select(SubmissionVersion.submission_id, sa.func.count() - 1)
-                .where(SubmissionVersion.submission_id.in_([r.submission.id for r in rows]))
-                .group_by(SubmissionVersion.submission_id)
-            ).all()
-        )
-        for row in rows:
-            row.edits = edits.get(row.submission.id, 0)
-    return rows
 
 
 def page(

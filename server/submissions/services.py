@@ -131,6 +131,11 @@ def list_submissions(
     if limit is not None:
         query = query.limit(limit)
     rows = [SubmissionRow(s, v, fv, name) for s, v, fv, name in db_session.execute(query)]
+    return add_edit_counts(db_session, rows)
+
+
+def add_edit_counts(db_session: Session, rows: list[SubmissionRow]) -> list[SubmissionRow]:
+    """Fill ``edits`` (versions after the first) of each row in one query."""
     if rows:
         edits = dict(
             db_session.execute(
@@ -142,6 +147,18 @@ def list_submissions(
         for row in rows:
             row.edits = edits.get(row.submission.id, 0)
     return rows
+
+
+def row_of(db_session: Session, submission: Submission) -> SubmissionRow:
+    """Return one record as lists show it: current version, form version, number of edits.
+
+    (``submitter_name`` is left None: the API names submitters with
+    :func:`server.auth.services.actors_by_id`.)
+    """
+    current = current_version(db_session, submission)
+    names = form_version_names(db_session, {current.form_version_id})
+    found = SubmissionRow(submission, current, names.get(current.form_version_id, ""), None)
+    return add_edit_counts(db_session, [found])[0]
 
 
 def count_submissions(
@@ -199,6 +216,31 @@ def get(
     if submission is None or (submission.deleted_at is not None) != deleted:
         raise errors.NotFound()
     return submission
+
+
+def by_id(db_session: Session, submission_id: int) -> Submission:
+    """Return a record by its id, read afresh (intake may have just changed it)."""
+    return db_session.get(Submission, submission_id, populate_existing=True)
+
+
+def instance_id_known(db_session: Session, form_id: int, instance_id: str, *, draft: bool) -> bool:
+    """Tell whether any version of any record (deleted ones too) has this instanceID."""
+    found = db_session.execute(
+        sa.select(SubmissionVersion.id).where(
+            SubmissionVersion.form_id == form_id,
+            SubmissionVersion.draft.is_(draft),
+            SubmissionVersion.instance_id == instance_id,
+        )
+    )
+    return found.first() is not None
+
+
+def form_version_names(db_session: Session, ids: set[int]) -> dict[int, str]:
+    """Return the version string of each of these form versions, by id."""
+    rows = db_session.execute(
+        sa.select(FormVersion.id, FormVersion.version).where(FormVersion.id.in_(ids))
+    )
+    return dict(rows.all())
 
 
 def current_version(db_session: Session, submission: Submission) -> SubmissionVersion:

@@ -177,9 +177,7 @@ def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tupl
     """Return a project and its live form that the actor may ``verb``; 404 or 403 otherwise."""
     access.require_actor()
     project = projects.get(db.session(), project_id)
-    form = forms.find_form(db.session(), project.id, xml_form_id)
-    if form is None:
-        raise errors.NotFound()
+    form = forms.get_form(db.session(), project.id, xml_form_id)
     access.require_on_form(verb, form)
     return project, form
 
