@@ -53,7 +53,6 @@ class Upload:
     draft: bool
     parsed: parsing.ParsedSubmission
     document: dict | None
-    xml_text: str
     xml_sha: str
     expected: list[str]
     audit_names: set[str]
@@ -96,7 +95,6 @@ def read(
         draft=target.draft,
         parsed=parsed,
         document=document,
-        xml_text=parsed.text,
         xml_sha=hashlib.sha256(xml).hexdigest(),
         expected=expected,
         audit_names=audit_names,

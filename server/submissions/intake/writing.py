@@ -55,7 +55,7 @@ def version_row(upload: Upload, now: Any, present: int) -> dict[str, Any]:
         "instance_id": parsed.instance_id,
         "deprecated_id": parsed.deprecated_id,
         "current": True,
-        "xml": upload.xml_text,
+        "xml": upload.parsed.text,
         "xml_sha256": upload.xml_sha,
         # An encrypted record has no document: SQL NULL, not a JSON null.
         "document": upload.document if upload.document is not None else sa.null(),
@@ -221,7 +221,7 @@ def keep_conflict(upload: Upload) -> None:
         {
             "form_id": upload.form.id,
             "instance_id": upload.parsed.instance_id,
-            "xml": upload.xml_text,
+            "xml": upload.parsed.text,
             "xml_sha256": upload.xml_sha,
             "reason": "xml_differs",
             "submitter_id": upload.actor_id,
