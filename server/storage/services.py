@@ -230,7 +230,7 @@ def catalogue(db_session: Session, blobs: Iterable[Hashed]) -> dict[str, int]:
     hashed = {blob.sha256: blob for blob in blobs}
     if not hashed:
         return {}
-    # In one order, so that two uploads of the same files never wait for each other in turn.
+    # In one order (by SHA-256): two transactions cataloguing the same files cannot deadlock.
     for sha256 in sorted(hashed):
         blob = hashed[sha256]
         insert_or_ignore(
