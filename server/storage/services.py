@@ -9,6 +9,10 @@ backend directly.
     db_session.commit()                                      # only now may the tablet get 201
     staged.discard()
 
+Intake stores a record's files before its transaction begins and catalogues them inside it:
+:func:`make_durable` for each, then :func:`catalogue` for them all, the one writer of the
+catalogue, which :func:`save` calls too.
+
 Order of durability (issue 5): the bytes are durable (the object store confirmed them, or they
 are fsync'd in the local spool) before :func:`save` returns; the caller commits the rows that
 reference the blob after that; the tablet is answered after the commit. When the store cannot
@@ -24,10 +28,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -205,13 +209,39 @@ def save(db_session: Session, staged: StagedFile) -> Blob:
     :class:`StorageBusy` (a 503 :class:`~server.errors.Unavailable`) when nothing can be stored.
     """
     make_durable(staged)
-    insert_or_ignore(
-        db_session,
-        Blob.__table__,
-        {"sha256": staged.sha256, "md5": staged.md5, "size": staged.size},
-        conflict=["sha256"],
+    return db_session.get_one(Blob, catalogue(db_session, [staged])[staged.sha256])
+
+
+class Hashed(Protocol):
+    """What the catalogue records of a file: its SHA-256 (its name), MD5 and size."""
+
+    sha256: str
+    md5: str
+    size: int
+
+
+def catalogue(db_session: Session, blobs: Iterable[Hashed]) -> dict[str, int]:
+    """Record durable blobs in the catalogue, once each; return their ids by SHA-256.
+
+    The one writer of the ``blobs`` table (intake, form media, the API's attachments): call it
+    only once :func:`make_durable` returned for each, since a row promises the bytes are there.
+    Not committed: the rows join the caller's transaction with the rows that point at them.
+    """
+    hashed = {blob.sha256: blob for blob in blobs}
+    if not hashed:
+        return {}
+    # In one order (by SHA-256): two transactions cataloguing the same files cannot deadlock.
+    for sha256 in sorted(hashed):
+        blob = hashed[sha256]
+        insert_or_ignore(
+            db_session,
+            Blob.__table__,
+            {"sha256": sha256, "md5": blob.md5, "size": blob.size},
+            conflict=["sha256"],
+        )
+    return dict(
+        db_session.execute(sa.select(Blob.sha256, Blob.id).where(Blob.sha256.in_(hashed))).all()
     )
-    return db_session.execute(sa.select(Blob).where(Blob.sha256 == staged.sha256)).scalar_one()
 
 
 def save_stream(db_session: Session, stream: BinaryIO, *, limit: int | None = None) -> Blob:

@@ -259,7 +259,7 @@ def test_only_the_personal_data_module_reads_raw_answers():
     ``xml`` in its table. Each module reading them is listed with what it does with them.
     """
     allowed = {
-        "server/submissions/intake.py": "writes them, and compares a resend with what is kept",
+        "server/submissions/intake/decision.py": "a resend's receipt names the record kept",
         "server/submissions/services.py": "searches instance names when the disclosure allows",
         "server/submissions/overview.py": "hands documents and names to the disclosure",
         "server/exports/source.py": "the exports' rows, hidden by the export's plan",

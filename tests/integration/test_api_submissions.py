@@ -336,3 +336,23 @@ def test_draft_records_have_their_own_routes(app, client, setup, coord):
     assert client.get(f"{base}/submissions/{instance_id}", headers=coord).status_code == 404
     published_only = client.get(f"{setup['base']}/draft/submissions", headers=coord)
     assert published_only.status_code == 404
+
+
+def test_a_file_uploaded_through_the_api_replaces_the_one_the_record_held(client, setup, coord):
+    """The API replaces (intake would keep the first copy): server/submissions/attachments.fill."""
+    instance_id, _ = create(client, setup, coord, audit=None)
+    url = f"{setup['base']}/submissions/{instance_id}/attachments/1715090512345.jpg"
+    first, second = jpeg(4), jpeg(5)
+    assert client.post(url, data=first, headers={**coord, "Content-Type": "image/jpeg"}).json
+    replaced = client.post(
+        url, data=second, headers={**coord, "Content-Type": "application/octet-stream"}
+    )
+    assert replaced.status_code == 200 and replaced.json == {"success": True}
+    download = client.get(url, headers=coord)
+    assert download.data == second
+    assert download.content_type == "image/jpeg"  # a type that says nothing keeps the slot's
+    extended = client.get(
+        f"{setup['base']}/submissions/{instance_id}",
+        headers={**coord, "X-Extended-Metadata": "true"},
+    ).json
+    assert extended["attachmentsPresent"] == 1
