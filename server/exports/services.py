@@ -29,7 +29,7 @@ from server.audit.services import record
 from server.exports import cleaning, csvout, geojson, media, source, xlsx
 from server.exports import layout as L
 from server.exports.context import ExportContext
-from server.exports.options import FORMATS, BadExportOption, ExportOptions
+from server.exports.options import FORMATS, ExportOptions
 from server.forms import services as forms
 from server.forms.models import Form
 from server.personal import Disclosure, Pseudonymiser
@@ -231,5 +231,5 @@ def document_decryptor(
 def check_format(fmt: str) -> str:
     """Return a known format name, or raise 400."""
     if fmt not in FORMATS:
-        raise BadExportOption(field="format", reason=", ".join(FORMATS))
+        raise errors.BadExportOption(field="format", reason=", ".join(FORMATS))
     return fmt

@@ -11,11 +11,12 @@ import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.errors import BadExportOption, ODataFilterInvalid, UnsupportedODataField
 from server.exports import compiled, values, xlsx
 from server.exports import layout as L
-from server.exports.odata import BadFilter, parse_filter
-from server.exports.options import BadExportOption, ExportOptions, parse_options
+from server.exports.options import ExportOptions, parse_options
 from server.exports.streams import ChunkBuffer, entry_segment, gzip_chunks, open_entry, open_zip
+from server.odata.filter import parse_filter
 
 
 @pytest.fixture(autouse=True)
@@ -162,14 +163,14 @@ def test_filter_translates_centrals_subset_to_sql():
     ],
 )
 def test_unusable_filters_are_400_18(text):
-    with pytest.raises(BadFilter) as raised:
+    with pytest.raises(ODataFilterInvalid) as raised:
         parse_filter(text)
     assert raised.value.code == "400.18"
 
 
 @pytest.mark.parametrize("text", ["__system/whatever eq 1", "name eq 'x'", "__id eq unquoted"])
 def test_fields_submissions_cannot_be_filtered_on_are_501_5_as_in_central(text):
-    with pytest.raises(BadFilter) as raised:
+    with pytest.raises(UnsupportedODataField) as raised:
         parse_filter(text)
     assert raised.value.code == "501.5"  # Central's unsupportedODataField
 

@@ -170,7 +170,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
             partial=request.form.get("partial") == "1",
             may_touch_pii=_may_see_pii(project, form),
         )
-    except cleaning.CorrectionsRefused as refused:
+    except errors.CorrectionsRefused as refused:
         db_session.rollback()
         return _page(
             project,
@@ -180,7 +180,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
             accepted=refused.details.get("accepted", []),
             refused=refused.details.get("refused", []),
         )
-    except cleaning.UnreadableCorrections as unreadable:
+    except errors.UnreadableCorrections as unreadable:
         db_session.rollback()
         return _page(project, form, status=400, cleaning_message=unreadable.render_message())
     body = result.to_json()
