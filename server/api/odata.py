@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -261,63 +262,67 @@ def odata_table(project_id: int, xml_form_id: str, subpath: str, draft: bool = F
     if single is not None or len(segments) > 1:
         return _single(form, roots, segments, service_url, draft)
     table = fmt.find_table(roots, subpath)
-    options = _options(table, roots)
-    filters = SubmissionFilter(draft=draft)
-    conditions = services.conditions(db.session(), request.args.get("$filter"))
+    read = _TableRead(
+        form=form,
+        table=table,
+        roots=roots,
+        options=_options(table, roots),
+        filters=SubmissionFilter(draft=draft),
+        conditions=services.conditions(db.session(), request.args.get("$filter")),
+        disclosure=personal.for_form(db.session(), form),
+    )
+    if table.is_root:
+        return _records_page(read, service_url)
+    return _repeat_page(read, service_url)
+
+
+@dataclass(frozen=True)
+class _TableRead:
+    """What a page of one table reads: which records, the table's rows of them, for whom."""
+
+    form: Form
+    table: fmt.Table
+    roots: list[fmt.Node]
+    options: fmt.RowOptions
+    filters: SubmissionFilter
+    conditions: list[Any]
+    disclosure: Disclosure
+
+    def rows(
+        self, row: SubmissionRow, disclosure: Disclosure, options: fmt.RowOptions | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the rows one record gives the table, as ``disclosure`` lets them be seen."""
+        record = _record(row, disclosure)
+        return fmt.rows(self.table, self.roots, record, options or self.options)
+
+
+def _records_page(read: _TableRead, service_url: str) -> Response:
     count = (
-        paging.count(db.session(), form.id, filters, conditions=conditions)
-        if table.is_root and query_bool("$count", False)
+        paging.count(db.session(), read.form.id, read.filters, conditions=read.conditions)
+        if query_bool("$count", False)
         else None
     )
-    disclosure = personal.for_form(db.session(), form)
-    if table.is_root:
-        return _records_page(
-            form, table, roots, options, filters, conditions, count, service_url, disclosure
-        )
-    return _repeat_page(form, table, roots, options, filters, conditions, service_url, disclosure)
-
-
-def _records_page(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    options: fmt.RowOptions,
-    filters: SubmissionFilter,
-    conditions: list[Any],
-    count: int | None,
-    service_url: str,
-    disclosure: Disclosure,
-) -> Response:
     order = _order()
     skip, token = _skip_and_token()
     cursor = paging.decode(token, order) if token is not None else None
     found = paging.page(
         db.session(),
-        form.id,
-        filters,
+        read.form.id,
+        read.filters,
         order=order,
         cursor=cursor,
         offset=skip,
         limit=_page_size(),
-        conditions=conditions,
+        conditions=read.conditions,
     )
-    values = [fmt.rows(table, roots, _record(row, disclosure), options)[0] for row in found.rows]
+    values = [read.rows(row, read.disclosure)[0] for row in found.rows]
     next_link = None
     if found.more and found.next_cursor is not None:
         next_link = _next_link(token=paging.encode(found.next_cursor, order))
-    return _document(values, service_url, table.name, next_link=next_link, count=count)
+    return _document(values, service_url, read.table.name, next_link=next_link, count=count)
 
 
-def _repeat_page(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    options: fmt.RowOptions,
-    filters: SubmissionFilter,
-    conditions: list[Any],
-    service_url: str,
-    disclosure: Disclosure,
-) -> Response:
+def _repeat_page(read: _TableRead, service_url: str) -> Response:
     if request.args.get("$orderby"):
         raise errors.NotImplementedFeature(feature="$orderby on a repeat table")
     size = _page_size()
@@ -331,19 +336,19 @@ def _repeat_page(
     want_count = query_bool("$count", False)
     db_session = db.session()
     # Rows are read to be counted and skipped too: only those handed out are noted.
-    reading = disclosure.quiet()
+    reading = read.disclosure.quiet()
     while True:
         found = paging.page(
             db_session,
-            form.id,
-            filters,
+            read.form.id,
+            read.filters,
             order=paging.NEWEST_FIRST,
             cursor=cursor,
             limit=200,
-            conditions=conditions,
+            conditions=read.conditions,
         )
         for row in found.rows:
-            produced = fmt.rows(table, roots, _record(row, reading), options)
+            produced = read.rows(row, reading)
             first = 0
             if start is not None and row.submission.seq == start[0]:
                 first = start[1] + 1
@@ -354,7 +359,7 @@ def _repeat_page(
                     continue
                 if len(values) < size:
                     values.append(produced[index])
-                    disclosure.note("odata", [row.submission.instance_id])
+                    read.disclosure.note("odata", [row.submission.instance_id])
                     last = (row.submission.seq, index)
                 else:
                     more = True
@@ -366,23 +371,16 @@ def _repeat_page(
     count = None
     if want_count:
         # Central counts every row of the table, whatever the page.
-        count = counted if start is None else _count_rows(form, table, roots, filters, conditions)
+        count = counted if start is None else _count_rows(read)
     next_link = _next_link(token=_row_token(*last)) if more and last is not None else None
-    return _document(values, service_url, table.name, next_link=next_link, count=count)
+    return _document(values, service_url, read.table.name, next_link=next_link, count=count)
 
 
-def _count_rows(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    filters: SubmissionFilter,
-    conditions: list[Any],
-) -> int:
+def _count_rows(read: _TableRead) -> int:
     total = 0
-    options = fmt.RowOptions()
-    counting = personal.for_form(db.session(), form).quiet()
-    for row in paging.iterate(db.session(), form.id, filters, conditions=conditions):
-        total += len(fmt.rows(table, roots, _record(row, counting), options))
+    counting = read.disclosure.quiet()
+    for row in paging.iterate(db.session(), read.form.id, read.filters, conditions=read.conditions):
+        total += len(read.rows(row, counting, fmt.RowOptions()))
     return total
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,18 +123,18 @@ class Parser:
         return expression
 
     def disjunction(self) -> Any:
-        parts = [self.conjunction()]
-        while (token := self.peek()) is not None and token.text == "or":
-            self.take()
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+        return self.joined("or", self.conjunction, sa.or_)
 
     def conjunction(self) -> Any:
-        parts = [self.negation()]
-        while (token := self.peek()) is not None and token.text == "and":
+        return self.joined("and", self.negation, sa.and_)
+
+    def joined(self, word: str, operand: Callable[[], Any], join: Callable[..., Any]) -> Any:
+        """Read ``operand (word operand)*``; join the operands when there are several."""
+        parts = [operand()]
+        while (token := self.peek()) is not None and token.text == word:
             self.take()
-            parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else sa.and_(*parts)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else join(*parts)
 
     def negation(self) -> Any:
         token = self.peek()
