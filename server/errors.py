@@ -15,6 +15,7 @@ Messages are English templates translated at render time (French is the default 
      ├── Conflict            409.x  the state of the server forbids it
      ├── PayloadTooLarge     413.x
      ├── TooManyRequests     429.x
+     ├── NotImplementedFeature 501.x  what ODK Central's API has and this server does not do
      └── Unavailable         503.x  try again later (Retry-After)
 
 The three renderers live here too: JSON for ``/v1`` (Central's ``{code, message, details}``),
@@ -158,6 +159,52 @@ class HostileInput(BadRequest):
     message = lazy_gettext("The data sent was refused: %(reason)s")
 
 
+class BadExportOption(UnexpectedValue):
+    """An export option has a value that cannot be used (server/exports/options.py)."""
+
+    code = "400.8"
+    message = lazy_gettext("Unexpected value for %(field)s: %(reason)s")
+
+
+class ODataFilterInvalid(BadRequest):
+    """A ``$filter`` expression that cannot be read or used (server/odata/filter.py)."""
+
+    code = "400.18"
+    message = lazy_gettext("The $filter expression cannot be used: %(reason)s")
+
+
+class PropertyNotFound(BadRequest):
+    """A ``$select`` naming no property of the OData table."""
+
+    code = "400.23"
+    message = lazy_gettext("Could not find a property named %(property)s.")
+
+
+class UnsupportedSelect(BadRequest):
+    code = "400.24"
+    message = lazy_gettext(
+        "The $select property %(property)s is inside a repeat: select it from the repeat's own "
+        "table."
+    )
+
+
+class CorrectionsRefused(BadRequest):
+    """Some lines of a corrections upload were refused, so nothing was applied."""
+
+    code = "400.41"
+    message = lazy_gettext(
+        "%(count)s of %(total)s corrections were refused, so none was applied. Fix the lines "
+        "listed and upload the file again, or send it with partial=true to apply the valid ones."
+    )
+
+
+class UnreadableCorrections(BadRequest):
+    """The corrections file cannot be read as the expected CSV."""
+
+    code = "400.42"
+    message = lazy_gettext("The corrections file cannot be used: %(reason)s")
+
+
 # ---- 401 / 403 -------------------------------------------------------------------------------
 
 
@@ -189,6 +236,13 @@ class BadToken(Forbidden):
         "This device's access has been revoked or is not valid. Ask your coordinator for a new "
         "QR code."
     )
+
+
+class PersonalDataInClearRefused(Forbidden):
+    """An export asking for personal data in clear from a reader who may not see it."""
+
+    code = "403.1"
+    message = lazy_gettext("You may not export personal data in clear; ask for pii=pseudonymise.")
 
 
 class AccountLocked(Problem):
@@ -232,6 +286,11 @@ class FormVersionNotFound(NotFound):
         "Version %(version)s of form %(form_id)s does not exist on this server. Download the "
         "current form and fill the record again, or ask your coordinator."
     )
+
+
+class CorrectionNotFound(NotFound):
+    code = "404.1"
+    message = lazy_gettext("There is no correction %(id)s on this form.")
 
 
 class MethodNotAllowed(Problem):
@@ -334,7 +393,7 @@ class DeletedSubmission(Conflict):
     message = lazy_gettext("This record was deleted on the server and cannot be sent again.")
 
 
-# ---- 413 / 429 / 503 -------------------------------------------------------------------------
+# ---- 413 / 429 -----------------------------------------------------------------------------
 
 
 class PayloadTooLarge(Problem):
@@ -356,6 +415,42 @@ class RecordTooLarge(PayloadTooLarge):
 class TooManyRequests(Problem):
     code = "429.2"
     message = lazy_gettext("Too many requests. Wait a moment and try again.")
+
+
+# ---- 501 -------------------------------------------------------------------------------------
+
+
+class NotImplementedFeature(Problem):
+    """What ODK Central's API offers and this server does not (Central's 501 problems)."""
+
+    code = "501.1"
+    message = lazy_gettext("The requested feature %(feature)s is not supported by this server.")
+
+
+class UnsupportedODataExpression(NotImplementedFeature):
+    """OData that Central does not implement either (``unsupportedODataExpression``)."""
+
+    code = "501.4"
+
+
+class UnsupportedODataField(NotImplementedFeature):
+    """A field the OData table cannot be filtered on (Central's ``unsupportedODataField``)."""
+
+    code = "501.5"
+    message = lazy_gettext("The $filter expression cannot be used: %(reason)s")
+
+
+class ExpandNotSupported(NotImplementedFeature):
+    code = "501.6"
+    message = lazy_gettext('The $expand expression "%(text)s" is not supported: only $expand=* is.')
+
+
+class SelectWithExpand(NotImplementedFeature):
+    code = "501.11"
+    message = lazy_gettext("$select cannot be used together with $expand.")
+
+
+# ---- 503 -------------------------------------------------------------------------------------
 
 
 class Unavailable(Problem):

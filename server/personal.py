@@ -458,13 +458,18 @@ def fields_of_form(db_session: Any, form_id: int) -> PersonalFields:
     return found
 
 
-def for_form(db_session: Any, form: Any) -> Disclosure:
-    """Return what the current reader may see of ``form``'s answers."""
+def may_see(form: Any) -> bool:
+    """Tell whether the current reader may see ``form``'s personal answers in clear."""
     from server.auth import access
 
+    return access.can(PII_VERB, project_id=form.project_id, form_id=form.id)
+
+
+def for_form(db_session: Any, form: Any) -> Disclosure:
+    """Return what the current reader may see of ``form``'s answers."""
     return Disclosure(
         fields_of_form(db_session, form.id),
-        clear=access.can(PII_VERB, project_id=form.project_id, form_id=form.id),
+        clear=may_see(form),
         pseudonymise=pseudonymiser_for(form.project_id),
         project_id=form.project_id,
         form_id=form.id,

@@ -15,7 +15,7 @@ The OData ``Entities`` table pages newest first with ``$top`` (1000 by default) 
 ``$skiptoken`` naming the last entity sent; ``$skip``, ``$count`` and ``$select`` work as for
 submissions. ``$filter`` takes Central's fields for entities (:data:`FILTER_FIELDS`): ``__id``,
 ``__system/createdAt``, ``updatedAt``, ``deletedAt``, ``creatorId`` and ``conflict``, with the
-submissions' operators and functions (:mod:`server.api.odata_filter`); like Central, it cannot
+submissions' operators and functions (:mod:`server.odata.table_filter`); like Central, it cannot
 name the label or the list's properties (501.5). Deleted entities are left out unless the
 filter names ``__system/deletedAt``.
 """
@@ -30,9 +30,7 @@ from flask import Response, jsonify, request
 from flask_babel import gettext
 
 from server import db, errors
-from server.api import odata_filter
 from server.api.blueprint import bp
-from server.api.odata_format import FQDN_ROOT, PropertyNotFound, sanitize
 from server.api.render import iso, json_body, query_bool, query_int
 from server.api.schemas import (
     DatasetDetailOut,
@@ -57,6 +55,9 @@ from server.auth import services as accounts
 from server.auth.models import Actor
 from server.entities import services
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
+from server.errors import PropertyNotFound
+from server.odata import table_filter as odata_filter
+from server.odata.format import FQDN_ROOT, sanitize
 from server.openrosa.protocol import base_url, quoted
 from server.projects import services as projects
 from server.submissions import paging

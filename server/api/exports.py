@@ -19,16 +19,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, jsonify, request, stream_with_context
-from flask_babel import gettext
+from flask import Response, jsonify, request, stream_with_context
 
-from server import bounds, db, errors
+from server import bounds, db, errors, personal
 from server.api.blueprint import bp
 from server.api.render import iso, query_bool
 from server.auth import access
 from server.exports import cleaning, services
 from server.exports.models import Correction
-from server.exports.options import ExportOptions, parse_options
+from server.exports.options import parse_options
 from server.exports.streams import gzip_chunks
 from server.forms.models import Form
 from server.forms.services import find_form
@@ -61,67 +60,31 @@ def _key_id(name: str) -> int:
         raise errors.UnexpectedValue(field=name[:24], reason=exc.reason) from None
 
 
-def _decryptor(form: Form, params: dict[str, str]) -> tuple[Any, Any]:
-    """Return a document decryptor for the keys given (and its session), or (None, None)."""
-    passphrases = {_key_id(k): v for k, v in params.items() if k.isascii() and k.isdigit() and v}
+def _keys(params: dict[str, str]) -> services.Keys:
+    """Read the keys given to decrypt: ``<keyId>=<passphrase>`` and ``privateKey`` (PEM)."""
     private_key = params.get("privateKey")
-    if not passphrases and not private_key:
-        return None, None
-    access.require("submission.decrypt", project_id=form.project_id, form_id=form.id)
-    from server.crypto.decryptor import decryptor
-
-    # Its own read-only session: the export's holds a COPY on PostgreSQL, and on SQLite a
-    # writable session would hold the write lock for the whole download.
-    lookups = db.database().read_sessionmaker()
-    try:
-        decrypt = decryptor(
-            lookups,
-            form,
-            passphrases=passphrases,
-            private_key_pem=private_key.encode() if private_key else None,
-        )
-        layout = services.load_layout(lookups, form)
-    except BaseException:
-        lookups.close()
-        raise
-    return services.document_decryptor(decrypt, layout), lookups
+    return services.Keys(
+        passphrases={_key_id(k): v for k, v in params.items() if k.isascii() and k.isdigit() and v},
+        private_key_pem=private_key.encode() if private_key else None,
+    )
 
 
 def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
     form = _form(project_id, xml_form_id)
     actor = access.require("submission.read", project_id=project_id, form_id=form.id)
     params = _parameters()
-    may_see_pii = access.can("submission.pii", project_id=project_id, form_id=form.id)
+    may_see_personal = personal.may_see(form)
     options = parse_options(
-        params, base=ExportOptions(pii="plain" if may_see_pii else "pseudonymise")
+        params, base=services.default_options(may_see_personal=may_see_personal)
     )
-    if options.pii == "plain" and not may_see_pii:
-        raise errors.Forbidden(
-            gettext("You may not export personal data in clear; ask for pii=pseudonymise.")
-        )
-    decryptor, lookups = _decryptor(form, params)
-    try:
-        export = services.prepare(
-            db.read_session(),
-            form,
-            fmt,
-            options,
-            secret_key=current_app.config["SECRET_KEY"],
-            decryptor=decryptor,
-        )
-        # The request's own session may hold SQLite's write lock (POST): let it go before the
-        # audit log's short write, and long before the long read. (A commit, not a rollback:
-        # nothing was written, and a rollback would expire the form loaded through it.)
-        db.session().commit()
-        with db.database().session() as writer:
-            services.record_export(writer, export, actor_id=actor.id)
-    except BaseException:
-        if lookups is not None:
-            lookups.close()
-        raise
+    exporter = services.Exporter(
+        actor_id=actor.id,
+        via="api",
+        may_see_personal=may_see_personal,
+        may_decrypt=access.can("submission.decrypt", project_id=project_id, form_id=form.id),
+    )
+    export = services.export(form, fmt, options, exporter, keys=_keys(params))
     chunks = export.chunks
-    if lookups is not None:
-        chunks = _closing(chunks, lookups)
     headers = {
         "Content-Disposition": content_disposition(export.filename),
         "Cache-Control": "private, no-store",
@@ -138,13 +101,6 @@ def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
         headers=headers,
         direct_passthrough=True,
     )
-
-
-def _closing(chunks, lookups):  # type: ignore[no-untyped-def]
-    try:
-        yield from chunks
-    finally:
-        lookups.close()
 
 
 @bp.route(
@@ -221,7 +177,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
         data,
         actor_id=actor.id,
         partial=query_bool("partial", False),
-        may_touch_pii=access.can("submission.pii", project_id=project_id, form_id=form.id),
+        may_touch_pii=personal.may_see(form),
     )
     return jsonify(result.to_json())
 

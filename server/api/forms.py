@@ -28,11 +28,11 @@ from flask import Response, jsonify, request
 
 from server import db, errors
 from server.api.blueprint import bp
-from server.api.odata_format import sanitize
 from server.api.render import iso, json_body, query_bool, success
 from server.auth import access
 from server.forms import services
 from server.forms.models import Form, FormAttachment, FormVersion
+from server.odata.format import sanitize
 from server.openrosa import protocol
 from server.projects import services as projects
 from server.storage.models import Blob

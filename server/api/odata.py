@@ -24,27 +24,25 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 
 from server import db, errors, personal
-from server.api import odata_format as fmt
 from server.api.blueprint import bp
 from server.api.render import iso, query_bool, query_int
 from server.api.schemas import documented
 from server.auth import access
-from server.auth.models import Actor
-from server.exports import layout as L
-from server.exports import services as exports
-from server.exports.odata import parse_filter
 from server.forms import services as forms
-from server.forms.models import Form, FormVersion
+from server.forms.models import Form
+from server.odata import format as fmt
+from server.odata import services
 from server.openrosa.protocol import base_url, quoted
 from server.personal import Disclosure
-from server.submissions import paging, services
+from server.submissions import paging
 from server.submissions.services import SubmissionFilter, SubmissionRow
 
 FORM = "/projects/<int:project_id>/forms/<xml_form_id>"
@@ -59,16 +57,6 @@ ORDERABLE = {
     "__id": "instanceId",
 }
 _SINGLE = re.compile(r"^([^(]+)\('((?:[^']|'')*)'\)$")
-
-
-class ExpandNotSupported(errors.Problem):
-    code = "501.6"
-    message = lazy_gettext('The $expand expression "%(text)s" is not supported: only $expand=* is.')
-
-
-class SelectWithExpand(errors.Problem):
-    code = "501.11"
-    message = lazy_gettext("$select cannot be used together with $expand.")
 
 
 def route(rule: str) -> Any:
@@ -107,20 +95,12 @@ def _form(project_id: int, xml_form_id: str, draft: bool) -> Form:
     return form
 
 
-def _layout(form: Form, draft: bool) -> L.FormLayout:
-    db_session = db.session()
-    if not draft:
-        return exports.load_layout(db_session, form)
-    version = db_session.get(FormVersion, form.draft_version_id)
-    return L.merge(form.xml_form_id, [version.schema or {}], {str(version.id): version.version})
-
-
 @route("")
 @documented(content="application/json")
 def odata_service(project_id: int, xml_form_id: str, draft: bool = False) -> Response:
     """Return the OData service document: Submissions and one entity set per repeat."""
     form = _form(project_id, xml_form_id, draft)
-    roots = fmt.tree(_layout(form, draft))
+    roots = services.tree(db.session(), form, draft=draft)
     return _json(fmt.service_document(roots, _service_url(project_id, xml_form_id, draft)))
 
 
@@ -129,7 +109,7 @@ def odata_service(project_id: int, xml_form_id: str, draft: bool = False) -> Res
 def odata_metadata(project_id: int, xml_form_id: str, draft: bool = False) -> Response:
     """Return the EDMX document describing every entity set of the form."""
     form = _form(project_id, xml_form_id, draft)
-    roots = fmt.tree(_layout(form, draft))
+    roots = services.tree(db.session(), form, draft=draft)
     response = Response(fmt.edmx(xml_form_id, roots), content_type="application/xml")
     response.headers["OData-Version"] = "4.0"
     return response
@@ -141,24 +121,16 @@ def odata_metadata(project_id: int, xml_form_id: str, draft: bool = False) -> Re
 def _options(table: fmt.Table, roots: list[fmt.Node]) -> fmt.RowOptions:
     expand = request.args.get("$expand")
     if expand is not None and expand.strip() not in ("", "*"):
-        raise ExpandNotSupported(text=expand)
+        raise errors.ExpandNotSupported(text=expand)
     expanding = bool(expand and expand.strip() == "*")
     select = request.args.get("$select")
     if expanding and select and select.strip() not in ("", "*"):
-        raise SelectWithExpand()
+        raise errors.SelectWithExpand()
     return fmt.RowOptions(
         wkt=query_bool("$wkt", False),
         expand=expanding,
         selection=fmt.parse_select(select, table, roots),
     )
-
-
-def _conditions(dialect: str) -> list[Any]:
-    text = (request.args.get("$filter") or "").strip()
-    if not text:
-        return []
-    # From a repeat table, Central names the record's fields through $root.
-    return [parse_filter(text.replace("$root/Submissions/", ""), dialect)]
 
 
 def _order() -> paging.Order:
@@ -167,7 +139,7 @@ def _order() -> paging.Order:
         return paging.NEWEST_FIRST
     clauses = [c.strip() for c in text.split(",") if c.strip()]
     if len(clauses) != 1:
-        raise fmt.NotImplementedFeature(feature="$orderby on more than one property")
+        raise errors.NotImplementedFeature(feature="$orderby on more than one property")
     words = clauses[0].split()
     words[1:] = [w.lower() for w in words[1:]]
     if words[0] not in ORDERABLE or len(words) > 2 or words[1:] not in ([], ["asc"], ["desc"]):
@@ -281,72 +253,76 @@ def _read_row_token(text: str) -> tuple[int, int]:
 def odata_table(project_id: int, xml_form_id: str, subpath: str, draft: bool = False):
     """Return a page of a table: Submissions, a repeat's table, or one record's rows."""
     form = _form(project_id, xml_form_id, draft)
-    roots = fmt.tree(_layout(form, draft))
+    roots = services.tree(db.session(), form, draft=draft)
     service_url = _service_url(project_id, xml_form_id, draft)
     segments = subpath.split("/")
     single = _SINGLE.match(segments[0])
     if single is not None or len(segments) > 1:
         return _single(form, roots, segments, service_url, draft)
     table = fmt.find_table(roots, subpath)
-    options = _options(table, roots)
-    filters = SubmissionFilter(draft=draft)
-    conditions = _conditions(db.session().get_bind().dialect.name)
+    read = _TableRead(
+        form=form,
+        table=table,
+        roots=roots,
+        options=_options(table, roots),
+        filters=SubmissionFilter(draft=draft),
+        conditions=services.conditions(db.session(), request.args.get("$filter")),
+        disclosure=personal.for_form(db.session(), form),
+    )
+    if table.is_root:
+        return _records_page(read, service_url)
+    return _repeat_page(read, service_url)
+
+
+@dataclass(frozen=True)
+class _TableRead:
+    """What a page of one table reads: which records, the table's rows of them, for whom."""
+
+    form: Form
+    table: fmt.Table
+    roots: list[fmt.Node]
+    options: fmt.RowOptions
+    filters: SubmissionFilter
+    conditions: list[Any]
+    disclosure: Disclosure
+
+    def rows(
+        self, row: SubmissionRow, disclosure: Disclosure, options: fmt.RowOptions | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the rows one record gives the table, as ``disclosure`` lets them be seen."""
+        record = _record(row, disclosure)
+        return fmt.rows(self.table, self.roots, record, options or self.options)
+
+
+def _records_page(read: _TableRead, service_url: str) -> Response:
     count = (
-        paging.count(db.session(), form.id, filters, conditions=conditions)
-        if table.is_root and query_bool("$count", False)
+        paging.count(db.session(), read.form.id, read.filters, conditions=read.conditions)
+        if query_bool("$count", False)
         else None
     )
-    disclosure = personal.for_form(db.session(), form)
-    if table.is_root:
-        return _records_page(
-            form, table, roots, options, filters, conditions, count, service_url, disclosure
-        )
-    return _repeat_page(form, table, roots, options, filters, conditions, service_url, disclosure)
-
-
-def _records_page(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    options: fmt.RowOptions,
-    filters: SubmissionFilter,
-    conditions: list[Any],
-    count: int | None,
-    service_url: str,
-    disclosure: Disclosure,
-) -> Response:
     order = _order()
     skip, token = _skip_and_token()
     cursor = paging.decode(token, order) if token is not None else None
     found = paging.page(
         db.session(),
-        form.id,
-        filters,
+        read.form.id,
+        read.filters,
         order=order,
         cursor=cursor,
         offset=skip,
         limit=_page_size(),
-        conditions=conditions,
+        conditions=read.conditions,
     )
-    values = [fmt.rows(table, roots, _record(row, disclosure), options)[0] for row in found.rows]
+    values = [read.rows(row, read.disclosure)[0] for row in found.rows]
     next_link = None
     if found.more and found.next_cursor is not None:
         next_link = _next_link(token=paging.encode(found.next_cursor, order))
-    return _document(values, service_url, table.name, next_link=next_link, count=count)
+    return _document(values, service_url, read.table.name, next_link=next_link, count=count)
 
 
-def _repeat_page(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    options: fmt.RowOptions,
-    filters: SubmissionFilter,
-    conditions: list[Any],
-    service_url: str,
-    disclosure: Disclosure,
-) -> Response:
+def _repeat_page(read: _TableRead, service_url: str) -> Response:
     if request.args.get("$orderby"):
-        raise fmt.NotImplementedFeature(feature="$orderby on a repeat table")
+        raise errors.NotImplementedFeature(feature="$orderby on a repeat table")
     size = _page_size()
     skip, token = _skip_and_token()
     start = _read_row_token(token) if token is not None else None
@@ -358,19 +334,19 @@ def _repeat_page(
     want_count = query_bool("$count", False)
     db_session = db.session()
     # Rows are read to be counted and skipped too: only those handed out are noted.
-    reading = disclosure.quiet()
+    reading = read.disclosure.quiet()
     while True:
         found = paging.page(
             db_session,
-            form.id,
-            filters,
+            read.form.id,
+            read.filters,
             order=paging.NEWEST_FIRST,
             cursor=cursor,
             limit=200,
-            conditions=conditions,
+            conditions=read.conditions,
         )
         for row in found.rows:
-            produced = fmt.rows(table, roots, _record(row, reading), options)
+            produced = read.rows(row, reading)
             first = 0
             if start is not None and row.submission.seq == start[0]:
                 first = start[1] + 1
@@ -381,7 +357,7 @@ def _repeat_page(
                     continue
                 if len(values) < size:
                     values.append(produced[index])
-                    disclosure.note("odata", [row.submission.instance_id])
+                    read.disclosure.note("odata", [row.submission.instance_id])
                     last = (row.submission.seq, index)
                 else:
                     more = True
@@ -393,23 +369,16 @@ def _repeat_page(
     count = None
     if want_count:
         # Central counts every row of the table, whatever the page.
-        count = counted if start is None else _count_rows(form, table, roots, filters, conditions)
+        count = counted if start is None else _count_rows(read)
     next_link = _next_link(token=_row_token(*last)) if more and last is not None else None
-    return _document(values, service_url, table.name, next_link=next_link, count=count)
+    return _document(values, service_url, read.table.name, next_link=next_link, count=count)
 
 
-def _count_rows(
-    form: Form,
-    table: fmt.Table,
-    roots: list[fmt.Node],
-    filters: SubmissionFilter,
-    conditions: list[Any],
-) -> int:
+def _count_rows(read: _TableRead) -> int:
     total = 0
-    options = fmt.RowOptions()
-    counting = personal.for_form(db.session(), form).quiet()
-    for row in paging.iterate(db.session(), form.id, filters, conditions=conditions):
-        total += len(fmt.rows(table, roots, _record(row, counting), options))
+    counting = read.disclosure.quiet()
+    for row in paging.iterate(db.session(), read.form.id, read.filters, conditions=read.conditions):
+        total += len(read.rows(row, counting, fmt.RowOptions()))
     return total
 
 
@@ -434,22 +403,7 @@ def _single(
         raise errors.NotFound()
     table = fmt.find_table(roots, ".".join(names))
     options = _options(table, roots)
-    submission = services.get(db.session(), form.id, ids[0][1], draft=draft)
-    version = services.current_version(db.session(), submission)
-    form_version = db.session().get(FormVersion, version.form_version_id)
-    actor = submission.submitter_id
-    submitter = db.session().get(Actor, actor) if actor else None
-    row = paging.add_edit_counts(
-        db.session(),
-        [
-            SubmissionRow(
-                submission,
-                version,
-                form_version.version if form_version else "",
-                submitter.display_name if submitter else None,
-            )
-        ],
-    )[0]
+    row = services.record_row(db.session(), form, ids[0][1], draft=draft)
     record = _record(row, personal.for_form(db.session(), form))
     rows = fmt.rows(table, roots, record, options)
     position, wanted = ids[-1]

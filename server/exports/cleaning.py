@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from server import errors
@@ -54,28 +54,6 @@ from server.submissions.models import Submission, SubmissionVersion
 
 MAX_LINES = 50_000
 _INDEX = re.compile(r"^(?P<name>[^\[\]/]+)\[(?P<index>[1-9][0-9]*)\]$")
-
-
-class CorrectionsRefused(errors.BadRequest):
-    """Some lines of a corrections upload were refused, so nothing was applied."""
-
-    code = "400.41"
-    message = lazy_gettext(
-        "%(count)s of %(total)s corrections were refused, so none was applied. Fix the lines "
-        "listed and upload the file again, or send it with partial=true to apply the valid ones."
-    )
-
-
-class UnreadableCorrections(errors.BadRequest):
-    """The corrections file cannot be read as the expected CSV."""
-
-    code = "400.42"
-    message = lazy_gettext("The corrections file cannot be used: %(reason)s")
-
-
-class CorrectionNotFound(errors.NotFound):
-    code = "404.1"
-    message = lazy_gettext("There is no correction %(id)s on this form.")
 
 
 # ---- applying -------------------------------------------------------------------------------
@@ -221,7 +199,7 @@ class Line:
 def read_upload(data: bytes) -> list[Line]:
     """Read a corrections CSV (UTF-8 or Windows-1252; commas, semicolons or tabs)."""
     if not data.strip():
-        raise UnreadableCorrections(reason=gettext("the file is empty"))
+        raise errors.UnreadableCorrections(reason=gettext("the file is empty"))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -233,11 +211,11 @@ def read_upload(data: bytes) -> list[Line]:
     try:
         header = next(reader)
     except csv.Error as exc:
-        raise UnreadableCorrections(reason=str(exc)) from None
+        raise errors.UnreadableCorrections(reason=str(exc)) from None
     roles = [_HEADERS.get(_normalise_header(h)) for h in header]
     missing = [r for r in ("key", "column", "old", "new", "reason") if r not in roles]
     if missing:
-        raise UnreadableCorrections(
+        raise errors.UnreadableCorrections(
             reason=gettext(
                 "the first line must name the columns KEY, column, old value, new value and "
                 "reason (or clé, colonne, ancienne valeur, nouvelle valeur, motif); "
@@ -252,7 +230,7 @@ def read_upload(data: bytes) -> list[Line]:
             if not any(c.strip() for c in cells):
                 continue
             if len(lines) >= MAX_LINES:
-                raise UnreadableCorrections(
+                raise errors.UnreadableCorrections(
                     reason=gettext("more than %(limit)s lines; split the file")
                     % {"limit": MAX_LINES}
                 )
@@ -268,9 +246,9 @@ def read_upload(data: bytes) -> list[Line]:
                 )
             )
     except csv.Error as exc:
-        raise UnreadableCorrections(reason=str(exc)) from None
+        raise errors.UnreadableCorrections(reason=str(exc)) from None
     if not lines:
-        raise UnreadableCorrections(reason=gettext("the file has no correction lines"))
+        raise errors.UnreadableCorrections(reason=gettext("the file has no correction lines"))
     return lines
 
 
@@ -513,15 +491,15 @@ def submit(
 ) -> BatchResult:
     """Check an upload and store its corrections (all, or the valid ones when ``partial``).
 
-    Raises :class:`CorrectionsRefused` (400, with every line's verdict in its details) when
-    lines are refused and nothing was stored. Commits when something was stored.
+    Raises :class:`~server.errors.CorrectionsRefused` (400, with every line's verdict in its
+    details) when lines are refused and nothing was stored. Commits when something was stored.
     """
     lines = read_upload(data)
     check_upload(db_session, form, layout, lines, may_touch_pii=may_touch_pii)
     accepted = [line for line in lines if not line.problems]
     refused = [line for line in lines if line.problems]
     if not accepted or (refused and not partial):
-        raise CorrectionsRefused(
+        raise errors.CorrectionsRefused(
             count=len(refused),
             total=len(lines),
             accepted=[line.to_json() for line in accepted],
@@ -588,7 +566,7 @@ def revoke(
     """Revoke a correction (kept in the log, no longer applied); commit."""
     correction = db_session.get(Correction, correction_id)
     if correction is None or correction.form_id != form.id:
-        raise CorrectionNotFound(id=correction_id)
+        raise errors.CorrectionNotFound(id=correction_id)
     if correction.revoked_at is None:
         correction.revoked_at = utcnow()
         from server.audit.services import record

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from server import db, errors
@@ -98,36 +98,24 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
     }
     if given.get("raw"):
         params["cleaned"] = "false"
-    database = db.database()
+    # The operator may see everything; --pii chooses what the file holds (pseudonyms unless
+    # --pii plain).
+    exporter = services.Exporter(actor_id=None, via="cli", may_see_personal=True, may_decrypt=True)
     try:
         options = parse_options(params)
-        with database.session() as lookup:
-            form = find_form(lookup, project_id, xml_form_id)
-            if form is None:
-                raise click.ClickException(f"no form {xml_form_id} in project {project_id}")
-            lookup.expunge(form)
-        decryptor, lookups = _decryptor(form, given)
-        with database.session(readonly=True) as reader:
-            prepared = services.prepare(
-                reader,
-                form,
-                fmt,
-                options,
-                secret_key=current_app.config["SECRET_KEY"],
-                decryptor=decryptor,
-            )
-            with database.session() as writer:
-                services.record_export(writer, prepared, actor_id=None, via="cli")
-            started = time.monotonic()
-            target = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
-            try:
-                for chunk in prepared.chunks:
-                    target.write(chunk)
-            finally:
-                if target is not sys.stdout.buffer:
-                    target.close()
-                if lookups is not None:
-                    lookups.close()
+        form = find_form(db.session(), project_id, xml_form_id)
+        if form is None:
+            raise click.ClickException(f"no form {xml_form_id} in project {project_id}")
+        prepared = services.export(form, fmt, options, exporter, keys=_keys(given))
+        started = time.monotonic()
+        target = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+        try:
+            for chunk in prepared.chunks:
+                target.write(chunk)
+        finally:
+            prepared.close()
+            if target is not sys.stdout.buffer:
+                target.close()
     except errors.Problem as problem:
         raise click.ClickException(problem.render_message()) from None
     elapsed = time.monotonic() - started
@@ -138,8 +126,8 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
     )
 
 
-def _decryptor(form, given):  # type: ignore[no-untyped-def]
-    """Return a document decryptor for the keys given on the command line, if any."""
+def _keys(given: dict[str, Any]) -> services.Keys:
+    """Read the keys given on the command line to decrypt the records, if any."""
     passphrases = {}
     for item in given.get("passphrase") or ():
         key_id, _, passphrase = str(item).partition("=")
@@ -147,15 +135,7 @@ def _decryptor(form, given):  # type: ignore[no-untyped-def]
             raise click.BadParameter("expected KEYID=PASSPHRASE", param_hint="--passphrase")
         passphrases[int(key_id)] = passphrase
     private_key = given.get("private_key")
-    if not passphrases and private_key is None:
-        return None, None
-    from server.crypto.decryptor import decryptor
-
-    lookups = db.database().read_sessionmaker()
-    decrypt = decryptor(
-        lookups,
-        form,
+    return services.Keys(
         passphrases=passphrases,
-        private_key_pem=private_key.read_bytes() if private_key else None,
+        private_key_pem=private_key.read_bytes() if isinstance(private_key, Path) else None,
     )
-    return services.document_decryptor(decrypt, services.load_layout(lookups, form)), lookups

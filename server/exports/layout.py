@@ -38,8 +38,9 @@ from typing import Any, Literal
 
 from flask_babel import gettext
 
+from server import errors
 from server.exports import compiled, values
-from server.exports.options import BadExportOption, ExportOptions
+from server.exports.options import ExportOptions
 from server.personal import PersonalFields, personal_fields
 
 Target = Literal["csv", "xlsx"]
@@ -224,7 +225,7 @@ def resolve_language(layout: FormLayout, wanted: str | None) -> str | None:
             return language
     if not layout.languages and wanted_lower in ("default", ""):
         return None
-    raise BadExportOption(
+    raise errors.BadExportOption(
         field="language",
         reason=gettext("the form has no language %(language)s; it has %(languages)s")
         % {"language": wanted, "languages": ", ".join(layout.languages) or "-"},
@@ -337,7 +338,7 @@ def select_leaves(layout: FormLayout, options: ExportOptions) -> set[str]:
     for wanted in options.fields:
         matches = _matching(layout, wanted)
         if not matches:
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="fields",
                 reason=gettext("the form has no field %(field)s") % {"field": wanted},
             )

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 
 from server import bounds, errors
 from server.submissions.models import REVIEW_STATES
@@ -37,13 +37,6 @@ PiiMode = Literal["plain", "pseudonymise", "omit"]
 PII_MODES: tuple[str, ...] = ("plain", "pseudonymise", "omit")
 # "received" names records nobody has reviewed yet (Central's null review state).
 RECEIVED = "received"
-
-
-class BadExportOption(errors.UnexpectedValue):
-    """An export option has a value that cannot be used."""
-
-    code = "400.8"
-    message = lazy_gettext("Unexpected value for %(field)s: %(reason)s")
 
 
 @dataclass(frozen=True)
@@ -98,7 +91,7 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise BadExportOption(field=name, reason=gettext("expected true or false"))
+    raise errors.BadExportOption(field=name, reason=gettext("expected true or false"))
 
 
 def parse_datetime(name: str, raw: str, *, end: bool = False) -> dt.datetime:
@@ -106,7 +99,7 @@ def parse_datetime(name: str, raw: str, *, end: bool = False) -> dt.datetime:
     try:
         return bounds.moment(raw, end=end)
     except bounds.OutOfBounds as exc:
-        raise BadExportOption(field=name, reason=exc.reason) from None
+        raise errors.BadExportOption(field=name, reason=exc.reason) from None
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -129,7 +122,9 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
     headers = get("headers")
     if headers:
         if headers not in ("names", "labels"):
-            raise BadExportOption(field="headers", reason=gettext("expected names or labels"))
+            raise errors.BadExportOption(
+                field="headers", reason=gettext("expected names or labels")
+            )
         values["headers"] = headers
     if get("language"):
         values["language"] = get("language").strip()
@@ -137,7 +132,7 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
     separator = get("separator")
     if separator is not None and separator != "":
         if len(separator) > 3 or any(ch in separator for ch in "\r\n\"'"):
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="separator",
                 reason=gettext("expected one to three characters, without quotes or line breaks"),
             )
@@ -149,13 +144,15 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
     if get("end"):
         values["end"] = parse_datetime("end", get("end"), end=True)
     if "start" in values and "end" in values and values["end"] <= values["start"]:
-        raise BadExportOption(field="end", reason=gettext("the end must come after the start"))
+        raise errors.BadExportOption(
+            field="end", reason=gettext("the end must come after the start")
+        )
     if get("reviewState"):
         given = _list(get("reviewState"))
         states = tuple(RECEIVED if s in ("null", RECEIVED) else s for s in given)
         unknown = [s for s in states if s != RECEIVED and s not in REVIEW_STATES]
         if unknown:
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="reviewState",
                 reason=gettext("unknown review state %(state)s; expected %(allowed)s")
                 % {"state": unknown[0], "allowed": ", ".join((RECEIVED, *REVIEW_STATES))},
@@ -167,7 +164,7 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
                 bounds.whole_number(s) for s in _list(get("submitterId"))
             )
         except bounds.OutOfBounds:
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="submitterId", reason=gettext("expected actor ids separated by commas")
             ) from None
     if get("formVersion"):
@@ -187,7 +184,7 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
     if pii:
         pii = {"pseudonymize": "pseudonymise"}.get(pii, pii)
         if pii not in PII_MODES:
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="pii", reason=gettext("expected plain, pseudonymise or omit")
             )
         values["pii"] = pii

@@ -30,11 +30,12 @@ import sqlalchemy as sa
 from flask_babel import gettext
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import errors
 from server.auth.models import Actor
 from server.exports import layout as L
-from server.exports.odata import parse_filter
-from server.exports.options import RECEIVED, BadExportOption, ExportOptions
+from server.exports.options import RECEIVED, ExportOptions
 from server.forms.models import Form
+from server.odata.filter import parse_filter
 from server.storage.models import Blob
 from server.submissions.models import Submission, SubmissionAttachment, SubmissionVersion
 
@@ -135,7 +136,7 @@ def conditions(form: Form, layout: L.FormLayout, options: ExportOptions, dialect
             ids_by_version.setdefault(version, []).append(int(row_id))
         unknown = [v for v in options.form_versions if v not in ids_by_version]
         if unknown:
-            raise BadExportOption(
+            raise errors.BadExportOption(
                 field="formVersion",
                 reason=gettext("the form has no version %(version)s") % {"version": unknown[0]},
             )

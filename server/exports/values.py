@@ -30,8 +30,9 @@ from typing import Any
 
 from flask_babel import gettext
 
-_INT = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# What an integer and a decimal answer look like (OData types its values with them too).
+INTEGER = re.compile(r"[+-]?[0-9]+")
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 GEO_PARTS = ("Latitude", "Longitude", "Altitude", "Accuracy")
 GEO_TYPES = ("geopoint", "geotrace", "geoshape")
@@ -43,7 +44,7 @@ Converter = Callable[[str], Any]
 
 
 def _csv_int(value: str) -> str:
-    if _INT.fullmatch(value):
+    if INTEGER.fullmatch(value):
         return str(int(value))
     return value
 
@@ -133,7 +134,7 @@ def _guarding(convert: Converter) -> Converter:
 
 
 def _guarded_int(value: str) -> str:
-    if _INT.fullmatch(value):
+    if INTEGER.fullmatch(value):
         return str(int(value))
     return guard_formula(value)
 
@@ -143,7 +144,7 @@ def _is_decimal(text: str) -> bool:
     body = text[1:] if text[:1] in ("+", "-") else text
     if body.isascii() and body.replace(".", "", 1).isdigit():
         return True
-    return _DECIMAL.fullmatch(text) is not None
+    return DECIMAL.fullmatch(text) is not None
 
 
 def _guarded_decimal(value: str) -> str:
@@ -175,18 +176,18 @@ _GUARDS: dict[str, Converter] = {
 
 
 def _number(value: str) -> Any:
-    if _INT.fullmatch(value):
+    if INTEGER.fullmatch(value):
         number = int(value)
         # Excel keeps 15 significant digits; longer integers (phone numbers...) stay text.
         return number if abs(number) < 10**15 else value
-    if _DECIMAL.fullmatch(value):
+    if DECIMAL.fullmatch(value):
         number = float(value)
         return number if math.isfinite(number) else value
     return value
 
 
 def _xlsx_int(value: str) -> Any:
-    if (value.isdigit() and value.isascii()) or _INT.fullmatch(value):
+    if (value.isdigit() and value.isascii()) or INTEGER.fullmatch(value):
         number = int(value)
         return number if abs(number) < 10**15 else value
     return value
@@ -274,15 +275,14 @@ def canonical(field_type: str, value: str | None) -> Any:
         return normalise_multiple(value)
     if field_type in GEO_TYPES:
         return " ".join(
-            repr(float(p)) if _DECIMAL.fullmatch(p) else p
-            for p in value.replace(";", " ; ").split()
+            repr(float(p)) if DECIMAL.fullmatch(p) else p for p in value.replace(";", " ; ").split()
         )
     return value
 
 
 def _geopoint_problem(text: str) -> str | None:
     parts = text.split()
-    if not 2 <= len(parts) <= 4 or not all(_DECIMAL.fullmatch(p) for p in parts):
+    if not 2 <= len(parts) <= 4 or not all(DECIMAL.fullmatch(p) for p in parts):
         return gettext("expected “latitude longitude [altitude [accuracy]]” in decimal degrees")
     numbers = [float(p) for p in parts]
     if not -90 <= numbers[0] <= 90 or not -180 <= numbers[1] <= 180:
@@ -301,10 +301,10 @@ def check(field_type: str, value: str, choices: list[str] | None) -> str | None:
     if not value:
         return None
     if field_type == "int":
-        if not _INT.fullmatch(value):
+        if not INTEGER.fullmatch(value):
             return gettext("expected a whole number")
     elif field_type == "decimal":
-        if not _DECIMAL.fullmatch(value):
+        if not DECIMAL.fullmatch(value):
             return gettext("expected a number (with a point for decimals)")
     elif field_type == "date":
         try:

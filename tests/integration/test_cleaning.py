@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from flask_babel import force_locale
 
-from server import db
+from server import db, errors
 from server.audit.models import AuditEvent
 from server.exports import cleaning, services
 from server.exports.models import Correction
@@ -40,7 +40,7 @@ def submit(
 
 def refused(suivi, text: str, **kwargs) -> dict[int, list[str]]:
     """Return the problems of each refused line (the upload must be refused as a whole)."""
-    with pytest.raises(cleaning.CorrectionsRefused) as raised:
+    with pytest.raises(errors.CorrectionsRefused) as raised:
         submit(suivi, text, **kwargs)
     return {line["line"]: line["problems"] for line in raised.value.details["refused"]}
 
@@ -179,7 +179,7 @@ def test_french_headers_semicolons_and_windows_encoding(app, suivi):
 
 def test_unreadable_uploads_are_refused_whole(app, suivi):
     for text in ("", "KEY,column\nx,y\n", "KEY,column,old value,new value,reason\n"):
-        with pytest.raises(cleaning.UnreadableCorrections):
+        with pytest.raises(errors.UnreadableCorrections):
             submit(suivi, text)
 
 

@@ -45,15 +45,20 @@ def test_a_problem_can_be_raised_outside_a_request(bare_app):
     assert problem.render_message()
 
 
-def test_each_code_means_one_thing_across_the_whole_server(bare_app):
-    # Importing the app imports every module that defines problems.
+def every_problem_of_the_server() -> list[type[errors.Problem]]:
+    """Every Problem class (call with the app built: it imports every module defining one)."""
+
     def subclasses(cls):
         for sub in cls.__subclasses__():
             yield sub
             yield from subclasses(sub)
 
+    return list(subclasses(errors.Problem))
+
+
+def test_each_code_means_one_thing_across_the_whole_server(bare_app):
     by_code: dict[str, list[type]] = {}
-    for cls in subclasses(errors.Problem):
+    for cls in every_problem_of_the_server():
         by_code.setdefault(cls.code, []).append(cls)
     clashes = []
     for code, classes in by_code.items():
@@ -65,6 +70,33 @@ def test_each_code_means_one_thing_across_the_whole_server(bare_app):
                 if not related and not common:
                     clashes.append((code, a.__qualname__, b.__qualname__))
     assert not clashes, clashes
+
+
+def test_a_problems_status_is_the_status_of_its_branch(bare_app):
+    """``UnsupportedODataField`` is 501.5: it refines the 501 branch, not a 400 (issue 17)."""
+    wrong = [
+        (cls.__qualname__, cls.code, base.__qualname__, base.code)
+        for cls in every_problem_of_the_server()
+        for base in cls.__bases__
+        if base is not errors.Problem
+        and issubclass(base, errors.Problem)
+        and cls().status != base().status
+    ]
+    assert not wrong, wrong
+
+
+def test_no_two_problems_share_a_name(bare_app):
+    by_name: dict[str, list[str]] = {}
+    for cls in every_problem_of_the_server():
+        by_name.setdefault(cls.__name__, []).append(cls.__module__)
+    assert not {name: where for name, where in by_name.items() if len(where) > 1}
+
+
+def test_the_501_branch_holds_what_odata_does_not_implement():
+    assert errors.UnsupportedODataField(reason="x").status == 501
+    assert issubclass(errors.UnsupportedODataField, errors.NotImplementedFeature)
+    assert issubclass(errors.UnsupportedODataExpression, errors.NotImplementedFeature)
+    assert "NotImplementedFeature" in (errors.__doc__ or "")
 
 
 def _operational(orig: BaseException) -> sa_exc.OperationalError:

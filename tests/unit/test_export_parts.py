@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.errors import BadExportOption, ODataFilterInvalid, UnsupportedODataField
 from server.exports import compiled, values, xlsx
 from server.exports import layout as L
-from server.exports.odata import BadFilter, parse_filter
-from server.exports.options import BadExportOption, ExportOptions, parse_options
+from server.exports.options import ExportOptions, parse_options
 from server.exports.streams import ChunkBuffer, entry_segment, gzip_chunks, open_entry, open_zip
+from server.odata.filter import parse_filter
 
 
 @pytest.fixture(autouse=True)
@@ -162,14 +165,14 @@ def test_filter_translates_centrals_subset_to_sql():
     ],
 )
 def test_unusable_filters_are_400_18(text):
-    with pytest.raises(BadFilter) as raised:
+    with pytest.raises(ODataFilterInvalid) as raised:
         parse_filter(text)
     assert raised.value.code == "400.18"
 
 
 @pytest.mark.parametrize("text", ["__system/whatever eq 1", "name eq 'x'", "__id eq unquoted"])
 def test_fields_submissions_cannot_be_filtered_on_are_501_5_as_in_central(text):
-    with pytest.raises(BadFilter) as raised:
+    with pytest.raises(UnsupportedODataField) as raised:
         parse_filter(text)
     assert raised.value.code == "501.5"  # Central's unsupportedODataField
 
@@ -608,3 +611,46 @@ def test_no_zip_entry_can_leave_the_archives_folder(name):
     archive = open_zip(ChunkBuffer())
     with pytest.raises(ValueError, match="unsafe zip entry name"):
         open_entry(archive, name)
+
+
+# ---- one way into exports --------------------------------------------------------------------
+
+SERVER = Path(__file__).resolve().parents[2] / "server"
+
+
+def _modules_where(found) -> set[str]:  # type: ignore[no-untyped-def]
+    """Return the server's modules holding an AST node for which ``found(node)`` is true."""
+    modules = set()
+    for path in sorted(SERVER.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(found(node) for node in ast.walk(tree)):
+            modules.add(str(path.relative_to(SERVER.parent)))
+    return modules
+
+
+def _calls(node: ast.AST, name: str) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    called = node.func
+    return (isinstance(called, ast.Name) and called.id == name) or (
+        isinstance(called, ast.Attribute) and called.attr == name
+    )
+
+
+def test_the_api_the_console_and_the_cli_export_through_one_service_entry():
+    """Opening an export and recording it happen in one module, so no interface can skip
+    the reader's rights or the audit event (issue 17)."""
+    assert _modules_where(lambda n: _calls(n, "prepare")) == {"server/exports/services.py"}
+    records_exports = _modules_where(
+        lambda n: (
+            _calls(n, "record")
+            and any(isinstance(a, ast.Constant) and a.value == "submission.export" for a in n.args)
+        )
+    )
+    assert records_exports == {"server/exports/services.py"}
+
+
+def test_the_right_to_personal_data_is_named_in_one_rule():
+    """Readers ask server/personal.py (``personal.may_see``), never the verb themselves."""
+    naming = _modules_where(lambda n: isinstance(n, ast.Constant) and n.value == "submission.pii")
+    assert naming == {"server/personal.py", "server/auth/roles.py"}

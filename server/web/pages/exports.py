@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, flash, redirect, request, stream_with_context, url_for
+from flask import Response, flash, redirect, request, stream_with_context, url_for
 from flask_babel import gettext, lazy_gettext
 
-from server import db, errors
+from server import db, errors, personal
 from server.auth import access
 from server.exports import cleaning, services
 from server.exports.options import ExportOptions, parse_options
@@ -53,16 +53,12 @@ CHECKBOXES = (
 )
 
 
-def _may_see_pii(project: Project, form: Form) -> bool:
-    return access.can("submission.pii", project_id=project.id, form_id=form.id)
-
-
 def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> Response:
     db_session = db.session()
     version = forms.current_version(db_session, form)
     schema = version.schema if version is not None else {}
     layout = services.load_layout(db_session, form)
-    may_see_pii = _may_see_pii(project, form)
+    may_see_pii = personal.may_see(form)
     return common.page(
         "web/exports.html",
         status=status,
@@ -70,7 +66,7 @@ def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> R
         form=form,
         formats=FORMATS,
         pii_modes={k: v for k, v in PII_MODES.items() if k != "plain" or may_see_pii},
-        default_pii="plain" if may_see_pii else "pseudonymise",
+        default_pii=services.default_options(may_see_personal=may_see_pii).pii,
         defaults=ExportOptions(),
         languages=schema.get("languages") or [],
         default_language=labels.for_schema(schema, common.ui_language()),
@@ -121,22 +117,17 @@ def _parameters() -> dict[str, str]:
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/export/download")
 def export_download(project_id: int, xml_form_id: str) -> Response:
     """Stream the export chosen in the form; the download starts at once."""
-    project, form = common.form_for(project_id, xml_form_id, "submission.read")
+    _project, form = common.form_for(project_id, xml_form_id, "submission.read")
     actor = access.require_actor()
     fmt = services.check_format(request.args.get("format", "csv.zip"))
-    may_see_pii = _may_see_pii(project, form)
+    may_see_personal = personal.may_see(form)
     options = parse_options(
-        _parameters(), base=ExportOptions(pii="plain" if may_see_pii else "pseudonymise")
+        _parameters(), base=services.default_options(may_see_personal=may_see_personal)
     )
-    if options.pii == "plain" and not may_see_pii:
-        raise errors.Forbidden(gettext("You may not export personal data in clear."))
-    export = services.prepare(
-        db.read_session(), form, fmt, options, secret_key=current_app.config["SECRET_KEY"]
+    exporter = services.Exporter(
+        actor_id=actor.id, via="console", may_see_personal=may_see_personal
     )
-    # As in the API: let the request's own session go before the audit log's short write.
-    db.session().commit()
-    with db.database().session() as writer:
-        services.record_export(writer, export, actor_id=actor.id, via="console")
+    export = services.export(form, fmt, options, exporter)
     return Response(
         stream_with_context(export.chunks),
         content_type=export.content_type,
@@ -168,10 +159,9 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
             file.read(),
             actor_id=actor.id,
             partial=request.form.get("partial") == "1",
-            may_touch_pii=_may_see_pii(project, form),
+            may_touch_pii=personal.may_see(form),
         )
-    except cleaning.CorrectionsRefused as refused:
-        db_session.rollback()
+    except errors.CorrectionsRefused as refused:
         return _page(
             project,
             form,
@@ -180,8 +170,7 @@ def upload_corrections(project_id: int, xml_form_id: str) -> Response:
             accepted=refused.details.get("accepted", []),
             refused=refused.details.get("refused", []),
         )
-    except cleaning.UnreadableCorrections as unreadable:
-        db_session.rollback()
+    except errors.UnreadableCorrections as unreadable:
         return _page(project, form, status=400, cleaning_message=unreadable.render_message())
     body = result.to_json()
     return _page(

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from flask_babel import lazy_gettext
-
 from server import errors
 from server.exports.layout import FieldInfo, FormLayout
-from server.exports.values import _DECIMAL, _INT
+from server.exports.values import DECIMAL, INTEGER
 
 FQDN_ROOT = "org.opendatakit.user"
 EDM_TYPES = {
@@ -56,24 +54,6 @@ SYSTEM_FIELDS = (
     "formVersion",
     "deletedAt",
 )
-
-
-class PropertyNotFound(errors.BadRequest):
-    code = "400.23"
-    message = lazy_gettext("Could not find a property named %(property)s.")
-
-
-class UnsupportedSelect(errors.BadRequest):
-    code = "400.24"
-    message = lazy_gettext(
-        "The $select property %(property)s is inside a repeat: select it from the repeat's own "
-        "table."
-    )
-
-
-class NotImplementedFeature(errors.Problem):
-    code = "501.1"
-    message = lazy_gettext("The requested feature %(feature)s is not supported by this server.")
 
 
 def sanitize(name: str) -> str:
@@ -322,7 +302,7 @@ def parse_select(text: str | None, table: Table, roots: list[Node]) -> Selection
             continue
         node = _find(columns, item.split("/"))
         if node is None:
-            raise PropertyNotFound(property=item)
+            raise errors.PropertyNotFound(property=item)
         selection.paths |= {n.field.path for n in _walk([node])}
         parent = node.field.path.rsplit("/", 1)[0]
         while parent.count("/") > 1:
@@ -337,7 +317,7 @@ def _find(nodes: list[Node], names: list[str]) -> Node | None:
             if len(names) == 1:
                 return node
             if node.kind == "repeat":
-                raise UnsupportedSelect(property="/".join(names))
+                raise errors.UnsupportedSelect(property="/".join(names))
             return _find(node.children, names[1:])
     return None
 
@@ -375,8 +355,8 @@ def _hash(parts: list[str]) -> str:
 def _number(value: str, kind: str) -> Any:
     value = value.strip()
     if kind == "int":
-        return int(value) if _INT.fullmatch(value) else None
-    return float(value) if _DECIMAL.fullmatch(value) else None
+        return int(value) if INTEGER.fullmatch(value) else None
+    return float(value) if DECIMAL.fullmatch(value) else None
 
 
 def _point(text: str) -> list[float] | None:

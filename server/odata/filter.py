@@ -8,7 +8,7 @@ exactly that. Anything else is refused as Central refuses it, saying what was no
 400.18 for text that cannot be read, 501.5 for a field that cannot be filtered on.
 
 The parser (:class:`Parser`, its tokens and comparisons) is shared: the entities' OData table
-reads its own fields with it (:mod:`server.api.odata_filter`).
+reads its own fields with it (:mod:`server.odata.table_filter`).
 
     __system/submissionDate ge 2024-05-01 and __system/reviewState ne 'rejected'
 """
@@ -17,29 +17,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 
-from server import bounds, errors
+from server import bounds
 from server.db import utcnow
+from server.errors import ODataFilterInvalid, UnsupportedODataField
 from server.submissions.models import Submission
-
-
-class BadFilter(errors.BadRequest):
-    """A ``$filter`` expression that cannot be used."""
-
-    code = "400.18"
-    message = lazy_gettext("The $filter expression cannot be used: %(reason)s")
-
-
-class UnsupportedField(BadFilter):
-    """A field the table cannot be filtered on (Central's ``unsupportedODataField``)."""
-
-    code = "501.5"
-
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -74,7 +62,7 @@ def _tokens(text: str) -> list[Token]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
-            raise BadFilter(
+            raise ODataFilterInvalid(
                 reason=gettext("cannot read the expression from “%(rest)s”")
                 % {"rest": text[position:].strip()[:40]}
             )
@@ -102,7 +90,7 @@ class Parser:
 
     def __init__(self, text: str, dialect: str) -> None:
         if len(text) > MAX_LENGTH:
-            raise BadFilter(reason=gettext("the expression is too long"))
+            raise ODataFilterInvalid(reason=gettext("the expression is too long"))
         self.tokens = _tokens(text)
         self.position = 0
         self.dialect = dialect
@@ -114,14 +102,14 @@ class Parser:
     def take(self) -> Token:
         token = self.peek()
         if token is None:
-            raise BadFilter(reason=gettext("the expression ends too early"))
+            raise ODataFilterInvalid(reason=gettext("the expression ends too early"))
         self.position += 1
         return token
 
     def expect(self, text: str) -> None:
         token = self.take()
         if token.text != text:
-            raise BadFilter(
+            raise ODataFilterInvalid(
                 reason=gettext("expected “%(expected)s” but found “%(found)s”")
                 % {"expected": text, "found": token.text}
             )
@@ -129,22 +117,24 @@ class Parser:
     def parse(self) -> Any:
         expression = self.disjunction()
         if self.peek() is not None:
-            raise BadFilter(reason=gettext("unexpected “%(found)s”") % {"found": self.peek().text})
+            raise ODataFilterInvalid(
+                reason=gettext("unexpected “%(found)s”") % {"found": self.peek().text}
+            )
         return expression
 
     def disjunction(self) -> Any:
-        parts = [self.conjunction()]
-        while (token := self.peek()) is not None and token.text == "or":
-            self.take()
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+        return self.joined("or", self.conjunction, sa.or_)
 
     def conjunction(self) -> Any:
-        parts = [self.negation()]
-        while (token := self.peek()) is not None and token.text == "and":
+        return self.joined("and", self.negation, sa.and_)
+
+    def joined(self, word: str, operand: Callable[[], Any], join: Callable[..., Any]) -> Any:
+        """Read ``operand (word operand)*``; join the operands when there are several."""
+        parts = [operand()]
+        while (token := self.peek()) is not None and token.text == word:
             self.take()
-            parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else sa.and_(*parts)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else join(*parts)
 
     def negation(self) -> Any:
         token = self.peek()
@@ -160,7 +150,7 @@ class Parser:
         """Go one level deeper (a parenthesis or a ``not``); refuse too deep an expression."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise BadFilter(
+            raise ODataFilterInvalid(
                 reason=gettext("the expression is nested more than %(limit)s levels deep")
                 % {"limit": MAX_DEPTH}
             )
@@ -178,7 +168,7 @@ class Parser:
         operator = self.take()
         self.check_operator(operator)
         if operator.text not in OPERATORS:
-            raise BadFilter(
+            raise ODataFilterInvalid(
                 reason=gettext("expected a comparison (eq, ne, lt, le, gt, ge), found “%(found)s”")
                 % {"found": operator.text}
             )
@@ -188,7 +178,7 @@ class Parser:
             left_kind, right_kind = right_kind, left_kind
             operator = Token("word", MIRROR[operator.text])
         if left_kind == "literal":
-            raise BadFilter(reason=gettext("a comparison needs a field on one side"))
+            raise ODataFilterInvalid(reason=gettext("a comparison needs a field on one side"))
         return compare(left, operator.text, self.coerce(right, left_kind))
 
     def check_operator(self, operator: Token) -> None:
@@ -202,9 +192,11 @@ class Parser:
         """The fields this table's ``$filter`` may name (listed in error messages)."""
         return list(_columns())
 
-    def unknown(self, name: str, *, field: bool = True) -> BadFilter:
+    def unknown(
+        self, name: str, *, field: bool = True
+    ) -> ODataFilterInvalid | UnsupportedODataField:
         """Refuse a name: Central's 501.5 for a field it cannot filter on, else 400.18."""
-        kind = UnsupportedField if field else BadFilter
+        kind = UnsupportedODataField if field else ODataFilterInvalid
         return kind(
             reason=gettext("unknown field or value “%(found)s”; fields: %(fields)s")
             % {"found": name, "fields": ", ".join(self.field_names())}
@@ -224,7 +216,7 @@ class Parser:
             self.expect("(")
             argument = self.take()
             if argument.text not in _DATES:
-                raise BadFilter(
+                raise ODataFilterInvalid(
                     reason=gettext("%(function)s() applies to a date field")
                     % {"function": token.text}
                 )
@@ -261,7 +253,7 @@ def parse_datetime(text: str) -> dt.datetime:
     try:
         return bounds.moment(text)
     except bounds.OutOfBounds as exc:
-        raise BadFilter(reason=f"“{text[:40]}”: {exc.reason}") from None
+        raise ODataFilterInvalid(reason=f"“{text[:40]}”: {exc.reason}") from None
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -275,11 +267,13 @@ def _coerce(value: Any, kind: str) -> Any:
             return value
     elif kind in ("__system/submitterId", "number"):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadFilter(reason=gettext("%(field)s is compared with a number") % {"field": kind})
+            raise ODataFilterInvalid(
+                reason=gettext("%(field)s is compared with a number") % {"field": kind}
+            )
         return value
     elif kind in ("__system/reviewState", "__id") and isinstance(value, str):
         return value
-    raise BadFilter(
+    raise ODataFilterInvalid(
         reason=gettext("%(value)s cannot be compared with %(field)s")
         % {"value": str(value), "field": kind}
     )
@@ -290,13 +284,13 @@ def compare(left: Any, operator: str, right: Any) -> Any:
     try:
         bounds.check_number(right)
     except bounds.OutOfBounds as exc:
-        raise BadFilter(reason=exc.reason) from None
+        raise ODataFilterInvalid(reason=exc.reason) from None
     if right is None:
         if operator == "eq":
             return left.is_(None)
         if operator == "ne":
             return left.is_not(None)
-        raise BadFilter(reason=gettext("null can only be compared with eq or ne"))
+        raise ODataFilterInvalid(reason=gettext("null can only be compared with eq or ne"))
     if operator == "ne":
         # OData: null ne 'x' is true; SQL's NULL <> 'x' is unknown.
         return sa.or_(left != right, left.is_(None))

@@ -2,7 +2,7 @@
 
 ODK Central reads every ``$filter`` with one parser and gives it, per table, the OData fields it
 may name and the columns behind them (``lib/data/odata-filter.js``; the entities' map is in
-``lib/data/entity.js``). This module does the same with :mod:`server.exports.odata`, the parser
+``lib/data/entity.js``). This module does the same with :mod:`server.odata.filter`, the parser
 the submissions' OData and exports use: its tokens, precedence (``or`` < ``and`` < ``not``),
 parentheses, literals (text, numbers, dates and date-times, ``null``, ``now()``), the date
 functions ``year() month() day() hour() minute() second()``, its null rules and its bounds
@@ -30,14 +30,8 @@ from typing import Any
 
 from flask_babel import gettext
 
-from server.api.odata_format import NotImplementedFeature
-from server.exports.odata import (
-    FUNCTIONS,
-    BadFilter,
-    Parser,
-    Token,
-    parse_datetime,
-)
+from server.errors import ODataFilterInvalid, UnsupportedODataExpression
+from server.odata.filter import FUNCTIONS, Parser, Token, parse_datetime
 
 DATE, NUMBER, TEXT = "date", "number", "text"
 
@@ -89,9 +83,9 @@ class Filter:
     fields: frozenset[str]
 
 
-def _unsupported(feature: str) -> NotImplementedFeature:
+def _unsupported(feature: str) -> UnsupportedODataExpression:
     """OData Central does not implement either (its ``unsupportedODataExpression``)."""
-    return NotImplementedFeature(feature=feature, code="501.4")
+    return UnsupportedODataExpression(feature=feature)
 
 
 class _TableParser(Parser):
@@ -139,7 +133,7 @@ class _TableParser(Parser):
         if field is None and argument.kind == "word":
             raise self.unknown(argument.text)
         if field is None or field.kind != DATE:
-            raise BadFilter(
+            raise ODataFilterInvalid(
                 reason=gettext("%(function)s() applies to a date field") % {"function": name}
             )
         self.expect(")")
@@ -161,13 +155,13 @@ class _TableParser(Parser):
             if isinstance(value, str) and value.isascii() and value.isdigit():
                 return int(value)  # Central's PostgreSQL reads '5' as 5 for an integer column
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BadFilter(
+                raise ODataFilterInvalid(
                     reason=gettext("%(field)s is compared with a number") % {"field": name}
                 )
             return value
         elif isinstance(value, str):
             return value
-        raise BadFilter(
+        raise ODataFilterInvalid(
             reason=gettext("%(value)s cannot be compared with %(field)s")
             % {"value": str(value), "field": name}
         )
