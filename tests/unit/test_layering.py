@@ -38,14 +38,6 @@ NOT_VIEWS = {
     "server/health.py",
 }
 
-# TEMPORARY, for issue 17 item 7 (one way into exports, the OData code in its own package):
-# these views still query or commit until that part lands. The lead empties this set when
-# merging it; nothing may be added to it.
-NOT_YET_THIN = {
-    "server/api/exports.py",
-    "server/api/odata.py",
-    "server/web/pages/exports.py",
-}
 
 SESSION_CALLS = frozenset({"commit", "execute", "scalars", "scalar", "flush"})
 ROUTE_DECORATORS = frozenset({"route", "get", "post", "put", "patch", "delete"})
@@ -111,7 +103,6 @@ def test_no_view_imports_sqlalchemy_runs_sql_or_commits():
     found = [
         problem
         for module in view_modules()
-        if module not in NOT_YET_THIN
         for problem in violations((ROOT / module).read_text(encoding="utf-8"), module)
     ]
     assert found == [], "views must call services for queries and commits:\n" + "\n".join(found)
@@ -125,7 +116,6 @@ def test_the_views_read_are_the_ones_that_serve_requests():
     assert "server/openrosa/views.py" in modules
     # Route modules outside the view folders are found by what they do.
     assert _registers_routes(_tree(SERVER / "health.py"))
-    assert set(NOT_YET_THIN) <= set(modules)
 
 
 def test_the_check_sees_sql_and_commits():
