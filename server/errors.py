@@ -6,17 +6,24 @@ Messages are English templates translated at render time (French is the default 
 ``details`` carries the facts a program needs (field, row, sheet...).
 
     Problem
-     ├── BadRequest          400.x  the request cannot be read or breaks a rule
-     ├── Unauthorized        401.x  who you are is unknown (challenge follows)
-     ├── Forbidden           403.x  who you are may not do this
-     ├── NotFound            404.x
-     ├── NotAcceptable       406.x
-     ├── UploadTooSlow       408.x  a request body that stalled or fell behind the minimum rate
-     ├── Conflict            409.x  the state of the server forbids it
-     ├── PayloadTooLarge     413.x
-     ├── TooManyRequests     429.x
-     ├── NotImplementedFeature 501.x  what ODK Central's API has and this server does not do
-     └── Unavailable         503.x  try again later (Retry-After)
+     ├── BadRequest             400.x  the request cannot be read or breaks a rule
+     ├── Unauthorized           401.x  who you are is unknown (challenge follows)
+     ├── Forbidden              403.x  who you are may not do this
+     ├── NotFound               404.x
+     ├── MethodNotAllowed       405.1
+     ├── NotAcceptable          406.x
+     ├── UploadTooSlow          408.x  a request body that stalled or fell behind the minimum rate
+     ├── Conflict               409.x  the state of the server forbids it
+     ├── PayloadTooLarge        413.x
+     ├── RangeNotSatisfiable    416.1  a download's Range outside the file
+     ├── AccountLocked          429.1  too many failed sign-ins
+     ├── TooManyRequests        429.x
+     ├── NotImplementedFeature  501.x  what ODK Central's API has and this server does not do
+     └── Unavailable            503.x  try again later (Retry-After)
+
+Every Problem class of the server is in this module (a test checks it), so that a code is
+defined once and a new one can be checked against the others.
+
 
 The three renderers live here too: JSON for ``/v1`` (Central's ``{code, message, details}``),
 an ``OpenRosaResponse`` document for ODK Collect, and an HTML page for the console. Which one a
@@ -205,6 +212,27 @@ class UnreadableCorrections(BadRequest):
     message = lazy_gettext("The corrections file cannot be used: %(reason)s")
 
 
+class BadCursor(BadRequest):
+    """A cursor or ``$skiptoken`` this server did not hand out (or for another order)."""
+
+    code = "400.35"
+    message = lazy_gettext(
+        "The paging cursor is not valid here: start again from the first page without it."
+    )
+
+
+class FieldValueRefused(UnexpectedValue):
+    """A filter or form field of a console page has a value that cannot be used."""
+
+    code = "400.8"
+    message = lazy_gettext("The value of “%(field)s” cannot be used: %(reason)s")
+
+
+class InvalidEntity(BadRequest):
+    code = "400.28"
+    message = lazy_gettext("The entity is invalid: %(reason)s")
+
+
 # ---- 401 / 403 -------------------------------------------------------------------------------
 
 
@@ -243,11 +271,6 @@ class PersonalDataInClearRefused(Forbidden):
 
     code = "403.1"
     message = lazy_gettext("You may not export personal data in clear; ask for pii=pseudonymise.")
-
-
-class AccountLocked(Problem):
-    code = "429.1"
-    message = lazy_gettext("Too many failed sign-in attempts. Try again in %(minutes)s minutes.")
 
 
 # ---- 404 / 405 / 406 -------------------------------------------------------------------------
@@ -291,6 +314,15 @@ class FormVersionNotFound(NotFound):
 class CorrectionNotFound(NotFound):
     code = "404.1"
     message = lazy_gettext("There is no correction %(id)s on this form.")
+
+
+class NoSuchUser(NotFound):
+    """No live account has this email."""
+
+    code = "404.1"
+    message = lazy_gettext(
+        "There is no account with the email %(email)s. Ask an administrator to create it first."
+    )
 
 
 class MethodNotAllowed(Problem):
@@ -393,7 +425,36 @@ class DeletedSubmission(Conflict):
     message = lazy_gettext("This record was deleted on the server and cannot be sent again.")
 
 
-# ---- 413 / 429 -----------------------------------------------------------------------------
+class EntityVersionConflict(Conflict):
+    code = "409.15"
+    message = lazy_gettext(
+        "The entity is at version %(current)s and you based your change on version "
+        "%(provided)s. Read it again and redo your change, or pass force=true to overwrite it."
+    )
+
+
+class DatasetNameConflict(Conflict):
+    code = "409.16"
+    message = lazy_gettext(
+        "An entity list named %(current)s exists; %(provided)s differs only by capitalisation."
+    )
+
+
+class PropertyNameConflict(Conflict):
+    code = "409.17"
+    message = lazy_gettext(
+        "A property named %(current)s exists; %(provided)s differs only by capitalisation."
+    )
+
+
+class DeletedEntityConflict(Conflict):
+    code = "409.19"
+    message = lazy_gettext(
+        "These UUIDs belong to deleted entities and cannot be used again: %(uuids)s."
+    )
+
+
+# ---- 413 / 416 / 429 -----------------------------------------------------------------------
 
 
 class PayloadTooLarge(Problem):
@@ -410,6 +471,18 @@ class RecordTooLarge(PayloadTooLarge):
         "The upload is too large (%(size)s bytes; the limit is %(limit)s bytes). Reduce the photo "
         "size in the settings (image size) and send again."
     )
+
+
+class RangeNotSatisfiable(Problem):
+    """The Range asked for lies outside the file."""
+
+    code = "416.1"
+    message = lazy_gettext("The requested range is outside the file, which has %(size)s bytes.")
+
+
+class AccountLocked(Problem):
+    code = "429.1"
+    message = lazy_gettext("Too many failed sign-in attempts. Try again in %(minutes)s minutes.")
 
 
 class TooManyRequests(Problem):
@@ -490,6 +563,23 @@ class AuditUnavailable(Unavailable):
     message = lazy_gettext(
         "This answer holds personal data and its reading could not be recorded in the audit "
         "log. Try again shortly."
+    )
+
+
+class FileUnavailable(Unavailable):
+    """The blob store cannot be read now."""
+
+    code = "503.3"
+    message = lazy_gettext("This file cannot be read right now. Try again in a few minutes.")
+
+
+class StorageBusy(Unavailable):
+    """The store is unreachable and the spool is full: nothing can be made durable now."""
+
+    code = "503.2"
+    message = lazy_gettext(
+        "The server cannot store files right now. Your record is safe on the tablet; it will be "
+        "sent again automatically."
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from server import errors
@@ -28,15 +28,6 @@ from server.forms.models import Form
 # Roles a web user can hold over one project (admin is site-wide, app-user is for devices).
 PROJECT_ROLES = ("manager", "viewer", "formfill")
 _SYSTEM_BY_ID = {role_id: system for system, role_id in ROLE_IDS.items()}
-
-
-class NoSuchUser(errors.NotFound):
-    """No live account has this email."""
-
-    code = "404.1"
-    message = lazy_gettext(
-        "There is no account with the email %(email)s. Ask an administrator to create it first."
-    )
 
 
 @dataclass
@@ -77,7 +68,7 @@ def add_member(
     _check_role(role)
     user = accounts.find_user(db_session, email)
     if user is None:
-        raise NoSuchUser(email=email.strip())
+        raise errors.NoSuchUser(email=email.strip())
     accounts.assign(db_session, user.actor_id, role, project_id=project_id, by=actor_id)
     db_session.commit()
     return user

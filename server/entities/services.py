@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,40 +37,6 @@ MAX_VALUE = 100_000
 # An entity's conflict, as a column an OData $filter can name: conflicts are not kept here
 # (an update never conflicts silently: 409.15), so it is always null.
 CONFLICT = sa.cast(sa.null(), sa.String)
-
-
-class InvalidEntity(errors.BadRequest):
-    code = "400.28"
-    message = lazy_gettext("The entity is invalid: %(reason)s")
-
-
-class EntityVersionConflict(errors.Conflict):
-    code = "409.15"
-    message = lazy_gettext(
-        "The entity is at version %(current)s and you based your change on version "
-        "%(provided)s. Read it again and redo your change, or pass force=true to overwrite it."
-    )
-
-
-class DatasetNameConflict(errors.Conflict):
-    code = "409.16"
-    message = lazy_gettext(
-        "An entity list named %(current)s exists; %(provided)s differs only by capitalisation."
-    )
-
-
-class PropertyNameConflict(errors.Conflict):
-    code = "409.17"
-    message = lazy_gettext(
-        "A property named %(current)s exists; %(provided)s differs only by capitalisation."
-    )
-
-
-class DeletedEntityConflict(errors.Conflict):
-    code = "409.19"
-    message = lazy_gettext(
-        "These UUIDs belong to deleted entities and cannot be used again: %(uuids)s."
-    )
 
 
 @dataclass
@@ -182,7 +148,7 @@ def create_dataset(
     if clash == name:
         raise errors.Conflict(fields="name", values=name)
     if clash is not None:
-        raise DatasetNameConflict(current=clash, provided=name)
+        raise errors.DatasetNameConflict(current=clash, provided=name)
     now = utcnow()
     dataset = Dataset(
         project_id=project_id,
@@ -248,7 +214,7 @@ def add_property(
         if existing.name == name:
             raise errors.Conflict(fields="name", values=name)
         if existing.name.lower() == name.lower():
-            raise PropertyNameConflict(current=existing.name, provided=name)
+            raise errors.PropertyNameConflict(current=existing.name, provided=name)
     now = utcnow()
     prop = DatasetProperty(dataset_id=dataset.id, name=name, created_at=now, published_at=now)
     db_session.add(prop)
@@ -376,19 +342,19 @@ def _clean_data(
     clean: dict[str, str] = {}
     for key, value in (data or {}).items():
         if key not in allowed:
-            raise InvalidEntity(
+            raise errors.InvalidEntity(
                 reason=gettext("the entity list has no property %(name)s%(where)s")
                 % {"name": key, "where": where}
             )
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise InvalidEntity(
+            raise errors.InvalidEntity(
                 reason=gettext("the value of %(name)s must be text%(where)s")
                 % {"name": key, "where": where}
             )
         if len(value) > MAX_VALUE:
-            raise InvalidEntity(
+            raise errors.InvalidEntity(
                 reason=gettext("the value of %(name)s is too long%(where)s")
                 % {"name": key, "where": where}
             )
@@ -399,9 +365,12 @@ def _clean_data(
 def _clean_label(label: Any, *, position: int | None = None) -> str:
     where = "" if position is None else gettext(" (entity %(n)s)") % {"n": position}
     if not isinstance(label, str) or not label.strip():
-        raise InvalidEntity(reason=gettext("the label is empty%(where)s") % {"where": where})
+        reason = gettext("the label is empty%(where)s") % {"where": where}
+        raise errors.InvalidEntity(reason=reason)
     if len(label) > MAX_LABEL:
-        raise InvalidEntity(reason=gettext("the label is too long%(where)s") % {"where": where})
+        raise errors.InvalidEntity(
+            reason=gettext("the label is too long%(where)s") % {"where": where}
+        )
     return label
 
 
@@ -455,7 +424,7 @@ def create_entities(
     )
     deleted = sorted(u for u, when in taken.items() if when is not None)
     if deleted:
-        raise DeletedEntityConflict(uuids=", ".join(deleted))
+        raise errors.DeletedEntityConflict(uuids=", ".join(deleted))
     if taken:
         raise errors.Conflict(fields="uuid", values=", ".join(sorted(taken)))
     now = utcnow()
@@ -524,7 +493,7 @@ def update_entity(
     row = get_entity(db_session, dataset, uuid)
     entity, current = row.entity, row.version
     if not force and base_version != current.version:
-        raise EntityVersionConflict(current=current.version, provided=base_version)
+        raise errors.EntityVersionConflict(current=current.version, provided=base_version)
     allowed = {p.name for p in properties(db_session, dataset)}
     changes = _clean_data(data, allowed)
     new_label = _clean_label(label) if label is not None else current.label
@@ -550,7 +519,9 @@ def update_entity(
     except IntegrityError:
         # Someone else wrote this version number first.
         db_session.rollback()
-        raise EntityVersionConflict(current=current.version + 1, provided=base_version) from None
+        raise errors.EntityVersionConflict(
+            current=current.version + 1, provided=base_version
+        ) from None
     _audit(
         db_session,
         "entity.update.version",

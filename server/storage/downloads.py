@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 
 from flask import Response, redirect, request
-from flask_babel import lazy_gettext
 
 from server import errors
 from server.storage import services
@@ -52,20 +51,6 @@ INLINE_FAMILIES = ("audio/", "video/")
 BUCKET_INLINE_FAMILIES = ("image/", "audio/", "video/")
 
 
-class RangeNotSatisfiable(errors.Problem):
-    """The Range asked for lies outside the file."""
-
-    code = "416.1"
-    message = lazy_gettext("The requested range is outside the file, which has %(size)s bytes.")
-
-
-class FileUnavailable(errors.Unavailable):
-    """The blob store cannot be read now."""
-
-    code = "503.3"
-    message = lazy_gettext("This file cannot be read right now. Try again in a few minutes.")
-
-
 def may_show_inline(content_type: str) -> bool:
     """Tell whether a browser may display this type inline (it cannot run script)."""
     mimetype = content_type.split(";", 1)[0].strip().lower()
@@ -77,7 +62,7 @@ def send_blob(blob: Blob, filename: str, content_type: str, *, inline: bool = Fa
 
     ``inline`` asks for display in the browser; it is ignored for types that could run script.
     Raises :class:`~server.errors.NotFound` when the bytes are gone and
-    :class:`FileUnavailable` (503) when the store cannot be reached and the spool lacks them.
+    :class:`errors.FileUnavailable` (503) when the store cannot be reached and the spool lacks them.
     """
     content_type = content_type or "application/octet-stream"
     inline = inline and may_show_inline(content_type)
@@ -117,7 +102,7 @@ def send_blob(blob: Blob, filename: str, content_type: str, *, inline: bool = Fa
         raise errors.NotFound() from None
     except StorageUnavailable as exc:
         log.warning("cannot read blob %s: %s", blob.sha256, exc)
-        raise FileUnavailable(headers={"Retry-After": "60"}) from exc
+        raise errors.FileUnavailable(headers={"Retry-After": "60"}) from exc
 
     response = Response(
         body, status=status, headers=headers, mimetype=None, direct_passthrough=True
@@ -165,5 +150,7 @@ def _requested_range(blob: Blob) -> tuple[int, int, int]:
         return whole  # several ranges at once: allowed to answer with the whole file
     bounds = requested.range_for_length(blob.size)
     if bounds is None:
-        raise RangeNotSatisfiable(size=blob.size, headers={"Content-Range": f"bytes */{blob.size}"})
+        raise errors.RangeNotSatisfiable(
+            size=blob.size, headers={"Content-Range": f"bytes */{blob.size}"}
+        )
     return bounds[0], bounds[1] - 1, 206

@@ -17,7 +17,8 @@ Order of durability (issue 5): the bytes are durable (the object store confirmed
 are fsync'd in the local spool) before :func:`save` returns; the caller commits the rows that
 reference the blob after that; the tablet is answered after the commit. When the store cannot
 be reached, :func:`save` puts the file in the spool and a background drainer moves it to the
-store later; when the spool is full too, it raises :class:`StorageBusy` (503 with Retry-After)
+store later; when the spool is full too, it raises
+:class:`~server.errors.StorageBusy` (503 with Retry-After)
 and Collect keeps the record and sends it again. Reads look in the spool first.
 
 The database does not record where a blob's bytes are: the store and the spool together are
@@ -35,11 +36,10 @@ from typing import BinaryIO, Literal, Protocol
 
 import sqlalchemy as sa
 from flask import Flask, current_app
-from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
+from server import errors
 from server.db import insert_or_ignore
-from server.errors import Unavailable
 from server.storage.base import (
     BlobMissing,
     BlobStore,
@@ -61,16 +61,6 @@ OUTAGE_HOLD_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 120
 # How often a worker looks, between requests, for files left in the spool (by a restart).
 SPOOL_LOOK_SECONDS = 30.0
-
-
-class StorageBusy(Unavailable):
-    """The store is unreachable and the spool is full: nothing can be made durable now."""
-
-    code = "503.2"
-    message = lazy_gettext(
-        "The server cannot store files right now. Your record is safe on the tablet; it will be "
-        "sent again automatically."
-    )
 
 
 class Outage:
@@ -168,7 +158,7 @@ def stage_stream(stream: BinaryIO, *, limit: int | None = None) -> StagedFile:
 def make_durable(staged: StagedFile) -> Literal["store", "spool"]:
     """Put a staged file in the store, or in the spool if the store is unreachable.
 
-    Returns where it went. Raises :class:`StorageBusy` (503, Retry-After) when neither can
+    Returns where it went. Raises :class:`errors.StorageBusy` (503, Retry-After) when neither can
     take it; the caller must then not acknowledge anything.
     """
     runtime = _runtime()
@@ -193,10 +183,10 @@ def make_durable(staged: StagedFile) -> Literal["store", "spool"]:
             except StorageUnavailable:
                 runtime.outage.begin()
         log.error("blob store unreachable and spool full: %s", exc)
-        raise StorageBusy(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+        raise errors.StorageBusy(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     except StorageUnavailable as exc:
         log.error("blob store unreachable and spool not writable: %s", exc)
-        raise StorageBusy(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+        raise errors.StorageBusy(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
     runtime.drainer.kick()
     return "spool"
 
@@ -206,7 +196,7 @@ def save(db_session: Session, staged: StagedFile) -> Blob:
 
     The bytes are durable when this returns; the caller commits the rows that reference the
     blob afterwards, so no row ever points at bytes that are not there. Raises
-    :class:`StorageBusy` (a 503 :class:`~server.errors.Unavailable`) when nothing can be stored.
+    :class:`~server.errors.StorageBusy` (503) when nothing can be stored.
     """
     make_durable(staged)
     return db_session.get_one(Blob, catalogue(db_session, [staged])[staged.sha256])

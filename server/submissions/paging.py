@@ -31,23 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server import bounds, errors
 from server.submissions.models import Submission
 from server.submissions.services import SubmissionFilter, SubmissionRow, add_edit_counts
 from server.submissions.services import _base as base_query  # the one filter builder
-
-
-class BadCursor(errors.BadRequest):
-    """A cursor or ``$skiptoken`` this server did not hand out (or for another order)."""
-
-    code = "400.35"
-    message = lazy_gettext(
-        "The paging cursor is not valid here: start again from the first page without it."
-    )
-
 
 # Fields a page may be ordered by: the sort expression and how its cursor value is written.
 ORDER_FIELDS: dict[str, tuple[Any, str]] = {
@@ -111,16 +100,16 @@ def unwrap(text: str, kind: str, *numbers: str) -> dict[str, Any]:
     """
     text = text.strip()
     if len(text) > MAX_TOKEN_LENGTH:
-        raise BadCursor()
+        raise errors.BadCursor()
     try:
         payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        raise BadCursor() from None
+        raise errors.BadCursor() from None
     if not isinstance(payload, dict) or payload.get("o") != kind:
-        raise BadCursor()
+        raise errors.BadCursor()
     for key in numbers:
         if not _fits("int", payload.get(key)):
-            raise BadCursor()
+            raise errors.BadCursor()
     return payload
 
 
@@ -150,7 +139,7 @@ def decode(text: str, order: Order) -> Cursor:
             elif not _fits(kind, value):
                 raise ValueError(value)
         except (TypeError, ValueError):
-            raise BadCursor() from None
+            raise errors.BadCursor() from None
     return Cursor(seq, value)
 
 

@@ -25,7 +25,6 @@ from flask_babel import (
     format_datetime,
     format_decimal,
     get_locale,
-    lazy_gettext,
 )
 
 from server import bounds, db, errors
@@ -40,13 +39,6 @@ from server.web import security
 STATIC = Path(__file__).resolve().parent / "static"
 LANGUAGES = ("fr", "en")
 PAGE_SIZE = 50
-
-
-class BadFilter(errors.UnexpectedValue):
-    """A filter or form field of a console page has a value that cannot be used."""
-
-    code = "400.8"
-    message = lazy_gettext("The value of “%(field)s” cannot be used: %(reason)s")
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -217,7 +209,7 @@ def parse_date(name: str, raw: str | None, label: str) -> dt.date | None:
     try:
         return bounds.day(raw)
     except bounds.OutOfBounds as exc:
-        raise BadFilter(field=label, reason=exc.reason, name=name) from None
+        raise errors.FieldValueRefused(field=label, reason=exc.reason, name=name) from None
 
 
 def start_of(day: dt.date | None, *, next_day: bool = False) -> dt.datetime | None:
@@ -235,4 +227,4 @@ def parse_int(raw: str | None, label: str) -> int | None:
     try:
         return bounds.whole_number(raw)
     except bounds.OutOfBounds as exc:
-        raise BadFilter(field=label, reason=exc.reason) from None
+        raise errors.FieldValueRefused(field=label, reason=exc.reason) from None

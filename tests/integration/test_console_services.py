@@ -46,7 +46,7 @@ def test_members_are_added_by_email_listed_and_removed(db_session, project):
     assert members.project_members(db_session, project.id)[0].roles == ["viewer"]
     with pytest.raises(errors.NotFound):
         members.remove_member(db_session, project.id, user.actor_id, "manager", actor_id=None)
-    with pytest.raises(members.NoSuchUser):
+    with pytest.raises(errors.NoSuchUser):
         members.add_member(db_session, project.id, "nobody@example.org", "viewer", actor_id=None)
     with pytest.raises(errors.UnexpectedValue):
         members.add_member(db_session, project.id, "analyste@example.org", "admin", actor_id=None)

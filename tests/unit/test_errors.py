@@ -120,3 +120,13 @@ def test_a_programming_error_sqlite_calls_operational_stays_a_500():
     no_table = _operational(sqlite3.OperationalError("no such table: x"))
     assert errors.database_unavailable(no_table) is None
     assert errors.database_unavailable(RuntimeError("database is locked")) is None
+
+
+def test_every_problem_of_the_server_is_in_the_one_table(bare_app):
+    """Issue 17: the codes a client can meet are listed in one module, server/errors.py."""
+    elsewhere = sorted(
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in every_problem_of_the_server()
+        if cls.__module__ != "server.errors" and not cls.__module__.startswith("tests.")
+    )
+    assert not elsewhere, f"move these into server/errors.py: {elsewhere}"

@@ -44,7 +44,7 @@ class Durable:
 def make_durable(upload: Upload, files: list[IncomingFile]) -> None:
     """Stage and store the files the record names (``upload.durable``), ignore the others.
 
-    Raises :class:`~server.storage.services.StorageBusy` (503) when nothing can take a file:
+    Raises :class:`~server.storage.errors.StorageBusy` (503) when nothing can take a file:
     then nothing is acknowledged, and the device sends the record again.
     """
     if not files:

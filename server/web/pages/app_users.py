@@ -72,7 +72,9 @@ def create_app_user(project_id: int) -> Response:
     actor = access.require_actor()
     name = request.form.get("name", "").strip()
     if not name:
-        raise common.BadFilter(field=gettext("Name"), reason=gettext("give the tablet a name"))
+        raise errors.FieldValueRefused(
+            field=gettext("Name"), reason=gettext("give the tablet a name")
+        )
     db_session = db.session()
     # A new tablet usually fills every form of its project that is not closed; its page lets
     # the coordinator change that.
@@ -110,7 +112,7 @@ def _options(source: Mapping[str, str]) -> collect.CollectOptions:
     try:
         options.check()
     except ValueError as exc:
-        raise common.BadFilter(field=gettext("Settings"), reason=str(exc)) from None
+        raise errors.FieldValueRefused(field=gettext("Settings"), reason=str(exc)) from None
     return options
 
 

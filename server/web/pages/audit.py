@@ -52,7 +52,7 @@ def audit_log() -> Response:
     end = common.parse_date("to", args.get("to"), gettext("To"))
     action = args.get("action", "").strip()
     if action and action not in ACTIONS:
-        raise common.BadFilter(field=gettext("Action"), reason=gettext("unknown action"))
+        raise errors.FieldValueRefused(field=gettext("Action"), reason=gettext("unknown action"))
     before = common.parse_int(args.get("before"), "before")
     db_session = db.session()
     rows = audit.list_events(

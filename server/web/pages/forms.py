@@ -156,7 +156,9 @@ def attach_media(project_id: int, xml_form_id: str) -> Response:
     name = request.form.get("name", "")
     file = request.files.get("file")
     if file is None or not file.filename:
-        raise common.BadFilter(field=name or gettext("File"), reason=gettext("choose a file"))
+        raise errors.FieldValueRefused(
+            field=name or gettext("File"), reason=gettext("choose a file")
+        )
     forms.attach(
         db.session(),
         found,

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, flash, redirect, request, url_for
 from flask_babel import gettext, lazy_gettext
 
-from server import db
+from server import db, errors
 from server.auth import access, members
 from server.auth import services as accounts
 from server.forms import services as forms
@@ -55,7 +55,9 @@ def create_project() -> Response:
     actor = access.require("project.create")
     name = request.form.get("name", "").strip()
     if not name:
-        raise common.BadFilter(field=gettext("Name"), reason=gettext("a project needs a name"))
+        raise errors.FieldValueRefused(
+            field=gettext("Name"), reason=gettext("a project needs a name")
+        )
     project = projects.create(
         db.session(), name, request.form.get("description") or None, by=actor.id
     )

@@ -48,12 +48,14 @@ def _filters(disclosure: personal.Disclosure) -> tuple[SubmissionFilter, dict[st
     start = common.parse_date("from", raw["from"], gettext("From"))
     end = common.parse_date("to", raw["to"], gettext("To"))
     if start and end and end < start:
-        raise common.BadFilter(
+        raise errors.FieldValueRefused(
             field=gettext("To"), reason=gettext("the end date comes before the start date")
         )
     state = raw["state"]
     if state and state not in REVIEW_STATES:
-        raise common.BadFilter(field=gettext("Review state"), reason=gettext("unknown state"))
+        raise errors.FieldValueRefused(
+            field=gettext("Review state"), reason=gettext("unknown state")
+        )
     submitter = common.parse_int(raw["submitter"], gettext("Enumerator"))
     filters = SubmissionFilter(
         received_from=common.start_of(start),
@@ -129,7 +131,9 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
 
 def _state(raw: str) -> str:
     if raw not in SETTABLE_REVIEW_STATES:
-        raise common.BadFilter(field=gettext("Review state"), reason=gettext("unknown state"))
+        raise errors.FieldValueRefused(
+            field=gettext("Review state"), reason=gettext("unknown state")
+        )
     return raw
 
 
@@ -253,7 +257,9 @@ def comment(project_id: int, xml_form_id: str, instance_id: str) -> Response:
     record = submissions.get(db.session(), form.id, instance_id)
     body = request.form.get("body", "")
     if not body.strip():
-        raise common.BadFilter(field=gettext("Comment"), reason=gettext("write something first"))
+        raise errors.FieldValueRefused(
+            field=gettext("Comment"), reason=gettext("write something first")
+        )
     submissions.add_comment(db.session(), record, body, actor_id=actor.id, project_id=project.id)
     flash(gettext("Comment added."))
     return _back(project.id, form.xml_form_id, record.instance_id)
