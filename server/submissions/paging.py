@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from server import bounds, errors
 from server.submissions.models import Submission
 from server.submissions.services import SubmissionFilter, SubmissionRow, add_edit_counts
-from server.submissions.services import _base as base_query  # the one filter builder
+from server.submissions.services import filtered_query as base_query  # the one filter builder
 
 # Fields a page may be ordered by: the sort expression and how its cursor value is written.
 ORDER_FIELDS: dict[str, tuple[Any, str]] = {

@@ -67,7 +67,8 @@ class SubmissionRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _base(form_id: int, filters: SubmissionFilter) -> sa.Select:
+def filtered_query(form_id: int, filters: SubmissionFilter) -> sa.Select:
+    """Return the query of a form's records and current versions that pass ``filters``."""
     query = (
         sa.select(Submission, SubmissionVersion, FormVersion.version, Actor.display_name)
         .join(
@@ -127,7 +128,7 @@ def list_submissions(
     order = (
         Submission.id.desc() if newest_first and filters.after_id is None else (Submission.id.asc())
     )
-    query = _base(form_id, filters).order_by(order).offset(offset)
+    query = filtered_query(form_id, filters).order_by(order).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     rows = [SubmissionRow(s, v, fv, name) for s, v, fv, name in db_session.execute(query)]
@@ -165,7 +166,7 @@ def count_submissions(
     db_session: Session, form_id: int, filters: SubmissionFilter | None = None
 ) -> int:
     """Count a form's records matching the filters."""
-    query = _base(form_id, filters or SubmissionFilter()).with_only_columns(
+    query = filtered_query(form_id, filters or SubmissionFilter()).with_only_columns(
         sa.func.count(Submission.id)
     )
     return db_session.execute(query.order_by(None)).scalar_one()

@@ -157,3 +157,39 @@ def test_the_refusal_of_a_tablet_is_chosen_in_one_place():
             }:
                 found.append(f"{_relative(path)}:{node.lineno}")
     assert len(found) == 1 and found[0].startswith("server/auth/access.py:"), found
+
+
+def test_no_module_reaches_for_another_modules_private_names():
+    """Issue 17: a name starting with ``_`` is its module's own; what others need is public."""
+    found = []
+    for path in sorted(SERVER.rglob("*.py")):
+        tree = _tree(path)
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("server"):
+                for alias in node.names:
+                    # ``_`` is gettext's conventional alias (server/forms/messages.py).
+                    if (
+                        alias.name.startswith("_")
+                        and alias.name not in ("_",)
+                        and not (alias.name.startswith("__"))
+                    ):
+                        found.append(f"{path.relative_to(ROOT)}: imports {alias.name}")
+                    imported.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                imported |= {
+                    a.asname or a.name.split(".")[0]
+                    for a in node.names
+                    if a.name.startswith("server")
+                }
+
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert not found, found
