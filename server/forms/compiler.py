@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from typing import Any, Literal
 from lxml import etree
 
 from server import errors, safexml
-from server.forms import xform
+from server.forms import explain, xform
 from server.forms.messages import _
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class Message:
     sheet: str | None = None
     row: int | None = None
     column: str | None = None
+    # pyxform's own sentence when ``message`` explains it in the reader's language.
+    original: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the message as the API shows it."""
@@ -98,6 +100,7 @@ class Message:
             "sheet": self.sheet,
             "row": self.row,
             "column": self.column,
+            "original": self.original,
         }
 
 
@@ -143,8 +146,17 @@ _NAMED_SHEET = re.compile(r"\b(survey|choices|settings|external_choices|entities
 _MISSING_COLUMN = re.compile(r"missing the (survey|choices|settings|entities) (?:(\S+) column\b)?")
 
 
-def locate(text: str, context: dict[str, Any] | None = None) -> Message:
-    """Turn one pyxform message into a :class:`Message`, finding its sheet, row and column."""
+def locate(
+    text: str,
+    context: dict[str, Any] | None = None,
+    survey: Sequence[dict[str, Any]] | None = None,
+) -> Message:
+    """Turn one pyxform message into a :class:`Message`, finding its sheet, row and column.
+
+    A message :mod:`~server.forms.explain` knows is said in the reader's language, pyxform's
+    sentence kept as ``original``; the row is never left inside the sentence. ``survey`` (the
+    survey sheet's rows) finds the row of a message that names a value but not its row.
+    """
     context = context or {}
     row: int | None = None
     sheet: str | None = None
@@ -171,13 +183,24 @@ def locate(text: str, context: dict[str, Any] | None = None) -> Message:
         row = row or int(match.group(3))
     if match := _MISSING_COLUMN.search(text):
         sheet, column = sheet or match.group(1), column or match.group(2)
-    if sheet is None and (match := _NAMED_SHEET.search(text)):
-        sheet = match.group(1)
-    return Message(message=text.strip(), sheet=sheet, row=row, column=column)
+    explained = explain.explain(text, survey)
+    if explained is None:
+        if sheet is None and (match := _NAMED_SHEET.search(text)):
+            sheet = match.group(1)
+        return Message(message=explain.without_row(text), sheet=sheet, row=row, column=column)
+    return Message(
+        message=explained.text,
+        sheet=explained.sheet or sheet,
+        row=row if row is not None else explained.row,
+        column=explained.column or column,
+        original=explained.original,
+    )
 
 
-def _messages(texts: Iterable[str]) -> list[Message]:
-    return [locate(text) for text in texts if text and text.strip()]
+def _messages(
+    texts: Iterable[str], survey: Sequence[dict[str, Any]] | None = None
+) -> list[Message]:
+    return [locate(text, survey=survey) for text in texts if text and text.strip()]
 
 
 def _invalid(
@@ -610,24 +633,30 @@ def _safe_form_id(candidate: str | None) -> str | None:
 
 def _run_pyxform(
     data: bytes, kind: str, filename: str, fallback: str | None
-) -> tuple[str, list[str], frozenset[str], bytes | None]:
-    """Convert with pyxform; return the XForm, pyxform's warnings, pii paths and itemsets."""
+) -> tuple[str, list[str], frozenset[str], bytes | None, list[dict[str, Any]]]:
+    """Convert with pyxform; return the XForm, its warnings, pii paths, itemsets, survey rows."""
+
     from pyxform.errors import PyXFormError
     from pyxform.xls2json_backends import get_xlsform
     from pyxform.xls2xform import convert
 
     warnings: list[str] = []
+    survey: list[dict[str, Any]] | None = None
     try:
         workbook = get_xlsform(xlsform=data, file_type=kind)
-        pii = pii_paths(workbook.survey)
+        survey = workbook.survey
+        pii = pii_paths(survey)
         definition = {f.name: getattr(workbook, f.name) for f in fields(workbook)}
         definition["fallback_form_name"] = fallback
         result = convert(xlsform=definition, warnings=warnings, validate=False)
         itemsets = result.itemsets.encode("utf-8") if result.itemsets is not None else None
-        return result.xform, list(result.warnings), pii, itemsets
+        return result.xform, list(result.warnings), pii, itemsets, survey
     except PyXFormError as exc:
         context = exc.context if isinstance(getattr(exc, "context", None), dict) else None
-        raise _invalid(filename, [locate(str(exc), context)], _messages(warnings)) from None
+        raise _invalid(
+            filename, [locate(str(exc), context, survey)], _messages(warnings, survey)
+        ) from None
+
     except RecursionError:
         raise _refuse(filename, _("The form is nested too deeply to be read.")) from None
     except Exception as exc:
@@ -726,8 +755,8 @@ def compile_upload(
         fallback = _safe_form_id(form_id_fallback) or _safe_form_id(
             Path(filename).stem if filename else None
         )
-        text, raw_warnings, pii, itemsets = _run_pyxform(data, kind, shown, fallback)
-        warnings = _messages(raw_warnings)
+        text, raw_warnings, pii, itemsets, survey = _run_pyxform(data, kind, shown, fallback)
+        warnings = _messages(raw_warnings, survey)
         try:
             ident = xform.identity(xform.parse(text.encode("utf-8")))
         except xform.XFormError as exc:

@@ -522,6 +522,10 @@ def test_a_broken_spreadsheet_shows_its_errors_by_sheet_row_and_column(client, d
     row = re.search(r'<table class="located">.*?<tbody>\s*<tr>(.*?)</tr>', response.text, re.S)[1]
     cells = [c.strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
     assert cells[:3] == ["survey", "3", "name"]
+    # Said in French, the row not repeated inside; pyxform's English sentence kept as a detail.
+    problem = html.unescape(cells[3])
+    assert problem.startswith("Le nom « q1 » est utilisé deux fois") and "[row" not in problem
+    assert "<details" in problem and "'q1' is invalid" in problem
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Form)) == 1
 
 

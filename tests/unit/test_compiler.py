@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server import errors
-from server.forms import compiler, xform
+from server.forms import compiler, explain, xform
 from tests.fixtures.forms import workbooks
 
 SIMPLE_XFORM = """<?xml version="1.0"?>
@@ -67,7 +67,9 @@ def test_warnings_carry_sheet_row_and_column():
     assert len(form.warnings) == 1
     warning = form.warnings[0].to_json()
     assert (warning["sheet"], warning["row"], warning["column"]) == ("choices", 2, "label")
-    assert warning["message"].startswith("[row : 2] On the 'choices' sheet")
+    # Said for the coordinator; pyxform's sentence kept beside it, its row in its own column.
+    assert warning["message"] == "This choice has no label: tablets would show an empty line."
+    assert warning["original"].startswith("On the 'choices' sheet")
 
 
 def test_pyxform_error_names_file_sheet_row_and_column():
@@ -75,7 +77,8 @@ def test_pyxform_error_names_file_sheet_row_and_column():
     assert details["filename"] == "broken.md"
     [error] = details["errors"]
     assert (error["sheet"], error["row"], error["column"]) == ("survey", 3, "name")
-    assert "'q1' is invalid" in error["message"]
+    assert "“q1” is used twice" in error["message"]
+    assert "'q1' is invalid" in error["original"]
 
 
 def test_pyxform_crash_with_a_type_error_becomes_a_clean_400():
@@ -87,7 +90,7 @@ def test_pyxform_crash_with_a_type_error_becomes_a_clean_400():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[row : 5] Question with no type.", (None, 5, None)),
+        ("[row : 5] Question with no type.", ("survey", 5, "type")),
         ("[sheet: survey] [row : 3] [column : type] Unknown question type.", ("survey", 3, "type")),
         (
             "[row : 7] On the 'choices' sheet, the 'name' value is invalid.",
@@ -107,7 +110,8 @@ def test_pyxform_crash_with_a_type_error_becomes_a_clean_400():
 def test_locate_reads_pyxform_message_shapes(text, expected):
     message = compiler.locate(text)
     assert (message.sheet, message.row, message.column) == expected
-    assert message.message == text
+    assert "[row" not in message.message
+    assert (message.original or message.message) == explain.without_row(text)
 
 
 def test_locate_prefers_pyxform_context():
@@ -315,4 +319,114 @@ def test_hash_of_compiled_text_is_stable():
     second = compiler.compile_upload(workbooks.data("household.md"), filename="h.md")
     assert (
         hashlib.md5(first.xml.encode()).hexdigest() == hashlib.md5(second.xml.encode()).hexdigest()
+    )
+
+
+# ---- pyxform's frequent messages, said for the coordinator -----------------------------------
+
+
+def survey(*rows: str, head: str = "| | type | name | label |", choices: str = "") -> bytes:
+    return ("| survey |\n" + head + "\n" + "\n".join(rows) + "\n" + choices).encode()
+
+
+FREQUENT = [
+    (
+        "duplicate name",
+        survey("| | text | a | A |", "| | text | a | B |"),
+        ("survey", 3, "name"),
+        "The name “a” is used twice in the same group.",
+    ),
+    (
+        "unknown type (row found by the type)",
+        survey("| | text | a | A |", "| | texte | b | B |"),
+        ("survey", 3, "type"),
+        "Unknown question type “texte”.",
+    ),
+    (
+        "select without its list",
+        survey("| | select_one | a | A |"),
+        ("survey", 2, "type"),
+        "“select_one” needs the name of its choice list after it",
+    ),
+    (
+        "missing column",
+        survey("| | a | A |", head="| | name | label |"),
+        ("survey", None, "type"),
+        "The survey sheet has no type column.",
+    ),
+    (
+        "no name",
+        survey("| | text | | A |"),
+        ("survey", 2, "name"),
+        "This question or group has no name.",
+    ),
+    (
+        "reserved name",
+        survey("| | text | meta | A |"),
+        ("survey", 2, "name"),
+        "The name “meta” is reserved",
+    ),
+    (
+        "bad reference",
+        survey("| | text | a | A | ${zz} = 'x' |", head="| | type | name | label | relevant |"),
+        ("survey", 2, "relevant"),
+        "The relevant column refers to ${zz}, but no question is named “zz”.",
+    ),
+    (
+        "unknown list",
+        survey(
+            "| | select_one zz | a | A |",
+            choices="| choices |\n| | list_name | name | label |\n| | yn | y | Yes |\n",
+        ),
+        ("survey", 2, "type"),
+        "The choice list “zz” is not in the choices sheet.",
+    ),
+    (
+        "group never closed",
+        survey("| | begin group | g | G |", "| | text | a | A |"),
+        ("survey", 2, "type"),
+        "“g” is opened here but never closed",
+    ),
+    (
+        "neither label nor hint (row found by the name)",
+        survey("| | text | a | A |", "| | text | b | |"),
+        ("survey", 3, "label"),
+        "The question “b” has neither a label nor a hint",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "where", "english"), FREQUENT, ids=[c[0] for c in FREQUENT]
+)
+def test_frequent_pyxform_errors_are_explained_and_located(case, data, where, english):
+    [error] = invalid(data, filename="f.md")["errors"]
+    assert (error["sheet"], error["row"], error["column"]) == where, error
+    assert error["message"].startswith(english), error
+    assert error["original"] and "[row" not in error["original"] + error["message"]
+
+
+def test_repeat_without_label_is_a_located_explained_warning():
+    form = compiler.compile_upload(
+        survey("| | begin repeat | r | |", "| | text | a | A |", "| | end repeat | | |"),
+        filename="r.md",
+    )
+    [warning] = [w.to_json() for w in form.warnings]
+    assert (warning["sheet"], warning["row"], warning["column"]) == ("survey", 2, "label")
+    assert warning["message"].startswith("The repeat “r” has no label")
+
+
+def test_explanations_are_french_for_a_french_reader(bare_app):
+    with bare_app.test_request_context(headers={"Accept-Language": "fr"}):
+        [error] = invalid(survey("| | texte | a | A |"), filename="f.md")["errors"]
+    assert error["message"].startswith("Type de question inconnu : « texte »")
+    assert error["original"] == "Unknown question type 'texte'."
+
+
+def test_an_unknown_pyxform_message_stays_pyxform_sentence_without_its_row():
+    message = compiler.locate("[row : 4] Something pyxform says one day.")
+    assert (message.message, message.row, message.original) == (
+        "Something pyxform says one day.",
+        4,
+        None,
     )
