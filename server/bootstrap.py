@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask
+from flask_babel import gettext
 
 from server import db, files
 from server.auth import services as accounts
@@ -53,7 +54,10 @@ def _ensure_admin(app: Flask, db_session: sa.orm.Session) -> SetupReport:
         files.write_private(path, f"{email}\n{password}\n".encode())
         report.admin_password = password
         report.admin_password_file = path
-    user = accounts.create_user(db_session, email, password, display_name="Administrator", by=None)
+    # Named in the server's language (the console shows it to everyone who reads the audit log).
+    name = gettext("Administrator")
+    user = accounts.create_user(db_session, email, password, display_name=name, by=None)
+
     accounts.assign(db_session, user.actor_id, "admin", by=None)
     db_session.commit()
     return report

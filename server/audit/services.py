@@ -23,10 +23,12 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEvent
+from server.auth import roles
 from server.auth.models import Actor
 from server.db import utcnow
 from server.forms.models import Form
 from server.projects.models import Project
+from server.submissions.models import REVIEW_STATE_WORDS
 
 ACTIONS: Mapping[str, Any] = {
     # accounts and roles: who may do what
@@ -78,6 +80,83 @@ def describe(action: str) -> str:
     """Return what an action means, in the current language (the code if unknown)."""
     found = ACTIONS.get(action)
     return str(found) if found is not None else action
+
+
+# What the keys of an event's details are called where people read them (the console; the API
+# shows the JSON). A key not here is shown as it is written.
+DETAILS: Mapping[str, Any] = {
+    "actorId": lazy_gettext("Account number"),
+    "email": lazy_gettext("Email"),
+    "name": lazy_gettext("Name"),
+    "displayName": lazy_gettext("Name"),
+    "roleId": lazy_gettext("Role"),
+    "instanceId": lazy_gettext("Record"),
+    "instanceIds": lazy_gettext("Records"),
+    "reviewState": lazy_gettext("Review state"),
+    "previousReviewState": lazy_gettext("Previous review state"),
+    "xmlFormId": lazy_gettext("Form ID"),
+    "version": lazy_gettext("Version"),
+    "copied": lazy_gettext("Copied from the published version"),
+    "hash": lazy_gettext("Fingerprint (MD5)"),
+    "md5": lazy_gettext("Fingerprint (MD5)"),
+    "state": lazy_gettext("State"),
+    "blobId": lazy_gettext("File number"),
+    "batch": lazy_gettext("Batch"),
+    "accepted": lazy_gettext("Accepted"),
+    "refused": lazy_gettext("Refused"),
+    "encrypted": lazy_gettext("Encrypted"),
+    "keyId": lazy_gettext("Key number"),
+    "dataset": lazy_gettext("Entity list"),
+    "count": lazy_gettext("Count"),
+    "source": lazy_gettext("Source"),
+    "uuid": lazy_gettext("Entity"),
+    "property": lazy_gettext("Property"),
+    "approvalRequired": lazy_gettext("Approval required"),
+    "format": lazy_gettext("Format"),
+    "options": lazy_gettext("Options"),
+    "via": lazy_gettext("Through"),
+    "channel": lazy_gettext("Read through"),
+    "path": lazy_gettext("Address"),
+    "allRecords": lazy_gettext("Every record"),
+    "id": lazy_gettext("Number"),
+    "key": lazy_gettext("Record key"),
+    "column": lazy_gettext("Column"),
+}
+
+# Values shown in words: a form's state, by the key that holds it.
+_FORM_STATES = {
+    "open": lazy_gettext("Open"),
+    "closing": lazy_gettext("Closing"),
+    "closed": lazy_gettext("Closed"),
+}
+
+
+def detail_lines(details: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Return an event's details as (what, value) lines in the reader's language."""
+    lines = []
+    for key, value in (details or {}).items():
+        if value is None or value == [] or value == {}:
+            continue
+        if key == "roleId":
+            shown = roles.word(value)
+        elif key in ("reviewState", "previousReviewState"):
+            shown = str(REVIEW_STATE_WORDS.get(value, value))
+        elif key == "state":
+            shown = str(_FORM_STATES.get(value, value))
+        else:
+            shown = _plain(value)
+        lines.append((str(DETAILS.get(key, key)), shown))
+    return lines
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(lazy_gettext("yes") if value else lazy_gettext("no"))
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items() if v not in (None, ""))
+    return str(value)
 
 
 def event(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from server.auth.models import Role
@@ -97,6 +98,22 @@ SYSTEM_ROLES: tuple[SystemRole, ...] = (
 
 ROLE_IDS = {role.system: role.id for role in SYSTEM_ROLES}
 VERBS_BY_ROLE_ID = {role.id: frozenset(role.verbs) for role in SYSTEM_ROLES}
+
+# What each role is called where people read it (the console, the audit log), by system name.
+WORDS = {
+    "admin": lazy_gettext("Administrator"),
+    "app-user": lazy_gettext("App user (tablet)"),
+    "manager": lazy_gettext("Coordinator (manager)"),
+    "viewer": lazy_gettext("Analyst (viewer)"),
+    "formfill": lazy_gettext("Data collector"),
+    "pub-link": lazy_gettext("Public link"),
+}
+
+
+def word(system_or_id: str | int) -> str:
+    """Return a role's name in the reader's language, from its system name or its id."""
+    system = next((r.system for r in SYSTEM_ROLES if r.id == system_or_id), system_or_id)
+    return str(WORDS.get(str(system), system))
 
 
 def sync_roles(db_session: Session) -> None:

@@ -12,11 +12,20 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, JSONDocument, UTCDateTime, utcnow
 
 REVIEW_STATES = ("hasIssues", "edited", "approved", "rejected")
+# What each state is called where people read it ("received": no state set yet).
+REVIEW_STATE_WORDS = {
+    "received": lazy_gettext("Received"),
+    "hasIssues": lazy_gettext("Has issues"),
+    "edited": lazy_gettext("Edited"),
+    "approved": lazy_gettext("Approved"),
+    "rejected": lazy_gettext("Rejected"),
+}
 
 
 class Submission(Base):

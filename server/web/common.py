@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from functools import cache
 from pathlib import Path
@@ -141,17 +140,11 @@ def _day(value: dt.date | dt.datetime | None) -> str:
     return format_date(value, "medium") if value is not None else ""
 
 
-def _compact_json(value: Any) -> str:
-    if not value:
-        return ""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
-
-
 def _percent(value: float) -> str:
     return format_decimal(value, "#,##0.#") + "\u00a0%"
 
 
-FILTERS = {"when": _when, "day": _day, "compact_json": _compact_json, "percent": _percent}
+FILTERS = {"when": _when, "day": _day, "percent": _percent}
 
 
 # ---- lookups with access ---------------------------------------------------------------------

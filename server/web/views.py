@@ -31,6 +31,7 @@ from importlib import import_module
 from flask import Blueprint, Flask
 
 from server import errors
+from server.audit import services as audit
 from server.web import common, security
 
 bp = Blueprint(
@@ -45,6 +46,9 @@ bp.before_request(security.require_console_session)
 bp.after_request(security.add_headers)
 bp.context_processor(common.template_context)
 bp.app_template_global()(common.asset)
+bp.app_template_global("audit_action")(audit.describe)
+bp.app_template_global("audit_details")(audit.detail_lines)
+
 
 # Page modules, each adding its routes to ``bp`` when imported.
 PAGES = (

@@ -840,10 +840,13 @@ def test_audit_log_filters_and_scope(client, site):
         f"/projects/{p}/forms/menage/submissions/{site['instance_id']}/review",
         data={"csrf_token": token, "state": "approved"},
     )
-    page = client.get("/audit?action=submission.update").text
-    assert "<code>submission.update</code>" in page
-    assert "<code>submission.create</code>" not in page
+    page = html.unescape(client.get("/audit?action=submission.update").text)
+    # Said in words, the code kept as a title; the details as lines, not JSON.
+    assert '<td title="submission.update">État de revue changé</td>' in page
+    assert "Soumission reçue" not in page and '"reviewState"' not in page
+    assert re.search(r"État de revue</span> Approuvée", page)
+    assert re.search(rf"Fiche</span> {re.escape(site['instance_id'])}", page)
     assert "Aucun événement ne correspond" in client.get("/audit?action=form").text
     client.post("/logout", data={"csrf_token": csrf_of(client)})
     as_role(client, site, "outsider")
-    assert "<code>submission.update</code>" not in client.get("/audit").text
+    assert 'title="submission.update"' not in client.get("/audit").text

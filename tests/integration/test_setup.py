@@ -27,10 +27,19 @@ def test_first_start_creates_admin_with_generated_password_kept_privately(databa
         assert user.password_hash.startswith("$argon2id$")
         assignment = db_session.scalars(sa.select(Assignment)).one()
         assert (assignment.role_id, assignment.actee) == (1, "*")
+        assert user.actor.display_name == "Administrateur"  # in the server's language
         assert db_session.get(Project, 1).name == "Programme Mali"
         assert {r.system for r in db_session.scalars(sa.select(Role))} == {
             r.system for r in SYSTEM_ROLES
         }
+    app.extensions["merit.db"].dispose()
+
+
+def test_the_first_account_is_named_in_the_server_language(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, DEFAULT_LANGUAGE="en")
+    bootstrap.setup(app)
+    with app.app_context(), app.extensions["merit.db"].session() as db_session:
+        assert db_session.scalars(sa.select(User)).one().actor.display_name == "Administrator"
     app.extensions["merit.db"].dispose()
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, flash, redirect, request, url_for
-from flask_babel import gettext, lazy_gettext
+from flask_babel import gettext
 
 from server import db, errors
-from server.auth import access, members
+from server.auth import access, members, roles
 from server.auth import services as accounts
 from server.forms import services as forms
 from server.projects import services as projects
@@ -16,13 +16,6 @@ from server.projects.models import Project
 from server.submissions import overview
 from server.web import common
 from server.web.views import bp
-
-ROLE_NAMES = {
-    "admin": lazy_gettext("Administrator"),
-    "manager": lazy_gettext("Coordinator (manager)"),
-    "viewer": lazy_gettext("Analyst (viewer)"),
-    "formfill": lazy_gettext("Data collector"),
-}
 
 
 def project_list() -> Response:
@@ -123,7 +116,7 @@ def project_members(project_id: int) -> Response:
         project=found,
         members=members.project_members(db_session, found.id),
         roles=members.PROJECT_ROLES,
-        role_names=ROLE_NAMES,
+        role_names=roles.WORDS,
         users=accounts.list_users(db_session) if access.can("user.list") else [],
     )
 
@@ -137,7 +130,9 @@ def add_project_member(project_id: int) -> Response:
     user = members.add_member(
         db.session(), found.id, request.form.get("email", ""), role, actor_id=actor.id
     )
-    flash(gettext("%(email)s now has this role: %(role)s.", email=user.email, role=_role(role)))
+    flash(
+        gettext("%(email)s now has this role: %(role)s.", email=user.email, role=roles.word(role))
+    )
     return redirect(url_for("web.project_members", project_id=found.id), code=303)
 
 
@@ -151,10 +146,6 @@ def remove_project_member(project_id: int, member_id: int) -> Response:
     )
     flash(gettext("The role was removed."))
     return redirect(url_for("web.project_members", project_id=found.id), code=303)
-
-
-def _role(system: str) -> str:
-    return str(ROLE_NAMES.get(system, system))
 
 
 # ---- web users (administrators) --------------------------------------------------------------

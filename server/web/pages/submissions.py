@@ -20,17 +20,13 @@ from server.forms.models import FormVersion
 from server.storage import downloads
 from server.submissions import overview
 from server.submissions import services as submissions
+from server.submissions.models import REVIEW_STATE_WORDS
 from server.submissions.services import SETTABLE_REVIEW_STATES, SubmissionFilter
 from server.web import common, labels, structure
 from server.web.views import bp
 
-REVIEW_STATES = {
-    "received": lazy_gettext("Received"),
-    "hasIssues": lazy_gettext("Has issues"),
-    "edited": lazy_gettext("Edited"),
-    "approved": lazy_gettext("Approved"),
-    "rejected": lazy_gettext("Rejected"),
-}
+REVIEW_STATES = REVIEW_STATE_WORDS
+
 REVIEW_ACTIONS = {
     "approved": lazy_gettext("Approve"),
     "hasIssues": lazy_gettext("Mark as having issues"),
