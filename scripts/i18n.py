@@ -11,6 +11,7 @@ the test suite fails otherwise (tests/unit/test_translations.py).
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -52,9 +53,38 @@ def load() -> Catalog:
         return read_po(handle, locale="fr")
 
 
+# French typography: one apostrophe (’), and a space before the high signs : ; ? ! (a
+# regular, non-breaking or narrow non-breaking one). ``update`` puts the apostrophes right.
+_STRAIGHT_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+_HIGH_SIGN_UNSPACED = re.compile(r"(?<=[^\s\u00a0\u202f(])[:;?!](?=[\s\u00a0\u202f»]|$)")
+
+
+def typeset(text: str) -> str:
+    """Return a French translation with its straight apostrophes made typographic."""
+    return _STRAIGHT_APOSTROPHE.sub("\u2019", text)
+
+
+def typography_faults(catalog: Catalog | None = None) -> list[str]:
+    """Return the French translations that break the typography rules above."""
+    faults = []
+    for message in catalog if catalog is not None else load():
+        if not message.id:
+            continue  # the catalogue's header
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        for text in strings:
+            if text and (_STRAIGHT_APOSTROPHE.search(text) or _HIGH_SIGN_UNSPACED.search(text)):
+                faults.append(text)
+    return faults
+
+
 def update() -> None:
     catalog = load()
     catalog.update(extract(), no_fuzzy_matching=True)
+    for message in catalog:
+        if isinstance(message.string, tuple):
+            message.string = tuple(typeset(text) for text in message.string)
+        elif message.string:
+            message.string = typeset(message.string)
     PO.parent.mkdir(parents=True, exist_ok=True)
     with PO.open("wb") as handle:
         write_po(handle, catalog, width=100, omit_header=False, ignore_obsolete=True)

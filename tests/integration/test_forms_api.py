@@ -105,7 +105,7 @@ def test_bad_spreadsheet_is_400_with_located_errors_in_the_callers_language(clie
     assert response.status_code == 400
     body = response.json
     assert body["code"] == 400.15
-    assert "broken.xlsx" in body["message"] and "n'a pas pu être compilé" in body["message"]
+    assert "broken.xlsx" in body["message"] and "n’a pas pu être compilé" in body["message"]
     [error] = body["details"]["errors"]
     assert (error["sheet"], error["row"], error["column"]) == ("survey", 3, "name")
     english = upload(

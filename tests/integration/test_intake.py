@@ -122,7 +122,7 @@ def test_a_retry_after_a_lost_response_is_201_and_stores_nothing_twice(client, d
     assert post(client, device, record(iid), files).status_code == 201
     again = post(client, device, record(iid), files)
     assert again.status_code == 201
-    assert message_of(again) == "Cette fiche avait déjà été reçue. Rien n'a été perdu."
+    assert message_of(again) == "Cette fiche avait déjà été reçue. Rien n’a été perdu."
     assert count(db_session, Submission) == 1
     assert count(db_session, SubmissionVersion) == 1
     assert count(db_session, SubmissionAttachment) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -43,3 +44,22 @@ def test_placeholders_survive_translation():
             continue  # untranslated entries are reported by the test above
         for token in ("%(", ")s"):
             assert message.id.count(token) == message.string.count(token), message.id
+
+
+def test_french_typography_one_apostrophe_and_a_space_before_high_signs():
+    faults = i18n.typography_faults()
+    assert not faults, (
+        "French translations with a straight apostrophe or no space before : ; ? ! "
+        f"(`python scripts/i18n.py update` fixes the apostrophes): {faults}"
+    )
+
+
+def test_templates_put_no_colon_after_a_translated_label():
+    # "{{ _('Label') }}:" reads «Libellé:» in French: the colon belongs inside the msgid.
+    templates = Path(i18n.SOURCE, "web", "templates").rglob("*.html")
+    glued = [
+        f"{path.name}: {match.group(0)}"
+        for path in templates
+        for match in re.finditer(r"\}\}\s*[:;?!]", path.read_text(encoding="utf-8"))
+    ]
+    assert not glued, glued
