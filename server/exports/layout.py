@@ -32,7 +32,7 @@ converters of the columns that need typing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from flask_babel import gettext
 from server import errors
 from server.exports import compiled, values
 from server.exports.options import ExportOptions
+from server.forms.schema import Choice, Field, FormSchema
 from server.personal import PersonalFields, personal_fields
 
 Target = Literal["csv", "xlsx"]
@@ -74,14 +75,6 @@ NOT_DECRYPTED = "not decrypted"
 
 
 @dataclass
-class Choice:
-    """One choice of a select: its value and its labels by language."""
-
-    name: str
-    labels: dict[str, str]
-
-
-@dataclass
 class FieldInfo:
     """One node of the merged form: a question, a group or a repeat."""
 
@@ -90,7 +83,7 @@ class FieldInfo:
     kind: str
     type: str
     parts: tuple[str, ...]
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
     choices: list[Choice] | None = None
     pii: bool = False
     audit: bool = False
@@ -126,20 +119,25 @@ class FormLayout:
         return [f for f in self.fields if f.kind == "field"]
 
 
-def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, str]) -> FormLayout:
+def merge(
+    xml_form_id: str,
+    stored: list[FormSchema | Mapping[str, Any]],
+    versions: dict[str, str],
+) -> FormLayout:
     """Merge field schemas (oldest first) into one layout; the newest decides types and labels."""
-    if not schemas:
+    if not stored:
         return FormLayout(xml_form_id, "data", [], [], None, versions)
+    schemas = [FormSchema.of(s) for s in stored]
     newest = schemas[-1]
     personal = personal_fields(schemas)
     order: list[str] = []
-    definitions: dict[str, dict[str, Any]] = {}
-    by_version = [{f.get("path"): f for f in s.get("fields", [])} for s in schemas]
+    definitions: dict[str, Field] = {}
     for schema in reversed(schemas):
-        paths = [f["path"] for f in schema.get("fields", []) if f.get("path")]
         anchor = -1
         positions = {path: index for index, path in enumerate(order)}
-        for path in paths:
+        for definition in schema.fields:
+            path = definition.path
+            definitions.setdefault(path, definition)
             if path in positions:
                 anchor = positions[path]
                 continue
@@ -147,28 +145,24 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
             order.insert(anchor + 1, path)
             anchor += 1
             positions = {p: index for index, p in enumerate(order)}
-        for definition in schema.get("fields", []):
-            definitions.setdefault(definition["path"], definition)
-    newest_paths = {f["path"] for f in newest.get("fields", [])}
-    root = newest.get("root") or (order[0].split("/")[1] if order else "data")
-    repeat_paths = {p for p in order if definitions[p].get("kind") == "repeat"}
+    root = newest.root
+    repeat_paths = {p for p in order if definitions[p].is_repeat}
     fields: list[FieldInfo] = []
     for path in order:
         definition = definitions[path]
-        parts = tuple(path.split("/")[2:])
         enclosing = [r for r in repeat_paths if path.startswith(r + "/")]
         fields.append(
             FieldInfo(
                 path=path,
-                name=definition.get("name") or parts[-1],
-                kind=definition.get("kind") or "field",
-                type=definition.get("type") or "string",
-                parts=parts,
-                labels=dict(definition.get("labels") or {}),
-                choices=_choices(schemas, by_version, path),
+                name=definition.name,
+                kind=definition.kind,
+                type=definition.type,
+                parts=definition.parts,
+                labels=definition.labels,
+                choices=_choices(schemas, path),
                 pii=personal.is_personal(path),
-                audit=bool(definition.get("audit")),
-                deleted=path not in newest_paths,
+                audit=definition.audit,
+                deleted=newest.field(path) is None,
                 repeat=max(enclosing, key=len) if enclosing else None,
             )
         )
@@ -176,33 +170,27 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
         xml_form_id=xml_form_id,
         root=root,
         fields=fields,
-        languages=list(newest.get("languages") or []),
-        default_language=newest.get("defaultLanguage"),
+        languages=list(newest.languages),
+        default_language=newest.default_language,
         versions=versions,
         personal=personal,
     )
 
 
-def _choices(
-    schemas: list[dict[str, Any]], by_version: list[dict[str, dict[str, Any]]], path: str
-) -> list[Choice] | None:
+def _choices(schemas: list[FormSchema], path: str) -> list[Choice] | None:
     """Return the union of a select's choices over every version (newest order first)."""
     merged: list[Choice] = []
     seen: set[str] = set()
     known = False
-    for schema, definitions in zip(reversed(schemas), reversed(by_version), strict=True):
-        definition = definitions.get(path)
-        if definition is None or not definition.get("choices"):
-            continue
-        items = (schema.get("choiceLists") or {}).get(definition["choices"])
-        if items is None:
+    for schema in reversed(schemas):
+        definition = schema.field(path)
+        if definition is None or definition.choices not in schema.choice_lists:
             continue
         known = True
-        for item in items:
-            name = str(item.get("name", ""))
-            if name and name not in seen:
-                seen.add(name)
-                merged.append(Choice(name, dict(item.get("labels") or {})))
+        for item in schema.choices(definition):
+            if item.name and item.name not in seen:
+                seen.add(item.name)
+                merged.append(item)
     return merged if known else None
 
 

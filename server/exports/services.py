@@ -184,7 +184,7 @@ def load_layout(db_session: Session, form: Form) -> L.FormLayout:
     versions = list(reversed(forms.published_versions(db_session, form)))
     return L.merge(
         form.xml_form_id,
-        [v.schema for v in versions if v.schema],
+        [v.form_schema for v in versions if v.schema],
         {str(v.id): v.version for v in versions},
     )
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+
+from server.forms.schema import FormSchema
 
 _CODE = re.compile(r"\(([A-Za-z]{2,3})(?:[-_][A-Za-z]+)?\)\s*$")
 _CODES = {"fr": frozenset({"fr", "fra", "fre"}), "en": frozenset({"en", "eng"})}
@@ -52,7 +53,8 @@ def pick(labels: Mapping[str, str] | None, language: str | None, fallback: str =
     return next((text for text in labels.values() if text), fallback)
 
 
-def for_schema(schema: Mapping[str, Any] | None, ui_language: str) -> str | None:
+def for_schema(schema: FormSchema | None, ui_language: str) -> str | None:
     """Return the language of a field schema to show for the console language."""
-    schema = schema or {}
-    return form_language(schema.get("languages") or [], ui_language, schema.get("defaultLanguage"))
+    if schema is None:
+        return None
+    return form_language(schema.languages, ui_language, schema.default_language)

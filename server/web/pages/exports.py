@@ -56,7 +56,7 @@ CHECKBOXES = (
 def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> Response:
     db_session = db.session()
     version = forms.current_version(db_session, form)
-    schema = version.schema if version is not None else {}
+    schema = version.form_schema if version is not None else None
     layout = services.load_layout(db_session, form)
     may_see_pii = personal.may_see(form)
     return common.page(
@@ -68,7 +68,7 @@ def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> R
         pii_modes={k: v for k, v in PII_MODES.items() if k != "plain" or may_see_pii},
         default_pii=services.default_options(may_see_personal=may_see_pii).pii,
         defaults=ExportOptions(),
-        languages=schema.get("languages") or [],
+        languages=list(schema.languages) if schema is not None else [],
         default_language=labels.for_schema(schema, common.ui_language()),
         states=REVIEW_STATES,
         submitters=overview.submitters(db_session, form.id),
