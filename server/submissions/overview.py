@@ -24,7 +24,8 @@ from server.submissions.models import Submission, SubmissionVersion
 
 SAMPLE_LIMIT = 10_000
 MAX_POINTS = 5_000
-SELECT_TYPES = ("select_one", "select_multiple")
+# Selects whose answers are charted (a rank orders every choice: nothing to count).
+CHARTED_SELECTS = ("select_one", "select_multiple")
 
 
 def _live(form_id: int) -> list[sa.ColumnElement[bool]]:
@@ -168,7 +169,7 @@ def answers(
     """
     schema = FormSchema.of(schema)
     shown = [f for f in schema.questions if not disclosure.hidden(f.path)]
-    selects = [f for f in shown if f.type in SELECT_TYPES]
+    selects = [f for f in shown if f.type in CHARTED_SELECTS]
     geopoints = [f for f in shown if f.type == "geopoint"]
     counters = {f.path: Counter() for f in selects}
     answered = Counter()
