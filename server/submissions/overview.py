@@ -36,6 +36,17 @@ def _live(form_id: int) -> list[sa.ColumnElement[bool]]:
     ]
 
 
+# Each record with its current version (the one its answers and attachments are read from).
+_LIVE_CURRENT = sa.join(
+    Submission,
+    SubmissionVersion,
+    sa.and_(
+        SubmissionVersion.submission_id == Submission.id,
+        SubmissionVersion.current.is_(True),
+    ),
+)
+
+
 def per_day(db_session: Session, form_id: int) -> list[tuple[dt.date, int]]:
     """Return how many records arrived each day (UTC), oldest day first; empty days omitted."""
     if db_session.get_bind().dialect.name == "postgresql":
@@ -95,14 +106,7 @@ def completeness(db_session: Session, form_id: int) -> Completeness:
             sa.func.coalesce(sa.func.sum(SubmissionVersion.attachments_expected), 0),
             sa.func.coalesce(sa.func.sum(sa.case((missing > 0, missing), else_=0)), 0),
         )
-        .select_from(Submission)
-        .join(
-            SubmissionVersion,
-            sa.and_(
-                SubmissionVersion.submission_id == Submission.id,
-                SubmissionVersion.current.is_(True),
-            ),
-        )
+        .select_from(_LIVE_CURRENT)
         .where(*_live(form_id))
     ).one()
     return Completeness(*(int(value or 0) for value in row))
@@ -182,14 +186,7 @@ def answers(
                 Submission.instance_id,
                 SubmissionVersion.raw_instance_name,
             )
-            .select_from(Submission)
-            .join(
-                SubmissionVersion,
-                sa.and_(
-                    SubmissionVersion.submission_id == Submission.id,
-                    SubmissionVersion.current.is_(True),
-                ),
-            )
+            .select_from(_LIVE_CURRENT)
             .where(*_live(form_id))
             .order_by(Submission.id.desc())
             .limit(SAMPLE_LIMIT)
