@@ -392,14 +392,7 @@ def build_plan(
             plan.relative = plan.relative[len(parent.split("/")) - 2 :]
         tables[parent].children.append((plan.relative, plan))
     _prune(main)
-    plan = Plan(
-        layout=layout,
-        main=main,
-        options=options,
-        target=target,
-        language=language,
-        choice_language=choice_language,
-    )
+    plan = Plan(layout, main, options, target, language, choice_language)
     for table in main.walk():
         _compile(plan, table, pseudonymise)
     _name_files(plan)

@@ -220,23 +220,20 @@ def _xlsx_date(value: str) -> Any:
     return value
 
 
-def _xlsx_datetime(value: str) -> Any:
+def _clock_time(value: str, parse: Callable[[str], dt.datetime | dt.time]) -> Any:
     # Excel has no time zone: the tablet's clock time is kept (the CSV keeps the offset too).
-    if not _DATE_PREFIX.match(value):
-        return value
     try:
-        moment = dt.datetime.fromisoformat(value)
+        return parse(value).replace(tzinfo=None)
     except ValueError:
         return value
-    return moment.replace(tzinfo=None)
+
+
+def _xlsx_datetime(value: str) -> Any:
+    return _clock_time(value, dt.datetime.fromisoformat) if _DATE_PREFIX.match(value) else value
 
 
 def _xlsx_time(value: str) -> Any:
-    try:
-        moment = dt.time.fromisoformat(value)
-    except ValueError:
-        return value
-    return moment.replace(tzinfo=None)
+    return _clock_time(value, dt.time.fromisoformat)
 
 
 def xlsx_moment(value: str) -> Any:

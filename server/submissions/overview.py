@@ -29,11 +29,7 @@ CHARTED_SELECTS = ("select_one", "select_multiple")
 
 
 def _live(form_id: int) -> list[sa.ColumnElement[bool]]:
-    return [
-        Submission.form_id == form_id,
-        Submission.draft.is_(False),
-        Submission.deleted_at.is_(None),
-    ]
+    return [Submission.form_id == form_id, Submission.live()]
 
 
 # Each record with its current version (the one its answers and attachments are read from).
@@ -245,11 +241,7 @@ def record_counts(db_session: Session, form_ids: list[int]) -> dict[int, int]:
     return dict(
         db_session.execute(
             sa.select(Submission.form_id, sa.func.count())
-            .where(
-                Submission.form_id.in_(form_ids),
-                Submission.draft.is_(False),
-                Submission.deleted_at.is_(None),
-            )
+            .where(Submission.form_id.in_(form_ids), Submission.live())
             .group_by(Submission.form_id)
         ).all()
     )
