@@ -89,11 +89,12 @@ def fields_json(version: FormVersion, *, odata: bool = False) -> list[dict]:
     Paths are relative to the root element; with ``odata`` every name is made an OData
     identifier, as the OData tables name their properties.
     """
-    root = "/" + version.schema["root"]
+    schema = version.form_schema
+    root = "/" + schema.root
     listed = []
-    for field in version.schema["fields"]:
-        path = field["path"].removeprefix(root)
-        name = field["name"]
+    for field in schema.fields:
+        path = field.path.removeprefix(root)
+        name = field.name
         if odata:
             path = "/".join(sanitize(part) if part else part for part in path.split("/"))
             name = sanitize(name)
@@ -101,9 +102,9 @@ def fields_json(version: FormVersion, *, odata: bool = False) -> list[dict]:
             {
                 "path": path,
                 "name": name,
-                "type": _FIELD_TYPES.get(field["type"], field["type"]),
-                "binary": True if field["type"] == "binary" else None,
-                "selectMultiple": True if field["type"] == "select_multiple" else None,
+                "type": _FIELD_TYPES.get(field.type, field.type),
+                "binary": True if field.type == "binary" else None,
+                "selectMultiple": True if field.type == "select_multiple" else None,
             }
         )
     return listed

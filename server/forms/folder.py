@@ -140,7 +140,7 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
         media_dir = source_dir / "media" / form.form_id
         if not media_dir.is_dir():
             media_dir = source_dir / "media" / path.stem
-        referenced = [m["name"] for m in schema.extract(form.xml)["media"]]
+        referenced = [m.name for m in schema.FormSchema.of(schema.extract(form.xml)).media]
         files: dict[str, bytes] = {}
         missing = []
         for name in referenced:

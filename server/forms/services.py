@@ -385,10 +385,10 @@ def _attach_media(
             if blob is not None:
                 inherited.setdefault(attachment.name, attachment)
     now = utcnow()
-    for entry in version.schema.get("media", []):
-        name = entry["name"]
+    for entry in version.form_schema.media:
+        name = entry.name
         row = FormAttachment(
-            form_id=form.id, form_version_id=version.id, name=name, type=entry["type"]
+            form_id=form.id, form_version_id=version.id, name=name, type=entry.type
         )
         if name in stored:
             row.blob_id = stored[name].id
@@ -406,7 +406,7 @@ def _attach_media(
 
 def _refresh_choices(db_session: Session, version: FormVersion) -> None:
     """Recompute the schema's file-based choice lists from the attached files."""
-    wanted = set(schema.file_choice_files(version.schema))
+    wanted = set(version.form_schema.file_choice_files)
     if not wanted:
         return
     files: dict[str, bytes] = {}
@@ -417,7 +417,7 @@ def _refresh_choices(db_session: Session, version: FormVersion) -> None:
             except Exception:  # a store outage must not block the upload; lists stay empty
                 log.warning("could not read %s to fill its choices", attachment.name, exc_info=True)
     # A new dict: JSON columns only notice reassignment, not mutation.
-    version.schema = schema.extract(version.xml, pii=schema.pii_paths(version.schema), files=files)
+    version.schema = schema.extract(version.xml, pii=version.form_schema.pii_paths, files=files)
 
 
 def _discard_draft(db_session: Session, form: Form, draft: FormVersion) -> None:
@@ -777,7 +777,7 @@ def attach(
         attachment.updated_at = utcnow()
         db_session.add(attachment)
         db_session.flush()
-        if name in schema.file_choice_files(draft.schema):
+        if name in draft.form_schema.file_choice_files:
             _refresh_choices(db_session, draft)
         record(
             db_session,
@@ -807,7 +807,7 @@ def clear_attachment(
         attachment.blob_id = None
         attachment.updated_at = utcnow()
         db_session.flush()
-        if name in schema.file_choice_files(draft.schema):
+        if name in draft.form_schema.file_choice_files:
             _refresh_choices(db_session, draft)
         record(
             db_session,

@@ -62,6 +62,12 @@ class Submission(Base):
         {"sqlite_autoincrement": True},
     )
 
+    @classmethod
+    def live(cls) -> sa.ColumnElement[bool]:
+        """The condition of a live record: sent to the published form (no draft test), and
+        not deleted; what counts, charts and exports count."""
+        return sa.and_(cls.draft.is_(False), cls.deleted_at.is_(None))
+
 
 class SubmissionSequence(Base):
     """The last ``seq`` given to a record of a form (PostgreSQL's trigger counts here).

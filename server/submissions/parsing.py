@@ -294,27 +294,3 @@ def _element_dict(element: etree._Element, path: str, repeats: frozenset[str]) -
         elif name not in result:
             result[name] = value
     return result
-
-
-def binary_values(document: dict[str, Any], binary_paths: list[str]) -> list[tuple[str, str]]:
-    """Return (field path, file name) for every binary field answered in the document."""
-    found: list[tuple[str, str]] = []
-    for path in binary_paths:
-        parts = path.split("/")[2:]
-        for value in _values_at(document, parts):
-            if isinstance(value, str) and value.strip():
-                found.append((path, value.strip()))
-    return found
-
-
-def _values_at(node: Any, parts: list[str]) -> list[Any]:
-    if not parts:
-        return [node]
-    if isinstance(node, list):
-        return [v for item in node for v in _values_at(item, parts)]
-    if not isinstance(node, dict):
-        return []
-    head, rest = parts[0], parts[1:]
-    if head not in node:
-        return []
-    return _values_at(node[head], rest)

@@ -247,7 +247,18 @@ def test_coordinator_and_analyst_in_a_real_browser(
     assert "Awa Traoré" in main and INSTANCE_ID in main
     assert "approved" in main
     assert any(name.endswith("1715090512345.png") for name in names), names
+    # The main table alone, answers as French choice labels: the file starts with the
+    # byte-order mark Excel on Windows needs (ticked by default on this page).
+    page.locator('input[name="format"][value="csv"]').check()
+    page.locator('select[name="choiceLabels"]').select_option(index=1)
+    assert page.locator('input[name="bom"]').is_checked()
     shoot(page, "09-export-laptop", database)
+    with page.expect_download() as downloading:
+        page.get_by_role("button", name="Télécharger").click()
+    table = downloading.value.path().read_bytes()
+    assert table.startswith("\ufeff".encode())
+    header, first = table.decode("utf-8-sig").splitlines()[:2]
+    assert header.startswith("SubmissionDate,") and "Eau; Nourriture" in first
 
     # English: the switch keeps the page, and labels come from the form's English column.
     page.goto(console + f"/projects/1/forms/household/submissions/{INSTANCE_ID}")

@@ -281,3 +281,17 @@ def test_next_keeps_only_paths_of_this_site():
         "javascript:alert(1)",
     ):
         assert safe_next(refused, "/home") == "/home", repr(refused)
+
+
+def test_a_question_whose_name_begins_with_meta_is_shown():
+    schema = {
+        "root": "data",
+        "fields": [
+            {"path": "/data/metadata", "name": "metadata", "kind": "field", "type": "string"},
+            {"path": "/data/meta", "name": "meta", "kind": "group", "type": "group"},
+            {"path": "/data/meta/instanceID", "name": "instanceID", "parent": "/data/meta"},
+        ],
+    }
+    assert [r.name for r in structure.structure(schema)[1]] == ["metadata"]
+    answers = structure.answers(schema, {"metadata": "x", "meta": {}}, None, str, set())
+    assert [(a.name, a.value) for a in answers] == [("metadata", "x")]

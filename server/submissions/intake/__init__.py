@@ -20,7 +20,7 @@ Order of durability: attachment bytes are made durable in the blob store first, 
 are committed, and only then does the caller answer success.
 
 Each stage is a module, in the order of :func:`receive`: :mod:`.target` (the form and version a
-record names, and the facts of its schema), :mod:`.upload` (the record read against them),
+record names, and its typed field schema), :mod:`.upload` (the record read against them),
 :mod:`.durable` (its files stored), :mod:`.decision` (what it is, and the races) and
 :mod:`.writing` (its rows).
 

@@ -96,7 +96,8 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
     may_update = access.can("form.update", project_id=project.id, form_id=form.id)
     shown = draft if draft is not None and may_update else current
     draft_media = forms.attachments(db_session, draft) if draft is not None else []
-    languages, rows = structure(shown.schema if shown is not None else None)
+    schema = shown.form_schema if shown is not None else None
+    languages, rows = structure(schema)
     return common.page(
         "web/form.html",
         status=status,
@@ -112,7 +113,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         versions=forms.published_versions(db_session, form),
         current_media=forms.attachments(db_session, current) if current is not None else [],
         may_update=may_update,
-        ui_form_language=labels.for_schema(shown.schema if shown else None, common.ui_language()),
+        ui_form_language=labels.for_schema(schema, common.ui_language()),
         **extra,
     )
 

@@ -22,7 +22,7 @@ def form_overview(project_id: int, xml_form_id: str) -> Response:
     project, form = common.form_for(project_id, xml_form_id, "submission.list")
     db_session = db.session()
     version = forms.current_version(db_session, form)
-    schema = version.schema if version is not None else None
+    schema = version.form_schema if version is not None else None
     language = labels.for_schema(schema, common.ui_language())
     completeness = overview.completeness(db_session, form.id)
     enumerators = overview.per_submitter(db_session, form.id)
