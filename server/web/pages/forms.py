@@ -177,9 +177,19 @@ def publish(project_id: int, xml_form_id: str) -> Response:
     project, found = common.form_for(project_id, xml_form_id, "form.update")
     actor = access.require_actor()
     version = request.form.get("version", "").strip() or None
+    # Central publishes with media missing; here the coordinator confirms it first.
+    confirmed = request.form.get("missing_ok") == "1"
     try:
-        published = forms.publish_draft(db.session(), found, version=version, actor_id=actor.id)
-    except (errors.MissingMedia, errors.VersionConflict) as refused:
+        published = forms.publish_draft(
+            db.session(), found, version=version, actor_id=actor.id, allow_missing_media=confirmed
+        )
+    except errors.MissingMedia:
+        message = gettext(
+            "Some files the form needs are missing. Attach them, or tick the box to publish "
+            "this version without them."
+        )
+        return form_page(project, found, status=409, publish_message=message)
+    except errors.VersionConflict as refused:
         return form_page(project, found, status=409, publish_message=refused.render_message())
     flash(gettext("Version %(version)s is published.", version=published.version or "—"))
     return _back_to(project, found)
