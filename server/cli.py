@@ -126,10 +126,10 @@ def _print_next_steps(app, report) -> None:
             "set MERIT_HOST=0.0.0.0."
         )
     if not app.config["PUBLIC_URL"] or is_loopback(app.config["PUBLIC_URL"]):
-        lines.append(
-            "                  QR codes carry the address the console is opened at: set "
-            f"MERIT_PUBLIC_URL=http://<this machine's network address>:{port}."
-        )
+        lines += [
+            "                  QR codes carry the address the console is opened at: set",
+            f"                  MERIT_PUBLIC_URL=http://<this machine's network address>:{port}",
+        ]
     click.echo("\n".join(lines) + "\n")
 
 
