@@ -301,6 +301,16 @@ def test_the_console_shows_missing_files_and_publishes_only_once_confirmed(serve
     assert urlsplit(confirmed.headers["Location"]).path == f"/projects/1/forms/{path_of(form_id)}"
     after = get(api, f"{url}/v1/projects/1/forms/{path_of(form_id)}").json()
     assert after["publishedAt"] is not None
+    # Published without them: the form's page keeps saying so, in both languages.
+    for language, words in (
+        ("fr", "Il manque 1 fichier à la version publiée"),
+        ("en", "The published version lacks 1 file"),
+    ):
+        page = get(console, page_url, cookies={"lang": language})
+        notice = re.search(
+            r'id="published-missing-media" role="alert">(.*?)</div>', page.text, re.S
+        )
+        assert notice and words in notice[1] and "villages.csv" in notice[1], language
 
 
 # ---- entity list names and the formID fallback -----------------------------------------------

@@ -96,6 +96,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
     may_update = access.can("form.update", project_id=project.id, form_id=form.id)
     shown = draft if draft is not None and may_update else current
     draft_media = forms.attachments(db_session, draft) if draft is not None else []
+    current_media = forms.attachments(db_session, current) if current is not None else []
     languages, rows = structure(shown.schema if shown is not None else None)
     return common.page(
         "web/form.html",
@@ -110,7 +111,8 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         draft_media=draft_media,
         missing=[a.name for a, blob in draft_media if blob is None],
         versions=forms.published_versions(db_session, form),
-        current_media=forms.attachments(db_session, current) if current is not None else [],
+        current_media=current_media,
+        current_missing=[a.name for a, blob in current_media if blob is None],
         may_update=may_update,
         ui_form_language=labels.for_schema(shown.schema if shown else None, common.ui_language()),
         **extra,
