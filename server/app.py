@@ -11,7 +11,7 @@ from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
-from server import bounds, db, errors, logs, models  # noqa: F401 - models: every table known at start
+from server import bounds, db, errors, logs, models, routing  # noqa: F401 - models: all tables
 from server import config as config_module
 from server.web import security
 
@@ -80,6 +80,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     # Before any rule is added: every ``<int:...>`` of every route is bounded the same way.
     app.url_map.converters["int"] = WholeNumberConverter
+    # ... and every ``<name>`` may hold an encoded "/" or "%" (Central's formIDs may).
+    routing.init_app(app)
     for name in EXTENSIONS:
         import_module(name).init_app(app)
     for name in BLUEPRINTS:
@@ -90,6 +92,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     # Last, so outermost: every response, the middleware's own answers included, gets
     # nosniff and, unless it is a console page, the sandbox of served content (issue 16).
     security.init_app(app)
+    # Outside even that: every layer routes and logs the path rebuilt from the raw request.
+    routing.wrap(app)
     return app
 
 

@@ -204,6 +204,9 @@ def create_form(project_id: int):
         upload,
         actor_id=actor.id,
         publish=query_bool("publish"),
+        # As Central: a form is published with media still missing (``exists: false`` in
+        # its attachments; tablets are not offered them until they are attached).
+        allow_missing_media=True,
         ignore_warnings=query_bool("ignoreWarnings"),
         form_id_fallback=_fallback(),
     )
@@ -324,6 +327,7 @@ def create_draft(project_id: int, xml_form_id: str):
         upload if upload.data else None,
         actor_id=actor.id,
         ignore_warnings=query_bool("ignoreWarnings"),
+        form_id_fallback=_fallback(),
     )
     return jsonify(success())
 
@@ -353,7 +357,11 @@ def publish_draft(project_id: int, xml_form_id: str):
     actor = access.require("form.update", project_id=project_id, form_id=form.id)
     version = request.args.get("version")
     services.publish_draft(
-        db.session(), form, version=version if version else None, actor_id=actor.id
+        db.session(),
+        form,
+        version=version if version else None,
+        actor_id=actor.id,
+        allow_missing_media=True,  # as Central (see create_form)
     )
     return jsonify(success())
 

@@ -442,6 +442,7 @@ def create_form(
     *,
     actor_id: int | None = None,
     publish: bool = False,
+    allow_missing_media: bool = False,
     ignore_warnings: bool = False,
     form_id_fallback: str | None = None,
     validate: bool | None = None,
@@ -450,7 +451,8 @@ def create_form(
     """Create a form from an uploaded XLSForm or XForm, as a draft unless ``publish``.
 
     ``form_id_fallback`` is the formID when the settings sheet has none (Central's
-    ``X-XlsForm-FormId-Fallback``). ``media`` gives files the form references, by name.
+    ``X-XlsForm-FormId-Fallback``). ``media`` gives files the form references, by name;
+    ``allow_missing_media`` as for :func:`publish_draft`.
     Uploading content identical to the form's published version returns the form unchanged;
     anything else under an existing formID is 409.3 (upload a new draft instead). Commits.
     """
@@ -493,7 +495,13 @@ def create_form(
             details={"xmlFormId": form.xml_form_id, "version": version.version},
         )
         if publish:
-            _publish(db_session, form, version, actor_id=actor_id)
+            _publish(
+                db_session,
+                form,
+                version,
+                actor_id=actor_id,
+                allow_missing_media=allow_missing_media,
+            )
         db_session.commit()
     except IntegrityError:
         db_session.rollback()
@@ -511,6 +519,7 @@ def set_draft(
     *,
     actor_id: int | None = None,
     ignore_warnings: bool = False,
+    form_id_fallback: str | None = None,
     validate: bool | None = None,
     media: Mapping[str, bytes] | None = None,
 ) -> FormVersion:
@@ -518,7 +527,9 @@ def set_draft(
 
     The draft keeps the previous draft's token (tablets testing it keep working), inherits
     media by name from the previous draft and the published version, and replaces the
-    previous draft and its test records. The upload's formID must be the form's. Commits.
+    previous draft and its test records. The upload's formID must be the form's; a
+    spreadsheet whose settings name none takes ``form_id_fallback`` (Central's
+    ``X-XlsForm-FormId-Fallback``, as on creation), else the form's own. Commits.
     """
     current = current_version(db_session, form)
     if upload is None:
@@ -527,7 +538,9 @@ def set_draft(
         compiled = None
     else:
         db_session.commit()  # end the read transaction: compiling takes a while
-        compiled = _compile(upload, fallback=form.xml_form_id, validate=validate)
+        compiled = _compile(
+            upload, fallback=form_id_fallback or form.xml_form_id, validate=validate
+        )
         if compiled.form_id != form.xml_form_id:
             raise errors.UnexpectedValue(
                 field="formId",
@@ -610,11 +623,16 @@ def _media_map(db_session: Session, version: FormVersion) -> dict[str, int | Non
 
 
 def _publish(
-    db_session: Session, form: Form, draft: FormVersion, *, actor_id: int | None
+    db_session: Session,
+    form: Form,
+    draft: FormVersion,
+    *,
+    actor_id: int | None,
+    allow_missing_media: bool = False,
 ) -> FormVersion:
     """Publish a draft (flushed, not committed); see :func:`publish_draft`."""
     missing = missing_media(db_session, draft)
-    if missing:
+    if missing and not allow_missing_media:
         raise errors.MissingMedia(missing=", ".join(missing), files=missing)
     # Encryption (server.crypto): a form with its own public key has the key catalogued;
     # otherwise the project's managed key, if any, goes into the XForm with a version suffix
@@ -644,7 +662,8 @@ def _publish(
         actor_id=actor_id,
         project_id=form.project_id,
         form_id=form.id,
-        details={"version": draft.version, "hash": draft.hash},
+        details={"version": draft.version, "hash": draft.hash}
+        | ({"missingMedia": missing} if missing else {}),
     )
     db_session.flush()
     return draft
@@ -656,12 +675,16 @@ def publish_draft(
     *,
     version: str | None = None,
     actor_id: int | None = None,
+    allow_missing_media: bool = False,
 ) -> FormVersion:
     """Publish the form's draft, optionally under a new ``version`` (rewritten in the XForm).
 
-    Raises 404 without a draft, 409.21 while media is missing, 409.6 when the version was
-    already published with different content. Publishing identical content again returns
-    the existing version. Commits.
+    Raises 404 without a draft, 409.6 when the version was already published with different
+    content, and 409.21 while a referenced media file is missing unless
+    ``allow_missing_media`` (as Central, which publishes anyway: the API passes it, the
+    console only once the coordinator has confirmed; tablets are not offered the missing
+    files, the audit event lists them). Publishing identical content again returns the
+    existing version. Commits.
     """
     draft = draft_version(db_session, form)
     if draft is None:
@@ -669,7 +692,9 @@ def publish_draft(
     try:
         if version is not None and version != draft.version:
             _set_version(draft, version)
-        published = _publish(db_session, form, draft, actor_id=actor_id)
+        published = _publish(
+            db_session, form, draft, actor_id=actor_id, allow_missing_media=allow_missing_media
+        )
         db_session.commit()
     except IntegrityError:
         # Another publish of the same version won the race (unique index on published versions).

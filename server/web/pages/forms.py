@@ -96,6 +96,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
     may_update = access.can("form.update", project_id=project.id, form_id=form.id)
     shown = draft if draft is not None and may_update else current
     draft_media = forms.attachments(db_session, draft) if draft is not None else []
+    current_media = forms.attachments(db_session, current) if current is not None else []
     schema = shown.form_schema if shown is not None else None
     languages, rows = structure(schema)
     return common.page(
@@ -111,7 +112,8 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         draft_media=draft_media,
         missing=[a.name for a, blob in draft_media if blob is None],
         versions=forms.published_versions(db_session, form),
-        current_media=forms.attachments(db_session, current) if current is not None else [],
+        current_media=current_media,
+        current_missing=[a.name for a, blob in current_media if blob is None],
         may_update=may_update,
         ui_form_language=labels.for_schema(schema, common.ui_language()),
         **extra,
@@ -178,9 +180,19 @@ def publish(project_id: int, xml_form_id: str) -> Response:
     project, found = common.form_for(project_id, xml_form_id, "form.update")
     actor = access.require_actor()
     version = request.form.get("version", "").strip() or None
+    # Central publishes with media missing; here the coordinator confirms it first.
+    confirmed = request.form.get("missing_ok") == "1"
     try:
-        published = forms.publish_draft(db.session(), found, version=version, actor_id=actor.id)
-    except (errors.MissingMedia, errors.VersionConflict) as refused:
+        published = forms.publish_draft(
+            db.session(), found, version=version, actor_id=actor.id, allow_missing_media=confirmed
+        )
+    except errors.MissingMedia:
+        message = gettext(
+            "Some files the form needs are missing. Attach them, or tick the box to publish "
+            "this version without them."
+        )
+        return form_page(project, found, status=409, publish_message=message)
+    except errors.VersionConflict as refused:
         return form_page(project, found, status=409, publish_message=refused.render_message())
     flash(gettext("Version %(version)s is published.", version=published.version or "—"))
     return _back_to(project, found)
