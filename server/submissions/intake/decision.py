@@ -114,6 +114,8 @@ def _version(upload: Upload, instance_id: str) -> sa.Row | None:
             VERSIONS.c.instance_name,
             VERSIONS.c.attachments_expected,
             VERSIONS.c.attachments_present,
+            VERSIONS.c.attachments_dropped,
+            VERSIONS.c.dropped_names,
         ).where(
             VERSIONS.c.form_id == upload.form.id,
             VERSIONS.c.draft == upload.draft,
@@ -136,11 +138,12 @@ def _repeat(upload: Upload, existing: sa.Row) -> Receipt:
     if _deleted(upload, existing.submission_id):
         raise errors.DeletedSubmission()
     if existing.xml_sha256 != upload.xml_sha:
-        writing.keep_conflict(upload)
+        writing.keep_conflict(upload, existing.submission_id)
         raise errors.XmlConflict()
     added, present = [], existing.attachments_present
     if upload.received:
         added, present = attachments.fill(upload.db, existing.id, upload.received, replace=False)
+    writing.note_dropped(upload, existing.id, existing.dropped_names, existing.attachments_dropped)
     return Receipt(
         outcome="duplicate",
         submission_id=existing.submission_id,
