@@ -236,7 +236,9 @@ def test_files_sent_for_no_question_are_counted_on_the_record(client, site):
     page = _console(client, "coord@example.org").get(f"{site['console']}/submissions/{iid}")
     assert page.status_code == 200
     text = re.sub(r"\s+", " ", page.text)
-    assert "3 files sent with this submission" in text and "Zonetxt.exe" in text
+    # In French, the console's default language.
+    assert "3 fichiers envoyés avec cette fiche ne répondent à aucune question" in text
+    assert "carnet.pdf, Zonetxt.exe, x.amr." in text
 
 
 def _console(client, email: str):
