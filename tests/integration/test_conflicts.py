@@ -250,3 +250,96 @@ def _console(client, email: str):
     )
     assert signed.status_code == 303, signed.text
     return client
+
+
+def _csrf(client, url: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(url).text)[1]
+
+
+def test_the_coordinator_sees_the_count_compares_and_takes_the_second_in_the_console(
+    client, db_session, site
+):
+    iid = conflict_sent(client, site)
+    console = _console(client, "coord@example.org")
+    for page in (site["console"], site["console"] + "/submissions"):
+        shown = re.sub(r"\s+", " ", console.get(page).text)
+        assert "1 fiche a été renvoyée avec d’autres réponses et attend votre décision." in shown
+    listed = console.get(site["console"] + "/conflicts")
+    assert listed.status_code == 200 and iid in listed.text
+    link = re.search(r'href="(/projects/[^"]+/conflicts/\d+)"', listed.text)[1]
+    compared = console.get(link)
+    assert compared.status_code == 200
+    text = re.sub(r"\s+", " ", compared.text)
+    assert "2 réponses diffèrent." in text
+    differing = re.findall(r'<tr class="differs">(.*?)</tr>', compared.text, re.S)
+    assert len(differing) == 2
+    assert ">34<" in re.sub(r"\s+", "", differing[0]) and ">35<" in re.sub(r"\s+", "", differing[0])
+    assert "Fichiers gardés avec la fiche renvoyée : 1715090599999.jpg" in text
+    taken = console.post(
+        link + "/resolve",
+        data={"resolution": "takeSecond", "csrf_token": _csrf(console, link)},
+    )
+    assert taken.status_code == 303 and taken.headers["Location"].endswith(iid)
+    record_page = re.sub(r"\s+", " ", console.get(taken.headers["Location"]).text)
+    assert "Conflit réglé : seconde fiche prise comme modification." in record_page
+    assert "35" in record_page
+    for page in (site["console"], site["console"] + "/submissions"):
+        assert "attend votre décision" not in console.get(page).text
+    settled = console.get(site["console"] + "/conflicts?state=settled").text
+    assert "seconde fiche prise comme modification" in settled
+    again = console.post(
+        link + "/resolve", data={"resolution": "discard", "csrf_token": _csrf(console, link)}
+    )
+    assert again.status_code == 409 and "déjà été réglé" in again.text
+
+
+def test_the_console_hides_conflicts_from_analysts_and_other_projects(client, site):
+    conflict_sent(client, site)
+    coord = bearer(client, "coord@example.org")
+    [conflict] = client.get(site["api"] + "/conflicts", headers=coord).json
+    for email in ("analyst@example.org", "outsider@example.org"):
+        console = _console(client.application.test_client(), email)
+        assert console.get(site["console"] + "/conflicts").status_code == 403
+        assert console.get(f"{site['console']}/conflicts/{conflict['id']}").status_code == 403
+    analyst = _console(client.application.test_client(), "analyst@example.org")
+    page = analyst.get(site["console"] + "/submissions").text
+    assert "attend votre décision" not in page and "/conflicts" not in page
+
+
+def test_personal_answers_are_pseudonymised_in_the_comparison_for_readers_without_the_right(
+    client, db_session, site
+):
+    """Conflicts are for coordinators, who see personal data; anyone else holding
+    submission.update over a form without submission.pii would read pseudonyms, as everywhere.
+    Checked on the service's pieces, with the disclosure an analyst gets."""
+    from server import personal
+    from server.submissions import conflicts
+    from server.web import structure
+
+    iid = new_instance_id()
+    post_record(client, site["base"], record(iid, name="Awa Traoré", photo=None, audit=None))
+    post_record(client, site["base"], record(iid, name="Awa Diarra", photo=None, audit=None))
+    form = site["form"]
+    version = db_session.get(type(form), form.id).current_version_id
+    from server.forms.models import FormVersion
+
+    fv = db_session.get(FormVersion, version)
+    fv.schema = {
+        **fv.schema,
+        "fields": [{**f, "pii": f["name"] == "name"} for f in fv.schema["fields"]],
+    }
+    db_session.commit()
+    row = conflicts.list_conflicts(db_session, form.id)[0]
+    found = conflicts.contents(db_session, form, row.conflict)
+    fields = personal.personal_fields([fv.schema])
+    hidden = personal.Disclosure(fields, clear=False, pseudonymise=lambda v: f"pid_{len(v)}")
+    first = hidden.document(found.current.raw_document, instance_id=iid, channel="test")
+    second = hidden.document(found.document, instance_id=iid, channel="test")
+    pairs = structure.side_by_side(
+        structure.answers(found.current_schema, first, None, str, set(), hidden=hidden.hidden),
+        structure.answers(found.schema, second, None, str, set(), hidden=hidden.hidden),
+    )
+    name = next(p for p in pairs if p.shown.name == "name")
+    assert name.first.hidden and name.second.hidden
+    assert "Awa" not in name.first.value + name.second.value
+    assert [p for p in conflicts.differences(first, second) if "Awa" in str(p)] == []

@@ -336,6 +336,9 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/submissions/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/comments", "POST"): who("managers"),
+    (WF + "/conflicts", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),
     (WF + "/export/download", "GET"): who("readers"),
@@ -736,6 +739,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.bulk_review": lambda s: {"data": {"state": "approved", "instance_id": s.record}},
     "web.review": lambda s: {"data": {"state": "hasIssues", "comment": "Âge à vérifier"}},
     "web.comment": lambda s: {"data": {"body": "Vu avec le superviseur"}},
+    "web.resolve_conflict": lambda s: {"data": {"resolution": "discard"}},
     "web.upload_corrections": lambda s: {
         "data": {
             "file": (

@@ -113,6 +113,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         current_media=forms.attachments(db_session, current) if current is not None else [],
         may_update=may_update,
         ui_form_language=labels.for_schema(shown.schema if shown else None, common.ui_language()),
+        open_conflicts=common.open_conflicts(form),
         **extra,
     )
 
