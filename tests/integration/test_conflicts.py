@@ -109,6 +109,13 @@ def test_a_conflict_taken_as_an_edit_becomes_the_records_new_version_with_its_ph
     rows = list(csv.DictReader(io.StringIO(exported.data.decode("utf-8-sig"))))
     assert [(r["age"], r["photo"]) for r in rows] == [("35", PHOTO2)]
 
+    # The tablet sending the payload again is told it was received; nothing changes.
+    resent = post_record(
+        client, site["base"], record(iid, age="35", photo=PHOTO2, audit=None), {PHOTO2: jpeg(2)}
+    )
+    assert resent.status_code == 201, resent.text
+    assert len(client.get(f"{site['api']}/submissions/{iid}/versions", headers=coord).json) == 2
+
     again = client.patch(
         f"{site['api']}/conflicts/{conflict['id']}", json={"resolution": "discard"}, headers=coord
     )
@@ -156,14 +163,19 @@ def test_discarding_forgets_the_payload_and_its_files_but_recognises_it_again(
     assert row.raw_xml == "" and row.resolution == "discard"
     assert db_session.scalars(sa.select(SubmissionConflictFile)).all() == []
     assert len(client.get(f"{site['api']}/submissions/{iid}/versions", headers=coord).json) == 1
-    # The same payload sent again is refused as before, and not kept a second time.
+    # The same payload sent again is answered as a retry (settled: the tablet may stop
+    # sending it), and neither kept a second time nor added to the record.
     resent = post_record(
         client, site["base"], record(iid, age="35", photo=PHOTO2, audit=None), {PHOTO2: jpeg(2)}
     )
-    assert resent.status_code == 409
+    assert resent.status_code == 201, resent.text
+    assert len(client.get(f"{site['api']}/submissions/{iid}/versions", headers=coord).json) == 1
+    # Other answers again are a new conflict.
+    other = post_record(client, site["base"], record(iid, age="37", photo=None, audit=None))
+    assert other.status_code == 409
     db_session.rollback()
-    assert db_session.scalar(sa.select(sa.func.count()).select_from(SubmissionConflict)) == 1
-    assert actions(db_session).count("submission.conflict.create") == 1
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(SubmissionConflict)) == 2
+    assert actions(db_session).count("submission.conflict.create") == 2
     assert "submission.conflict.discard" in actions(db_session)
 
 

@@ -249,6 +249,21 @@ def add_version(upload: Upload, previous: sa.Row) -> Receipt:
     return _receipt(upload, "edited", previous.submission_id, version_id, present)
 
 
+def settled_conflict(upload: Upload) -> bool:
+    """Tell whether this payload was kept as a conflict that a coordinator has since settled."""
+    return (
+        upload.db.execute(
+            sa.select(CONFLICTS.c.id).where(
+                CONFLICTS.c.form_id == upload.form.id,
+                CONFLICTS.c.instance_id == upload.parsed.instance_id,
+                CONFLICTS.c.xml_sha256 == upload.xml_sha,
+                CONFLICTS.c.resolved_at.is_not(None),
+            )
+        ).first()
+        is not None
+    )
+
+
 def keep_conflict(upload: Upload, submission_id: int) -> None:
     """Keep a resend whose XML differs from the record's, once, for a coordinator's review.
 
