@@ -33,6 +33,7 @@ from server.forms import services as forms
 from server.forms.models import Form
 from server.projects import services as projects
 from server.projects.models import Project
+from server.submissions import conflicts
 from server.web import security
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -165,6 +166,13 @@ def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tupl
     form = forms.get_form(db.session(), project.id, xml_form_id)
     access.require_on_form(verb, form)
     return project, form
+
+
+def open_conflicts(form: Form) -> int:
+    """Return how many of the form's conflicts wait, for those who may settle them (else 0)."""
+    if not access.can("submission.update", project_id=form.project_id, form_id=form.id):
+        return 0
+    return conflicts.count_open(db.session(), form.id)
 
 
 # Control characters (C0, DEL, C1) and the backslash: never in an address we send anyone to.

@@ -140,6 +140,7 @@ class Answer:
     raw: str | None = None  # the stored value when the shown one is a label
     media: dict[str, Any] | None = None  # {name, kind, url, present}
     hidden: bool = False  # personal data the reader sees as a pseudonym (or not at all)
+    key: str = ""  # where it is in the record: ``/members[2]/age`` (repeats numbered from 1)
 
 
 def answers(
@@ -219,7 +220,11 @@ def answers(
         return answer
 
     def walk(
-        parent: str | None, container: Any, depth: int, scopes: tuple[dict[str, str], ...]
+        parent: str | None,
+        container: Any,
+        depth: int,
+        scopes: tuple[dict[str, str], ...],
+        at: str = "",
     ) -> None:
         for entry in children(parent):
             value = container.get(entry.name) if isinstance(container, Mapping) else None
@@ -227,16 +232,62 @@ def answers(
                 instances = value if isinstance(value, list) else ([value] if value else [])
                 for number, instance in enumerate(instances, 1):
                     inner = (*scopes, scope_of(entry.path, instance))
+                    key = f"{at}/{entry.name}[{number}]"
                     label = f"{label_of(entry, inner)} #{number}"
-                    out.append(Answer(depth, "repeat", label, entry.name))
-                    walk(entry.path, instance, depth + 1, inner)
+                    out.append(Answer(depth, "repeat", label, entry.name, key=key))
+                    walk(entry.path, instance, depth + 1, inner, key)
             elif entry.is_group:
-                out.append(Answer(depth, "group", label_of(entry, scopes), entry.name))
-                walk(entry.path, value, depth + 1, scopes)
+                key = f"{at}/{entry.name}"
+                out.append(Answer(depth, "group", label_of(entry, scopes), entry.name, key=key))
+                walk(entry.path, value, depth + 1, scopes, key)
             else:
                 answer = value_of(entry, value, label_of(entry, scopes))
                 answer.depth = depth
+                answer.key = f"{at}/{entry.name}"
                 out.append(answer)
 
     walk(None, document or {}, 0, (scope_of(None, document),))
     return out
+
+
+@dataclass
+class Pair:
+    """One line of two records side by side: the same place in each (None where one lacks it)."""
+
+    first: Answer | None
+    second: Answer | None
+
+    @property
+    def shown(self) -> Answer:
+        """The answer whose label and depth the line shows."""
+        found = self.first or self.second
+        assert found is not None
+        return found
+
+    @property
+    def differs(self) -> bool:
+        """Tell whether the two answers differ (a heading differs when one side lacks it)."""
+        if self.first is None or self.second is None:
+            return True
+        return (self.first.raw or self.first.value) != (self.second.raw or self.second.value)
+
+
+def side_by_side(first: list[Answer], second: list[Answer]) -> list[Pair]:
+    """Pair two records' answers by their place, in the first's order.
+
+    What only the second holds (a repeat instance more, a question of a newer form version)
+    comes right after the line that precedes it in the second.
+    """
+    theirs = {answer.key: answer for answer in second}
+    pairs = [Pair(answer, theirs.get(answer.key)) for answer in first]
+    placed = {answer.key: index for index, answer in enumerate(first)}
+    inserted: list[tuple[int, int, Pair]] = []  # (after line, order, pair)
+    after = -1
+    for order, answer in enumerate(second):
+        if answer.key in placed:
+            after = placed[answer.key]
+            continue
+        inserted.append((after, order, Pair(None, answer)))
+    for after, _order, pair in sorted(inserted, key=lambda item: (item[0], item[1]), reverse=True):
+        pairs.insert(after + 1, pair)
+    return pairs

@@ -268,6 +268,9 @@ def test_only_the_personal_data_module_reads_raw_answers():
         "server/api/submissions.py": "hands XML, documents and names to the disclosure",
         "server/api/odata.py": "hands documents to the disclosure",
         "server/web/pages/submissions.py": "hands documents and names to the disclosure",
+        "server/submissions/conflicts.py": "reads a conflict's payload to compare or take it",
+        "server/api/conflicts.py": "hands both documents and the XML to the disclosure",
+        "server/web/pages/conflicts.py": "hands both documents and the name to the disclosure",
     }
     raw = {"raw_xml", "raw_document", "raw_instance_name"}
     columns = {"xml", "document", "instance_name"}

@@ -76,6 +76,7 @@ from flask.testing import FlaskClient
 from werkzeug.exceptions import NotFound
 
 from server.forms.models import Form
+from server.submissions.models import SubmissionConflict
 from tests.fixtures.forms import workbooks
 from tests.support import factories
 from tests.support.openrosa import (
@@ -239,6 +240,12 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     **{(D + "/submissions" + rest, method): row for (rest, method), row in SUBMISSIONS.items()},
     **{(F + rest, method): row for (rest, method), row in ODATA.items()},
     **{(D + rest, method): row for (rest, method), row in ODATA.items()},
+    # Records sent again with other answers, kept for review: only those who may change the
+    # records see and settle them (not in Central, which keeps no conflicts).
+    (F + "/conflicts", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>.xml", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>", "PATCH"): RECORD_CHANGES,
     # The keys serve only to decrypt (submission.decrypt), which viewers may not; Central
     # lists them to anyone who may read the records.
     (F + "/submissions/keys", "GET"): who("managers"),
@@ -329,6 +336,9 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/submissions/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/comments", "POST"): who("managers"),
+    (WF + "/conflicts", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),
     (WF + "/export/download", "GET"): who("readers"),
@@ -385,6 +395,7 @@ class Site:
     spare_draft_record: str
     entity: str
     corrections: list[int]
+    conflicts: list[int]  # two payloads sent again for ``record``: API, console
     extra_session: str
     draft_token: str
     bearer: dict[str, str] = field(default_factory=dict)
@@ -480,6 +491,14 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
     draft_url = f"/v1/test/{draft_token}/projects/{p}/forms/{FORM_ID}/draft/submission"
     for instance_id in (draft_main, draft_spare):
         _send_record(client, draft_url, instance_id)
+    # Two payloads sent again for the main record with other answers: kept as conflicts.
+    for age in ("35", "36"):
+        refused = client.post(
+            f"/v1/key/{tokens['device']}/projects/{p}/submission",
+            data=multipart(record(main, age=age, audit=None), {PHOTO: jpeg(1)}),
+            headers=OPENROSA,
+        )
+        assert refused.status_code == 409, refused.text
     for path in (f"submissions/{main}", f"draft/submissions/{draft_main}"):
         commented = client.post(
             f"{base}/forms/{FORM_ID}/{path}/comments", json={"body": "Photo floue"}, headers=admin
@@ -531,10 +550,18 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         spare_draft_record=draft_spare,
         entity=entity.json["uuid"],
         corrections=[c["id"] for c in listed],
+        conflicts=list(
+            db_session.scalars(
+                sa.select(SubmissionConflict.id)
+                .where(SubmissionConflict.instance_id == main)
+                .order_by(SubmissionConflict.id)
+            )
+        ),
         extra_session=_bearer(client, "extra@example.org"),
         draft_token=draft_token,
     )
     assert len(site.corrections) == 2
+    assert len(site.conflicts) == 2
     if principal in GROUPS["signed_in"] and principal not in DEVICES:
         email = people[principal].email
         site.bearer[principal] = _bearer(client, email)
@@ -562,6 +589,7 @@ def _values(site: Site, endpoint: str) -> dict[str, Any]:
         "filename": "console.css",
         "member_id": site.people["extra"].actor_id,
         "correction_id": site.corrections[0],
+        "conflict_id": site.conflicts[0],
     }
     name = endpoint.split(".", 1)[1]
     if name.startswith("draft_"):  # a draft's test records
@@ -615,6 +643,7 @@ _TARGETS: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.discard_draft": lambda s: {"xml_form_id": "simple"},
     "web.publish": lambda s: {"xml_form_id": "brouillon_web"},
     "web.revoke_correction": lambda s: {"correction_id": s.corrections[1]},
+    "web.resolve_conflict": lambda s: {"conflict_id": s.conflicts[1]},
 }
 
 # Query strings some checks need.
@@ -663,6 +692,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     "api.edit_submission": lambda s: _record_xml(deprecated_id=s.record),
     "api.draft_edit_submission": lambda s: _record_xml(deprecated_id=s.draft_record),
     "api.review_submission": lambda s: {"json": {"reviewState": "approved"}},
+    "api.resolve_conflict": lambda s: {"json": {"resolution": "keepFirst"}},
     "api.draft_review_submission": lambda s: {"json": {"reviewState": "approved"}},
     "api.add_comment": lambda s: {"json": {"body": "Vérifier l'âge"}},
     "api.draft_add_comment": lambda s: {"json": {"body": "Vérifier l'âge"}},
@@ -709,6 +739,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.bulk_review": lambda s: {"data": {"state": "approved", "instance_id": s.record}},
     "web.review": lambda s: {"data": {"state": "hasIssues", "comment": "Âge à vérifier"}},
     "web.comment": lambda s: {"data": {"body": "Vu avec le superviseur"}},
+    "web.resolve_conflict": lambda s: {"data": {"resolution": "discard"}},
     "web.upload_corrections": lambda s: {
         "data": {
             "file": (

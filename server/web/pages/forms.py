@@ -116,6 +116,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         current_missing=[a.name for a, blob in current_media if blob is None],
         may_update=may_update,
         ui_form_language=labels.for_schema(schema, common.ui_language()),
+        open_conflicts=common.open_conflicts(form),
         **extra,
     )
 

@@ -122,6 +122,7 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
         if rows and more_newer
         else None,
         may_review=access.can("submission.update", project_id=project.id, form_id=form.id),
+        open_conflicts=common.open_conflicts(form),
     )
 
 
