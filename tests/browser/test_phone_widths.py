@@ -8,8 +8,10 @@ household form with a photo, records sent as Collect sends them), opens every pa
 console a coordinator reads at 390 px, and checks that
 
 * nothing spills out sideways (``document.documentElement.scrollWidth <= 390``), and
-* the list tables a coordinator works from (the project's forms, the records) show every
-  column inside the screen: on a phone each row becomes a card, each cell a labelled line.
+* the list tables a coordinator works from (the project's forms, the records, tablets,
+  members, accounts, the audit log) show every column inside the screen: on a phone each row
+  becomes a card, each cell a line named by its column. Wider tables of reference (a form's
+  questions, its versions) scroll inside their own box.
 
 Screenshots go to test-artifacts/console/phone-*.png.
 """
@@ -109,6 +111,17 @@ def build_site(url: str) -> dict[str, str]:
             )
         )
     ok(api.post(f"{base}/forms/household/draft/publish"))
+    coordinator = ok(
+        api.post(
+            f"{url}/v1/users",
+            json={
+                "email": "aminata.coulibaly.coordination.segou@example.org",
+                "password": "un mot de passe assez long",
+                "displayName": "Aminata Coulibaly",
+            },
+        )
+    )
+    ok(api.post(f"{base}/assignments/manager/{coordinator['id']}"))
     tablet = ok(api.post(f"{base}/app-users", json={"displayName": "Tablette du CSCOM de Ségou"}))
     for form_id in ("household", LONG_ID):
         ok(api.post(f"{base}/forms/{form_id}/assignments/app-user/{tablet['id']}"))
@@ -174,6 +187,10 @@ def test_every_console_page_fits_a_phone(
     for path, table in (
         ("/projects/1", "table.forms"),
         (f"{long_form}/submissions", "table.submissions"),
+        ("/projects/1/app-users", "table.cards"),
+        ("/projects/1/members", "table.cards"),
+        ("/users", "table.cards"),
+        ("/audit", "table.audit"),
     ):
         page.goto(console + path)
         cells = page.locator(f"{table} tbody td")
