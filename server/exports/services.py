@@ -49,8 +49,6 @@ CONTENT_TYPES = {
     "geojson": "application/geo+json",
     "media.zip": "application/zip",
 }
-# Formats worth gzip on the wire; zips and workbooks are compressed already.
-COMPRESSIBLE = {"csv", "geojson"}
 
 DocumentDecryptor = Callable[[SubmissionVersion], "dict[str, Any] | None"]
 
@@ -66,10 +64,6 @@ class Export:
     content_type: str
     chunks: Iterator[bytes]
     stats: source.ExportStats
-
-    @property
-    def compressible(self) -> bool:
-        return self.format in COMPRESSIBLE
 
     def close(self) -> None:
         """Stop the stream, finished or not: its files are removed and its sessions closed."""

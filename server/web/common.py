@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -145,7 +149,16 @@ def _percent(value: float) -> str:
     return format_decimal(value, "#,##0.#") + "\u00a0%"
 
 
-FILTERS = {"when": _when, "day": _day, "percent": _percent}
+def _number(value: int) -> str:
+    return format_decimal(value, "#,##0")
+
+
+FILTERS = {
+    "when": _when,
+    "day": _day,
+    "percent": _percent,
+    "number": _number,
+}
 
 
 # ---- lookups with access ---------------------------------------------------------------------
@@ -229,3 +242,61 @@ def parse_int(raw: str | None, label: str) -> int | None:
         return bounds.whole_number(raw)
     except bounds.OutOfBounds as exc:
         raise errors.FieldValueRefused(field=label, reason=exc.reason) from None
+
+
+# ---- long lists: filtered, then paged ----------------------------------------------------------
+
+LIST_PAGE_SIZE = 100
+# Lists longer than this are summarised on the pages that show them among other things (a
+# form's questions, its overview), with a link to a page of their own, filtered and paged.
+LONG_LIST = 25
+
+
+def folded(text: str) -> str:
+    """Return ``text`` without case or accents, so that a filter «segou» finds «Ségou»."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def matching(query: str, texts: list[str]) -> bool:
+    """Tell whether every word of ``query`` is in one of ``texts`` (case and accents aside)."""
+    haystack = " ".join(folded(text) for text in texts)
+    return all(word in haystack for word in folded(query).split())
+
+
+@dataclass(frozen=True)
+class Paged:
+    """One page of a long list: its items, its number (from 1), how many pages and items."""
+
+    items: list[Any]
+    number: int
+    pages: int
+    total: int
+    size: int
+
+    @property
+    def first_index(self) -> int:
+        """Return the position (from 1) of the page's first item in the whole list."""
+        return (self.number - 1) * self.size + 1 if self.items else 0
+
+    @property
+    def last_index(self) -> int:
+        """Return the position (from 1) of the page's last item in the whole list."""
+        return self.first_index + len(self.items) - 1 if self.items else 0
+
+
+def paged(items: list[Any], raw_page: str | None, label: str, size: int = LIST_PAGE_SIZE) -> Paged:
+    """Return the page ``raw_page`` (a number from 1; beyond the last: the last) of ``items``."""
+    number = parse_int(raw_page, label) or 1
+    pages = max(1, math.ceil(len(items) / size))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * size
+    return Paged(items[start : start + size], number, pages, len(items), size)
+
+
+def pager_links(shown: Paged, url_of: Callable[[int], str]) -> dict[str, str | None]:
+    """Return the pager's links (``newer_url``, ``older_url``) around the page ``shown``."""
+    return {
+        "newer_url": url_of(shown.number - 1) if shown.number > 1 else None,
+        "older_url": url_of(shown.number + 1) if shown.number < shown.pages else None,
+    }

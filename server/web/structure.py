@@ -89,6 +89,7 @@ class StructureRow:
     required: bool
     relevant: str | None
     choices: list[tuple[str, list[str]]] = field(default_factory=list)
+    choice_list: str | None = None  # the key of its choice list in the schema
 
 
 def structure(
@@ -117,6 +118,7 @@ def structure(
                     required=entry.required,
                     relevant=entry.relevant,
                     choices=choices,
+                    choice_list=entry.choices if choices else None,
                 )
             )
             walk(entry.path, depth + 1)

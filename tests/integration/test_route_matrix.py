@@ -325,6 +325,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/versions/<int:version_id>/xform", "GET"): who("members"),
     (WF + "/versions/<int:version_id>/source", "GET"): who("members"),
     (WF + "/versions/<int:version_id>/media/<name>", "GET"): who("members"),
+    (WF + "/versions/<int:version_id>/choices", "GET"): who("members"),
     (WF + "/draft/media", "POST"): who("managers"),
     (WF + "/draft/publish", "POST"): who("managers"),
     (WF + "/draft", "POST"): who("managers"),
@@ -340,6 +341,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
     (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
+    (WF + "/overview/choices", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),
     (WF + "/export/download", "GET"): who("readers"),
     (WF + "/corrections", "POST"): who("readers"),
@@ -377,6 +379,19 @@ def area(endpoint: str) -> str:
 
 
 # ---- the site ------------------------------------------------------------------------------
+
+CHOICES_FORM = """
+| survey |
+|        | type            | name | label |
+|        | select_one sexe | sexe | Sexe  |
+| choices |
+|         | list_name | name | label |
+|         | sexe      | f    | Femme |
+|         | sexe      | m    | Homme |
+| settings |
+|          | form_id | version |
+|          | choix   | 1       |
+"""
 
 
 @dataclass
@@ -479,6 +494,13 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         f"{base}/forms/simple/assignments/app-user/{app_users['device']}", headers=admin
     )
     assert assigned.status_code == 200, assigned.text
+    # A form with a choice list, whose list the console shows on a page of its own.
+    with_choices = client.post(
+        f"{base}/forms?publish=true",
+        data=workbooks.xlsx(CHOICES_FORM),
+        headers={**admin, "Content-Type": workbooks.XLSX_TYPE},
+    )
+    assert with_choices.status_code == 200, with_choices.text
 
     # The household form's draft (a copy of the published version, with its media).
     assert client.post(f"{base}/forms/{FORM_ID}/draft", headers=admin).status_code == 200
@@ -543,6 +565,7 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         versions={
             "menage": menage.current_version_id,
             "simple": forms["simple"].current_version_id,
+            "choix": forms["choix"].current_version_id,
         },
         record=main,
         spare_record=spare,
@@ -635,6 +658,7 @@ _TARGETS: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.download_xform": lambda s: {"version_id": s.versions["menage"]},
     "web.download_media": lambda s: {"version_id": s.versions["menage"], "name": "villages.csv"},
     "web.download_source": lambda s: {"xml_form_id": "simple", "version_id": s.versions["simple"]},
+    "web.choice_list": lambda s: {"xml_form_id": "choix", "version_id": s.versions["choix"]},
     "web.app_user": lambda s: {"actor_id": s.app_users["device"]},
     "web.app_user_qr": lambda s: {"actor_id": s.app_users["device"]},
     "web.app_user_forms": lambda s: {"actor_id": s.app_users["spare"]},
@@ -651,6 +675,8 @@ _QUERIES = {
     "api.update_entity": "?force=true",
     "web.audit_log": "?project={project_id}",
     "web.export_download": "?format=csv",
+    "web.choice_list": "?list=sexe",
+    "web.form_overview_choices": "?field=/data/village",
 }
 
 

@@ -17,7 +17,7 @@ from server.errors import BadExportOption, ODataFilterInvalid, UnsupportedODataF
 from server.exports import compiled, values, xlsx
 from server.exports import layout as L
 from server.exports.options import ExportOptions, parse_options
-from server.exports.streams import ChunkBuffer, entry_segment, gzip_chunks, open_entry, open_zip
+from server.exports.streams import ChunkBuffer, entry_segment, open_entry, open_zip
 from server.odata.filter import parse_filter
 
 
@@ -520,12 +520,6 @@ def test_streamed_zip_reads_back_with_zip64_entries():
         assert reopened.read("a.csv") == b"x,y\r\n" * 10_000
         assert reopened.read("b.txt") == "é".encode()
         assert reopened.testzip() is None
-
-
-def test_gzip_chunks_are_one_member():
-    import gzip
-
-    assert gzip.decompress(b"".join(gzip_chunks([b"abc", b"", b"def"]))) == b"abcdef"
 
 
 def test_xlsx_rows_escape_text_and_drop_forbidden_characters():

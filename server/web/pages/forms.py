@@ -117,6 +117,7 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         may_update=may_update,
         ui_form_language=labels.for_schema(schema, common.ui_language()),
         open_conflicts=common.open_conflicts(form),
+        long_list=common.LONG_LIST,
         **extra,
     )
 
@@ -246,6 +247,50 @@ def download_xform(project_id: int, xml_form_id: str, version_id: int) -> Respon
         f"{found.xml_form_id}-{label}.xml"
     )
     return response
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<int:version_id>/choices")
+def choice_list(project_id: int, xml_form_id: str, version_id: int) -> Response:
+    """Show one choice list of a version (``?list=``) whole: filtered, paged."""
+    project, found = common.form_for(project_id, xml_form_id)
+    version = _version(found, version_id)
+    schema = version.form_schema
+    key = request.args.get("list", "")
+    if key not in schema.choice_lists:
+        raise errors.NotFound()
+    languages = list(schema.languages) or ["default"]
+    items = [
+        (c.name, [labels.pick(c.labels, language) for language in languages])
+        for c in schema.choice_lists[key]
+    ]
+    query = request.args.get("q", "").strip()
+    if query:
+        items = [item for item in items if common.matching(query, [item[0], *item[1]])]
+    shown = common.paged(items, request.args.get("page"), gettext("Page"))
+    language = labels.for_schema(schema, common.ui_language())
+    questions = [labels.pick(f.labels, language, f.name) for f in schema.fields if f.choices == key]
+
+    def page_url(number: int) -> str:
+        return common.query_url(
+            "web.choice_list",
+            {"list": key, "q": query, "page": number if number > 1 else None},
+            project_id=project.id,
+            xml_form_id=found.xml_form_id,
+            version_id=version.id,
+        )
+
+    return common.page(
+        "web/choices.html",
+        project=project,
+        form=found,
+        version=version,
+        key=key,
+        questions=questions,
+        languages=languages,
+        shown=shown,
+        query=query,
+        **common.pager_links(shown, page_url),
+    )
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<int:version_id>/source")
