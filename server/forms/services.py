@@ -29,7 +29,7 @@ import hashlib
 import io
 import logging
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -112,6 +112,26 @@ def current_version(db_session: Session, form: Form) -> FormVersion | None:
     if form.current_version_id is None:
         return None
     return db_session.get(FormVersion, form.current_version_id)
+
+
+def titles(db_session: Session, listed: Iterable[Form]) -> dict[int, str]:
+    """Return each form's title as people read it: the published version's, else the draft's,
+    else its formID (a form whose settings sheet names no title)."""
+    listed = list(listed)
+    wanted = {v for f in listed for v in (f.current_version_id, f.draft_version_id) if v}
+    found = (
+        dict(
+            db_session.execute(
+                sa.select(FormVersion.id, FormVersion.title).where(FormVersion.id.in_(wanted))
+            ).all()
+        )
+        if wanted
+        else {}
+    )
+    return {
+        f.id: found.get(f.current_version_id) or found.get(f.draft_version_id) or f.xml_form_id
+        for f in listed
+    }
 
 
 def published_version(db_session: Session, form: Form) -> FormVersion:

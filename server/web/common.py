@@ -54,6 +54,10 @@ def page(template: str, *, status: int = 200, **context: Any) -> Response:
     Only pages rendered here get that policy: anything else a console route answers (a file,
     an export) keeps the sandbox of served content (:mod:`server.web.security`).
     """
+    form = context.get("form")
+    if isinstance(form, Form) and "form_title" not in context:
+        # Pages, titles and crumbs name a form by its title (its formID is shown once, small).
+        context["form_title"] = forms.titles(db.session(), [form])[form.id]
     response = Response(render_template(template, status=status, **context), status=status)
     response.mimetype = "text/html"
     return security.console_page(response)

@@ -118,6 +118,7 @@ def _options(source: Mapping[str, str]) -> collect.CollectOptions:
 
 def _page(project: Project, app_user: AppUser, options: collect.CollectOptions) -> Response:
     db_session = db.session()
+    project_forms = forms.list_forms(db_session, project.id)
     token = app_users.token_of(app_user, secret_key=current_app.config["SECRET_KEY"])
     payload = svg = None
     settings = None
@@ -140,7 +141,8 @@ def _page(project: Project, app_user: AppUser, options: collect.CollectOptions) 
         unreachable=unreachable,
         listens_on_loopback=is_loopback_host(current_app.config["HOST"]),
         server_address=base_url(),
-        forms=forms.list_forms(db_session, project.id),
+        forms=project_forms,
+        titles=forms.titles(db_session, project_forms),
         assigned=members.app_user_form_ids(db_session, [app_user.actor_id])[app_user.actor_id],
         update_modes=UPDATE_MODES,
         autosend=AUTOSEND,

@@ -196,7 +196,10 @@ def publish(project_id: int, xml_form_id: str) -> Response:
         return form_page(project, found, status=409, publish_message=message)
     except errors.VersionConflict as refused:
         return form_page(project, found, status=409, publish_message=refused.render_message())
-    flash(gettext("Version %(version)s is published.", version=published.version or "—"))
+    if published.version:
+        flash(gettext("Version %(version)s is published.", version=published.version))
+    else:  # the settings sheet names no version
+        flash(gettext("The form is published."))
     return _back_to(project, found)
 
 
