@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path in paths if differs(path, lists)]
     if args.check:
         for path in stale:
-            print(f"{path}: regions/cercles differ from {REFERENCE.name}; run {parser.prog}")
+            print(f"{path}: regions/cercles differ from {REFERENCE.name}", end="")
+            print("; run python scripts/admin_choices.py")
         return 1 if stale else 0
     for path in stale:
         rewrite(path, lists)
