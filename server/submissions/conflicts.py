@@ -320,7 +320,7 @@ def resolve(
         values["version_id"] = version.id
         details["versionInstanceId"] = version.instance_id
     elif resolution == "discard":
-        values.update(xml="", attachments_dropped=0, dropped_names=None)
+        values.update(xml="", attachments_dropped=0, dropped_names=sa.null())
         db_session.execute(sa.delete(FILES).where(FILES.c.conflict_id == conflict.id))
     # Whoever settles first wins: a second request (another coordinator) finds it settled.
     settled = db_session.execute(
