@@ -340,6 +340,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/conflicts", "GET"): who("managers"),
     (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
     (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>/files/<name>", "GET"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
     (WF + "/overview/choices", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),

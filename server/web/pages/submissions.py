@@ -18,7 +18,7 @@ from server.auth import access
 from server.forms import services as forms
 from server.forms.models import FormVersion
 from server.storage import downloads
-from server.submissions import overview
+from server.submissions import conflicts, overview
 from server.submissions import services as submissions
 from server.submissions.models import REVIEW_STATE_WORDS
 from server.submissions.services import SETTABLE_REVIEW_STATES, SubmissionFilter
@@ -203,6 +203,7 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
         )
 
     language = labels.for_schema(schema, common.ui_language())
+    may_review = access.can("submission.update", project_id=project.id, form_id=form.id)
     return common.page(
         "web/submission.html",
         project=project,
@@ -223,7 +224,8 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
         history=submissions.audit_events(db_session, record),
         states=REVIEW_STATES,
         actions=REVIEW_ACTIONS,
-        may_review=access.can("submission.update", project_id=project.id, form_id=form.id),
+        may_review=may_review,
+        record_conflicts=conflicts.open_for_record(db_session, record) if may_review else [],
     )
 
 
