@@ -82,7 +82,9 @@ def webform_content_security_policy() -> str:
     * ``img-src``/``media-src blob:``: images, audio and video of the form's media and of
       the answers (a photo just taken) are shown from in-memory ``blob:`` addresses;
     * ``connect-src 'self' data:``: it fetches the form, its media and records from this
-      server, and reads its inlined WebAssembly from a ``data:`` address.
+      server, and reads its inlined WebAssembly from a ``data:`` address;
+    * ``worker-src blob: data:``: photos are scaled down to the form's ``max-pixels`` in a
+      worker the engine starts from its own inlined code.
 
     Scripts still come only from the server ('self'), and the page may not be framed.
     """
@@ -99,7 +101,7 @@ def webform_content_security_policy() -> str:
             "media-src 'self' blob:",
             "font-src 'self' data:",
             "connect-src 'self' data:",
-            "worker-src 'self' blob:",
+            "worker-src 'self' blob: data:",
             "object-src 'none'",
             "base-uri 'self'",
             "form-action 'self'",

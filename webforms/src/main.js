@@ -136,8 +136,8 @@ function editInstance() {
   return {
     resolveInstance: async () => (await fetchOk(config.instanceUrl, 'record')).text(),
     attachmentFileNames: names,
-    resolveAttachment: async (name) =>
-      (await fetchOk(config.instanceFileUrl + encodeURIComponent(name), name)).blob(),
+    // The engine reads the response itself (its type names the file's).
+    resolveAttachment: (name) => fetchOk(config.instanceFileUrl + encodeURIComponent(name), name),
   };
 }
 
