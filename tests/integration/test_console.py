@@ -199,6 +199,7 @@ def _post_routes(app, site) -> list[str]:
         "actor_id": site["app_user"].actor_id,
         "member_id": site["people"]["viewer"].actor_id,
         "correction_id": 1,
+        "link_id": site["app_user"].actor_id,  # refused for its missing token before lookup
     }
     urls = []
     with app.test_request_context():
