@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         database = f"sqlite:///{scratch / 'bench.db'}"
         with (
-            support.console_server(database, scratch, FORMS_DIR=str(args.forms)) as server,
+            support.console_server(database, scratch, MERIT_FORMS_DIR=str(args.forms)) as server,
             sync_playwright() as playwright,
         ):
             browser = support.launch(playwright)
