@@ -65,7 +65,9 @@ def load(context, url: str, ready: str) -> tuple[float, int, int, str | None]:  
         if target.is_visible():
             break
         if failure.count() > 0:
-            error = page.locator("#odk-web-form").inner_text().replace("\n", " ")
+            # The message is in a dialog outside the form's element.
+            shown = " ".join(page.locator(".p-dialog").all_inner_texts()).replace("\n", " ")
+            error = shown or FAILURE
             break
         page.wait_for_timeout(20)
     else:
