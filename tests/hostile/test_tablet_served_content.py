@@ -76,7 +76,7 @@ def unsafe(what: str, endpoint: str, response) -> str | None:  # type: ignore[no
         and directives.get("frame-ancestors") == "'none'"
         and "unsafe-" not in policy
     )
-    if endpoint in WEBFORM_PAGES:
+    if endpoint in WEBFORM_PAGES and not strict:  # (a refusal there is a plain console page)
         # WebAssembly may be compiled, styles may be inline; no eval, no inline script.
         strict = (
             directives.get("default-src") == "'self'"
