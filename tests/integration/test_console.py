@@ -200,6 +200,7 @@ def _post_routes(app, site) -> list[str]:
         "member_id": site["people"]["viewer"].actor_id,
         "correction_id": 1,
         "conflict_id": 1,  # refused before it is looked up: no conflict needed
+        "link_id": site["app_user"].actor_id,  # refused for its missing token before lookup
     }
     urls = []
     with app.test_request_context():
