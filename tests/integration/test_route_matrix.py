@@ -347,6 +347,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/public-links/<int:link_id>/revoke", "POST"): who("managers"),
     ("/-/<token>", "GET"): who("everyone"),
     (WF + "/submissions", "GET"): who("readers"),
+    (WF + "/submissions/columns", "POST"): who("managers"),  # the table's answer columns
     (WF + "/submissions/<instance_id>", "GET"): who("readers"),
     (WF + "/submissions/<instance_id>/attachments/<name>", "GET"): who("readers"),
     (WF + "/submissions/review", "POST"): who("managers"),
@@ -794,6 +795,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
         "data": {"name": "villages.csv", "file": (io.BytesIO(VILLAGES_CSV), "villages.csv")}
     },
     "web.set_state": lambda s: {"data": {"state": "open"}},
+    "web.submission_columns": lambda s: {"data": {"column": "/data/name"}},
     "web.bulk_review": lambda s: {"data": {"state": "approved", "instance_id": s.record}},
     "web.review": lambda s: {"data": {"state": "hasIssues", "comment": "Âge à vérifier"}},
     "web.comment": lambda s: {"data": {"body": "Vu avec le superviseur"}},
