@@ -214,4 +214,11 @@ def test_every_console_page_fits_a_phone(
     row = page.locator("table.forms tbody tr", has_text="Établissements de santé du Mali")
     assert LONG_VERSION in row.inner_text()
     assert "Ouvert" in row.inner_text() and "3" in row.inner_text()
+    # A form is named by its title in the tab, the heading and the crumbs, not by its ID.
+    title = "Établissements de santé du Mali : inventaire des formations sanitaires"
+    for path in (f"{long_form}/submissions", f"{long_form}/overview", f"{long_form}/export"):
+        page.goto(console + path)
+        assert title in page.title() and LONG_ID not in page.title(), path
+        assert title in page.locator("h1").inner_text(), path
+        assert page.locator("p.crumbs").get_by_role("link", name=title).count() == 1, path
     context.close()
