@@ -430,7 +430,7 @@ def _redact_tree(element: etree._Element, path: str, disclosure: Disclosure) -> 
 
 # ---- a reader's disclosure, from the request -------------------------------------------------
 
-_CACHE: dict[tuple[int, tuple[int, ...]], PersonalFields] = {}
+_CACHE: dict[tuple[int, tuple[tuple[int, str], ...]], PersonalFields] = {}
 _CACHE_LIMIT = 512
 
 
@@ -440,16 +440,20 @@ def fields_of_form(db_session: Any, form_id: int) -> PersonalFields:
 
     from server.forms.models import FormVersion
 
-    ids = tuple(
-        db_session.scalars(
-            sa.select(FormVersion.id).where(FormVersion.form_id == form_id).order_by(FormVersion.id)
+    # Each version by its id and its XForm's hash: a version compiled again is read again.
+    versions = tuple(
+        (row.id, row.hash)
+        for row in db_session.execute(
+            sa.select(FormVersion.id, FormVersion.hash)
+            .where(FormVersion.form_id == form_id)
+            .order_by(FormVersion.id)
         )
     )
-    key = (form_id, ids)
+    key = (form_id, versions)
     found = _CACHE.get(key)
     if found is None:
         schemas = db_session.scalars(
-            sa.select(FormVersion.schema).where(FormVersion.id.in_(ids))
+            sa.select(FormVersion.schema).where(FormVersion.id.in_([v for v, _ in versions]))
         ).all()
         found = personal_fields(schemas)
         if len(_CACHE) >= _CACHE_LIMIT:
