@@ -51,6 +51,7 @@ ANSWER_FREE = {
     "api.list_entity_versions": "an entity's versions",
     "web.language": "the language switch",
     "web.app_user": "a tablet's page",
+    "web.public_form": "a public link's empty form to fill (its token gives nothing else)",
 }
 
 # Values for the routes' parameters, several where one route serves several tables.
