@@ -232,6 +232,7 @@ def stage(app: Flask, client, db_session) -> dict:
             "code": "en",
             "filename": "console.css",
             "conflict_id": _conflict_id(client, headers, project.id),
+            "token": "no-such-public-link",  # a public link's page: 404 whatever the query
         },
         "form_version_id": form.current_version_id,
     }
