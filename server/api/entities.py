@@ -156,7 +156,7 @@ def version_json(version: EntityVersion) -> dict[str, Any]:
             "baseVersion": version.base_version,
             "data": dict(version.data or {}),
             "dataReceived": received,
-            "conflictingProperties": None,
+            "conflictingProperties": version.conflicting_properties,
             "source": {k: v for k, v in source.items() if k != "dataReceived"} or None,
         }
     )
@@ -171,7 +171,7 @@ def entity_json(row: services.EntityRow, actors: dict[int, Actor] | None = None)
         "createdAt": entity.created_at,
         "updatedAt": entity.updated_at,
         "deletedAt": entity.deleted_at,
-        "conflict": None,
+        "conflict": entity.conflict,
         "currentVersion": version_json(row.version),
     }
     if actors is None:
@@ -423,7 +423,7 @@ def _entity_row(row: services.EntityRow, props: list[DatasetProperty]) -> dict[s
             "updates": row.versions - 1,
             "updatedAt": iso(entity.updated_at),
             "version": version.version,
-            "conflict": None,
+            "conflict": entity.conflict,
         },
     }
     for prop in props:

@@ -34,9 +34,9 @@ _NAME = re.compile(r"^(?!__)[^\W\d][\w.-]*$")
 RESERVED_PROPERTIES = {"name", "label"}
 MAX_LABEL = 10_000
 MAX_VALUE = 100_000
-# An entity's conflict, as a column an OData $filter can name: conflicts are not kept here
-# (an update never conflicts silently: 409.15), so it is always null.
-CONFLICT = sa.cast(sa.null(), sa.String)
+# An entity's conflict, as a column an OData $filter can name: None, "soft" or "hard" (an
+# update from a record based on an older version; the API's updates refuse that with 409.15).
+CONFLICT = Entity.conflict
 
 
 @dataclass
@@ -80,6 +80,13 @@ def _audit(
         project_id=project_id,
         entity_id=entity_id,
         details=details,
+    )
+
+
+def touch(db_session: Session, dataset_id: int) -> None:
+    """Raise a list's revision: what its CSV holds has changed (in the caller's transaction)."""
+    db_session.execute(
+        sa.update(Dataset).where(Dataset.id == dataset_id).values(revision=Dataset.revision + 1)
     )
 
 
@@ -230,8 +237,117 @@ def add_property(
         project_id=dataset.project_id,
         details={"name": dataset.name, "property": name},
     )
+    touch(db_session, dataset.id)
     db_session.commit()
     return prop
+
+
+# ---- lists declared by forms -------------------------------------------------------------------
+
+# entities-version values a form may declare (Central accepts 2022.1.0 to 2025.1.x).
+_ENTITIES_VERSION = re.compile(r"^(\d{4})\.(\d+)\.\d+$")
+
+
+def check_entities_version(version: str | None) -> None:
+    """Refuse a form whose entities-version this server cannot read (400.8)."""
+    match = _ENTITIES_VERSION.match(version or "")
+    if match is None or not ((2022, 1) <= (int(match[1]), int(match[2])) <= (2025, 1)):
+        raise errors.UnexpectedValue(
+            field="entities-version",
+            reason=gettext(
+                "the form declares entities with version %(version)s; this server reads "
+                "2022.1.0 to 2025.1.x (update pyxform or ODK's form tools)"
+            )
+            % {"version": version or "(none)"},
+        )
+
+
+def declare(
+    db_session: Session,
+    project_id: int,
+    blocks: Sequence[Mapping[str, Any]],
+    *,
+    actor_id: int | None,
+    form_id: str,
+) -> dict[str, Dataset]:
+    """Create the lists and properties a form being published writes to (not committed).
+
+    ``blocks`` are the schema's entity blocks (:func:`server.forms.schema.extract`). Lists
+    and properties already there are kept; new ones are created, each audited. Names that
+    differ only by capitalisation from existing ones are refused (409.16, 409.17), as are
+    names that are not XML names (400.8). Returns the lists by name.
+    """
+    wanted: dict[str, list[str]] = {}
+    for block in blocks:
+        props = wanted.setdefault(block["dataset"], [])
+        for entry in block["properties"]:
+            if entry["property"] not in props:
+                props.append(entry["property"])
+    found: dict[str, Dataset] = {}
+    for name, props in wanted.items():
+        name = _check_name("dataset", name)
+        dataset = db_session.execute(
+            sa.select(Dataset).where(
+                Dataset.project_id == project_id, sa.func.lower(Dataset.name) == name.lower()
+            )
+        ).scalar_one_or_none()
+        now = utcnow()
+        if dataset is not None and dataset.name != name:
+            raise errors.DatasetNameConflict(current=dataset.name, provided=name)
+        if dataset is None:
+            dataset = Dataset(project_id=project_id, name=name, created_at=now, published_at=now)
+            db_session.add(dataset)
+            db_session.flush()
+            _audit(
+                db_session,
+                "dataset.create",
+                actor_id=actor_id,
+                project_id=project_id,
+                details={"name": name, "approvalRequired": False, "form": form_id},
+            )
+        existing = {p.name.lower(): p.name for p in properties(db_session, dataset)}
+        added = []
+        for prop in props:
+            prop = _check_name("property", prop)
+            if prop.lower() in RESERVED_PROPERTIES:
+                raise errors.UnexpectedValue(
+                    field="property", reason=gettext("name and label are reserved names")
+                )
+            known = existing.get(prop.lower())
+            if known is not None and known != prop:
+                raise errors.PropertyNameConflict(current=known, provided=prop)
+            if known is None:
+                db_session.add(
+                    DatasetProperty(
+                        dataset_id=dataset.id, name=prop, created_at=now, published_at=now
+                    )
+                )
+                existing[prop.lower()] = prop
+                added.append(prop)
+        if added:
+            db_session.flush()
+            touch(db_session, dataset.id)
+            _audit(
+                db_session,
+                "dataset.update",
+                actor_id=actor_id,
+                project_id=project_id,
+                details={"name": name, "properties": added, "form": form_id},
+            )
+        found[name] = dataset
+    return found
+
+
+def find_datasets(db_session: Session, project_id: int, names: Sequence[str]) -> dict[str, Dataset]:
+    """Return the project's lists with these names, by name (missing ones left out)."""
+    if not names:
+        return {}
+    return {
+        d.name: d
+        for d in db_session.scalars(
+            sa.select(Dataset).where(Dataset.project_id == project_id, Dataset.name.in_(names))
+        )
+    }
 
 
 # ---- entities ----------------------------------------------------------------------------------
@@ -470,6 +586,7 @@ def create_entities(
             entity_id=created[0].id,
             details={"dataset": dataset.name, "uuid": created[0].uuid},
         )
+    touch(db_session, dataset.id)
     db_session.commit()
     return created
 
@@ -530,6 +647,7 @@ def update_entity(
         entity_id=entity.id,
         details={"dataset": dataset.name, "uuid": entity.uuid, "version": version.version},
     )
+    touch(db_session, dataset.id)
     db_session.commit()
     return EntityRow(entity, version, row.versions + 1, row.creator_name)
 
@@ -548,4 +666,5 @@ def delete_entity(
         entity_id=row.entity.id,
         details={"dataset": dataset.name, "uuid": row.entity.uuid},
     )
+    touch(db_session, dataset.id)
     db_session.commit()

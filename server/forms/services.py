@@ -44,6 +44,7 @@ from server.auth.models import Assignment
 from server.auth.tokens import new_token
 from server.crypto.managed import prepare_for_publish
 from server.db import utcnow
+from server.entities import services as entity_lists
 from server.forms import compiler, schema, xform
 from server.forms.messages import _
 from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
@@ -230,8 +231,33 @@ def open_forms(
 
 
 def missing_media(db_session: Session, version: FormVersion) -> list[str]:
-    """Return the names of the media files the version references and does not have yet."""
-    return [a.name for a, blob in attachments(db_session, version) if blob is None]
+    """Return the names of the media files the version references and does not have yet.
+
+    A file linked to an entity list is never missing: the server makes it from the list.
+    """
+    return [
+        a.name
+        for a, blob in attachments(db_session, version)
+        if blob is None and a.dataset_id is None
+    ]
+
+
+def link_entity_lists(db_session: Session, form: Form, version: FormVersion) -> None:
+    """Link each ``<list>.csv`` the version references to the project's list of that name.
+
+    Only files for which nothing was uploaded are linked (an uploaded CSV is the coordinator's
+    choice, as in Central); ``itemsets.csv`` never is. Flushed, not committed.
+    """
+    names = schema.entity_lists_used(version.schema)
+    found = entity_lists.find_datasets(db_session, form.project_id, names)
+    if not found:
+        return
+    for attachment, blob in attachments(db_session, version):
+        dataset = found.get(attachment.name[:-4]) if attachment.name.endswith(".csv") else None
+        if dataset is not None and blob is None and attachment.dataset_id is None:
+            attachment.dataset_id = dataset.id
+            attachment.updated_at = utcnow()
+    db_session.flush()
 
 
 def source_file(db_session: Session, version: FormVersion) -> tuple[Blob, str, str] | None:
@@ -401,6 +427,7 @@ def _attach_media(
             row.updated_at = inherited[name].updated_at
         db_session.add(row)
     db_session.flush()
+    link_entity_lists(db_session, form, version)
     _refresh_choices(db_session, version)
 
 
@@ -613,6 +640,14 @@ def _publish(
     db_session: Session, form: Form, draft: FormVersion, *, actor_id: int | None
 ) -> FormVersion:
     """Publish a draft (flushed, not committed); see :func:`publish_draft`."""
+    blocks = draft.schema.get("entities") or []
+    if blocks:
+        # The lists and properties the form writes to exist from now on (audited).
+        entity_lists.check_entities_version(draft.schema.get("entitiesVersion"))
+        entity_lists.declare(
+            db_session, form.project_id, blocks, actor_id=actor_id, form_id=form.xml_form_id
+        )
+    link_entity_lists(db_session, form, draft)
     missing = missing_media(db_session, draft)
     if missing:
         raise errors.MissingMedia(missing=", ".join(missing), files=missing)
