@@ -440,6 +440,21 @@ def versions(db_session: Session, entity: Entity) -> list[EntityVersion]:
     )
 
 
+def normal_uuid(value: str | None) -> str | None:
+    """Return a UUID as Central keeps it (lower case, no ``uuid:``), or None if it is not one."""
+    return _uuid_or_none(value)
+
+
+def clean_values(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """Check the values a record gives its properties (text, not too long)."""
+    return _clean_data(data, set(data or {}))
+
+
+def clean_label(label: Any) -> str:
+    """Check a label (non-blank text, not too long)."""
+    return _clean_label(label)
+
+
 def _uuid_or_none(value: str | None) -> str | None:
     if value is None:
         return None

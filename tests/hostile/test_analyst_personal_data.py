@@ -268,6 +268,7 @@ def test_only_the_personal_data_module_reads_raw_answers():
         "server/api/submissions.py": "hands XML, documents and names to the disclosure",
         "server/api/odata.py": "hands documents to the disclosure",
         "server/web/pages/submissions.py": "hands documents and names to the disclosure",
+        "server/entities/records.py": "reads a held or approved record's entity block",
     }
     raw = {"raw_xml", "raw_document", "raw_instance_name"}
     columns = {"xml", "document", "instance_name"}

@@ -40,6 +40,8 @@ class SchemaFacts:
     binary_paths: tuple[str, ...]
     audit_paths: frozenset[str]
     root: str = "data"
+    # The entity blocks the form declares (the schema's "entities"), applied by .entities.
+    entities: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ def schema_facts(schema: dict[str, Any]) -> SchemaFacts:
         repeat_paths=frozenset(f["path"] for f in fields if f.get("kind") == "repeat"),
         binary_paths=tuple(f["path"] for f in fields if f.get("type") == "binary"),
         audit_paths=frozenset(f["path"] for f in fields if f.get("audit")),
+        entities=tuple(schema.get("entities") or ()),
     )
 
 
