@@ -44,7 +44,9 @@ from server.auth.models import Assignment
 from server.auth.tokens import new_token
 from server.crypto.managed import prepare_for_publish
 from server.db import utcnow
+from server.entities import listfile
 from server.entities import services as entity_lists
+from server.entities.models import Dataset
 from server.forms import compiler, schema, xform
 from server.forms.messages import _
 from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
@@ -185,9 +187,39 @@ def find_attachment(
     return (found[0], found[1]) if found is not None else None
 
 
-def present_media(db_session: Session, version: FormVersion) -> list[tuple[FormAttachment, Blob]]:
-    """Return the media files of a version that the server has, by name (a manifest's list)."""
-    return [(a, blob) for a, blob in attachments(db_session, version) if blob is not None]
+@dataclass
+class ManifestFile:
+    """One file of a version's manifest: a media file, or an entity list made on demand."""
+
+    attachment: FormAttachment
+    md5: str
+    type: str | None = None  # "entityList" or "approvalEntityList" for a list
+    dataset: Dataset | None = None
+
+
+def manifest_files(db_session: Session, version: FormVersion) -> list[ManifestFile]:
+    """Return what a version's manifest lists: present media, and linked entity lists."""
+    rows = db_session.execute(
+        _media(version)
+        .add_columns(Dataset)
+        .outerjoin(Dataset, Dataset.id == FormAttachment.dataset_id)
+        .order_by(FormAttachment.name)
+    ).all()
+    files = []
+    for attachment, blob, dataset in rows:
+        if dataset is not None:
+            md5, _size = listfile.fingerprint(db_session, dataset)
+            files.append(ManifestFile(attachment, md5, listfile.media_type(dataset), dataset))
+        elif blob is not None:
+            files.append(ManifestFile(attachment, blob.md5))
+    return files
+
+
+def linked_list(db_session: Session, attachment: FormAttachment) -> Dataset | None:
+    """Return the entity list a media file is made from, if it is linked to one."""
+    if attachment.dataset_id is None:
+        return None
+    return db_session.get(Dataset, attachment.dataset_id)
 
 
 def versions_with_media(db_session: Session, version_ids: list[int]) -> set[int]:

@@ -35,6 +35,8 @@ class MediaEntry:
     filename: str
     md5: str
     download_url: str
+    # "entityList" / "approvalEntityList": Collect keeps the file as an entity list.
+    type: str | None = None
 
 
 def _serialise(root: etree._Element) -> bytes:
@@ -67,6 +69,8 @@ def manifest(entries: list[MediaEntry]) -> bytes:
     root = etree.Element(f"{{{MANIFEST}}}manifest", nsmap={None: MANIFEST})
     for entry in entries:
         media = etree.SubElement(root, f"{{{MANIFEST}}}mediaFile")
+        if entry.type:
+            media.set("type", entry.type)
         _add(media, MANIFEST, "filename", entry.filename)
         _add(media, MANIFEST, "hash", f"md5:{entry.md5}")
         _add(media, MANIFEST, "downloadUrl", entry.download_url)

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, request, stream_with_context
 from flask_babel import gettext
 
 from server import db, errors, metrics
 from server.auth import access
 from server.auth.prefix import draft_token
+from server.entities import listfile
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion
 from server.openrosa import documents, protocol
 from server.openrosa.protocol import external_url, quoted
 from server.storage import downloads
+from server.storage.base import content_disposition
 from server.submissions import intake, parsing
 
 bp = Blueprint("openrosa", __name__)
@@ -87,11 +89,12 @@ def _manifest(project_id: int, form: Form, version: FormVersion, *, draft: bool)
         base += "/draft"
     entries = [
         documents.MediaEntry(
-            filename=attachment.name,
-            md5=blob.md5,
-            download_url=external_url(f"{base}/attachments/{quoted(attachment.name)}"),
+            filename=file.attachment.name,
+            md5=file.md5,
+            download_url=external_url(f"{base}/attachments/{quoted(file.attachment.name)}"),
+            type=file.type,
         )
-        for attachment, blob in forms.present_media(db.session(), version)
+        for file in forms.manifest_files(db.session(), version)
     ]
     return protocol.xml_response(documents.manifest(entries), no_cache=True)
 
@@ -105,6 +108,18 @@ def manifest(project_id: int, xml_form_id: str) -> Response:
 
 def _send_form_attachment(version: FormVersion, name: str) -> Response:
     found = forms.find_attachment(db.session(), version, name)
+    dataset = forms.linked_list(db.session(), found[0]) if found is not None else None
+    if dataset is not None:
+        # An entity list, written from the current entities as it is sent.
+        return Response(
+            stream_with_context(listfile.download(db.session(), dataset)),
+            content_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": content_disposition(found[0].name),
+                "Cache-Control": "private, no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
     if found is None or found[1] is None:
         raise errors.NotFound()
     attachment, blob = found

@@ -388,3 +388,91 @@ def test_merit_entities_backlog_and_the_periodic_pass_apply_what_waited(client, 
     db.session().rollback()  # SQLite: the test's reads hold the write lock until they end
     done = runner.invoke(entities, ["backlog", "--all"])
     assert done.exit_code == 0 and "applied 0 held update(s); 0 still waiting" in done.output
+
+
+# ---- the list as a form attachment (issue 20, item 3) -----------------------------------------
+
+MANIFEST_NS = "{http://openrosa.org/xforms/xformsManifest}"
+
+
+def _manifest(client, tablet: str, form_id: str = "review") -> dict:
+    from lxml import etree
+
+    answer = client.get(f"{tablet}/forms/{form_id}/manifest", headers={"X-OpenRosa-Version": "1.0"})
+    assert answer.status_code == 200
+    (media,) = etree.fromstring(answer.data).findall(f"{MANIFEST_NS}mediaFile")
+    url = media.findtext(f"{MANIFEST_NS}downloadUrl")
+    return {
+        "type": media.get("type"),
+        "name": media.findtext(f"{MANIFEST_NS}filename"),
+        "hash": media.findtext(f"{MANIFEST_NS}hash"),
+        "path": url[url.index("/v1/") :],
+    }
+
+
+def _download(client, path: str) -> bytes:
+    answer = client.get(path, headers={"X-OpenRosa-Version": "1.0"})
+    assert answer.status_code == 200, answer.data
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Content-Disposition"].startswith("attachment")
+    return answer.data
+
+
+def test_the_list_is_served_as_an_entity_list_whose_hash_is_the_md5_of_its_bytes(client, programme):
+    import hashlib
+
+    from server.entities import listfile
+
+    listfile.forget()
+    tablet = programme["tablets"][1]
+    empty = _manifest(client, tablet)
+    assert (empty["type"], empty["name"]) == ("entityList", "participants.csv")
+    body = _download(client, empty["path"])
+    assert body == (
+        b"name,label,__version,__trunkVersion,__branchId,full_name,code,site,"
+        b"last_review_date,risk_status\n"
+    )
+    assert empty["hash"] == "md5:" + hashlib.md5(body).hexdigest()
+    first = _created(client, programme, full_name="Awa Traoré", code="P-001")
+    second = _created(client, programme, full_name='Oumar, dit "Bah"', code="P-002")
+    reviewed = review(first, base_version=1, status="high")
+    assert send(client, tablet, reviewed).status_code == 201
+    listed = _manifest(client, tablet)
+    body = _download(client, listed["path"])
+    assert listed["hash"] == "md5:" + hashlib.md5(body).hexdigest() != empty["hash"]
+    assert body.decode().splitlines()[1:] == [
+        f'{second},"P-002 Oumar, dit ""Bah""",1,1,,"Oumar, dit ""Bah""",P-002,Ségou,,',
+        f"{first},P-001 Awa Traoré,2,2,,Awa Traoré,P-001,Ségou,2026-03-01,high",
+    ]
+    # Nothing changed: the same hash, from the cache; the same bytes.
+    assert _manifest(client, tablet)["hash"] == listed["hash"]
+    assert _download(client, listed["path"]) == body
+    # A resend, or a record whose entity cannot be applied, leaves the file as it was.
+    assert send(client, tablet, reviewed).status_code == 201
+    unknown = review(str(uuidlib.uuid4()), base_version=1)
+    assert send(client, tablet, unknown).status_code == 201
+    assert _manifest(client, tablet)["hash"] == listed["hash"]
+    assert _download(client, listed["path"]) == body
+    # A real change changes it, and the bytes with it.
+    assert send(client, tablet, review(first, base_version=2, status="low")).status_code == 201
+    changed = _manifest(client, tablet)
+    assert changed["hash"] != listed["hash"]
+    assert changed["hash"] == "md5:" + hashlib.md5(_download(client, changed["path"])).hexdigest()
+    # Deleting an entity through the API takes it out of the file.
+    deleted = client.delete(
+        f"/v1/projects/{programme['project']}/datasets/participants/entities/{second}",
+        headers=programme["headers"],
+    )
+    assert deleted.status_code == 200
+    after = _manifest(client, tablet)
+    lines = _download(client, after["path"]).decode().splitlines()
+    assert after["hash"] != changed["hash"] and [line[:36] for line in lines[1:]] == [first]
+
+
+def test_a_list_requiring_approval_is_marked_so_in_the_manifest(client, programme):
+    client.patch(
+        f"/v1/projects/{programme['project']}/datasets/participants",
+        json={"approvalRequired": True},
+        headers=programme["headers"],
+    )
+    assert _manifest(client, programme["tablets"][0])["type"] == "approvalEntityList"
