@@ -82,8 +82,11 @@ def _chunks(db_session: Session, dataset_id: int, names: list[str]) -> Iterator[
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*HEADER, *names])
+    # Each value taken out of the JSON by the database (->> on PostgreSQL, json_extract on
+    # SQLite): no document is decoded in Python.
+    values = [sa.func.coalesce(EntityVersion.data[n].as_string(), "") for n in names]
     query = (
-        sa.select(Entity.uuid, EntityVersion.label, EntityVersion.version, EntityVersion.data)
+        sa.select(Entity.uuid, EntityVersion.label, EntityVersion.version, *values)
         .join(
             EntityVersion,
             sa.and_(EntityVersion.entity_id == Entity.id, EntityVersion.current.is_(True)),
@@ -94,9 +97,8 @@ def _chunks(db_session: Session, dataset_id: int, names: list[str]) -> Iterator[
     rows = db_session.execute(
         query, execution_options={"stream_results": True, "yield_per": YIELD_PER}
     )
-    for uuid, label, version, data in rows:
-        data = data or {}
-        writer.writerow([uuid, label, version, version, "", *(data.get(n, "") for n in names)])
+    for uuid, label, version, *found in rows:
+        writer.writerow((uuid, label, version, version, "", *found))
         if buffer.tell() >= CHUNK_BYTES:
             yield buffer.getvalue().encode("utf-8")
             buffer.seek(0)

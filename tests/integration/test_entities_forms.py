@@ -6,6 +6,8 @@ API). Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -119,3 +121,96 @@ def test_names_differing_only_by_case_are_refused_and_nothing_is_published(clien
     assert _list(client, manager).status_code == 404
     forms = client.get(f"/v1/projects/{project}/forms", headers=headers).json
     assert forms == []
+
+
+# ---- the programme's follow-up forms (issue 20, item 8) ---------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAMME = ("participant_intake.xlsx", "risk_review.xlsx")
+
+
+def test_the_programme_follow_up_forms_build_publish_and_follow_a_participant(
+    client, db_session, tmp_path
+):
+    import hashlib
+    import shutil
+    import uuid as uuidlib
+
+    from lxml import etree
+
+    from server.auth import services as accounts
+    from server.entities.models import Entity, EntityVersion
+    from server.forms import folder
+    from server.forms.models import Form
+
+    sources = tmp_path / "xlsforms"
+    sources.mkdir()
+    for name in PROGRAMME:
+        shutil.copy(ROOT / "xlsforms" / name, sources / name)
+    built = folder.build(sources, tmp_path / "forms", validate=False)
+    assert [b.form_id for b in built] == ["participant_intake", "risk_review"]
+    project = factories.project(db_session)
+    outcomes = folder.publish_outcomes(db_session, tmp_path / "forms", project.id)
+    assert [o.status for o in outcomes] == ["created", "created"]
+    again = folder.publish_outcomes(db_session, tmp_path / "forms", project.id)
+    assert [o.status for o in again] == ["unchanged", "unchanged"]
+    app_user, token = factories.app_user(db_session, project.id)
+    for form in db_session.scalars(sa.select(Form).where(Form.project_id == project.id)):
+        accounts.assign(db_session, app_user.actor_id, "app-user", form_id=form.id, by=None)
+    db_session.commit()
+    tablet = f"/v1/key/{token}/projects/{project.id}"
+
+    uuid = str(uuidlib.uuid4())
+    intake = (
+        '<?xml version="1.0"?><data xmlns:jr="http://openrosa.org/javarosa" '
+        'xmlns:orx="http://openrosa.org/xforms" id="participant_intake" version="2026120801">'
+        "<start>2026-03-01T09:00:00.000Z</start><end>2026-03-01T09:10:00.000Z</end>"
+        "<today>2026-03-01</today><deviceid>collect:AbC</deviceid><intro_note/>"
+        "<identification><participant_code>SEG-0042</participant_code>"
+        "<full_name>Fatoumata Coulibaly</full_name><sex>female</sex><age_group>age_18_24"
+        "</age_group><site>segou_prison</site><entry_date>2026-02-20</entry_date>"
+        "</identification><initial_status>new</initial_status>"
+        f'<meta><entity dataset="participants" create="1" id="{uuid}"><label>SEG-0042</label>'
+        f"</entity><instanceID>{entity_forms.new_id()}</instanceID>"
+        "<instanceName>SEG-0042 - 2026-03-01</instanceName></meta></data>"
+    ).encode()
+    assert entity_forms.send(client, tablet, intake).status_code == 201
+
+    # The review form's manifest carries the list; its CSV never holds the name.
+    manifest = client.get(f"{tablet}/forms/risk_review/manifest")
+    ns = "{http://openrosa.org/xforms/xformsManifest}"
+    (media,) = etree.fromstring(manifest.data).findall(f"{ns}mediaFile")
+    assert media.get("type") == "entityList"
+    url = media.findtext(f"{ns}downloadUrl")
+    csv_bytes = client.get(url[url.index("/v1/") :]).data
+    assert media.findtext(f"{ns}hash") == "md5:" + hashlib.md5(csv_bytes).hexdigest()
+    header, row = csv_bytes.decode().splitlines()
+    assert header == (
+        "name,label,__version,__trunkVersion,__branchId,code,sex,age_group,site,entry_date,"
+        "risk_status,last_review_date"
+    )
+    assert row == f"{uuid},SEG-0042,1,1,,SEG-0042,female,age_18_24,segou_prison,2026-02-20,new,"
+    assert "Coulibaly" not in csv_bytes.decode()
+
+    review = (
+        '<?xml version="1.0"?><data xmlns:jr="http://openrosa.org/javarosa" '
+        'xmlns:orx="http://openrosa.org/xforms" id="risk_review" version="2026120801">'
+        "<start>2026-06-01T09:00:00.000Z</start><end>2026-06-01T09:10:00.000Z</end>"
+        f"<today>2026-06-01</today><deviceid>collect:AbC</deviceid><participant>{uuid}"
+        "</participant><last_date/><last_status>new</last_status><participant_site>"
+        "segou_prison</participant_site><last_review/><review><review_date>2026-06-01"
+        "</review_date><risk_status>medium</risk_status><factors>isolation</factors>"
+        "<observations>RAS</observations></review>"
+        f'<meta><entity dataset="participants" update="1" baseVersion="1" trunkVersion="1" '
+        f'branchId="{uuidlib.uuid4()}" id="{uuid}"/>'
+        f"<instanceID>{entity_forms.new_id()}</instanceID></meta></data>"
+    ).encode()
+    assert entity_forms.send(client, tablet, review).status_code == 201
+    current = db_session.execute(
+        sa.select(EntityVersion)
+        .join(Entity, Entity.id == EntityVersion.entity_id)
+        .where(Entity.uuid == uuid, EntityVersion.current.is_(True))
+    ).scalar_one()
+    assert current.version == 2
+    assert current.data["last_review_date"] == "2026-06-01"
+    assert current.data["risk_status"] == "medium"
