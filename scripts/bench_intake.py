@@ -3,13 +3,21 @@
     .venv/bin/python scripts/bench_intake.py                      # empty database
     .venv/bin/python scripts/bench_intake.py --preload 1000000    # empty, then a million records
     .venv/bin/python scripts/bench_intake.py --storage s3://bucket/prefix   # attachments in S3
+    .venv/bin/python scripts/bench_intake.py --against main       # this tree against another
 
 It starts the server as production does (gunicorn, gthread workers) on a scratch PostgreSQL
 database, publishes a form of about sixty questions (a record is about 5 KB of XML), and sends
 records the way ODK Collect does (multipart POST with an app-user token), at concurrency 1, 4
 and 16, without attachment and with a 200 KB photo. In the same run and the same server, a
 bare endpoint that only reads the request body gives the baseline: the ratio says what intake
-costs beyond HTTP itself. Figures are printed; nothing is asserted.
+costs beyond HTTP itself. The server's CPU time (every gunicorn process, read from /proc) is
+divided by the records sent: CPU milliseconds per record, the figure machine load disturbs
+least. Figures are printed; nothing is asserted.
+
+With ``--against REV`` a second server runs the code of another commit (a temporary git
+worktree of REV, same virtualenv, its own scratch database prepared by this tree: the two must
+share their migrations), and every cell is measured on both, one after the other, in the same
+run: the ratio of CPU per record says what a change costs or saves.
 
 The client is a lean one (pre-built requests on keep-alive sockets) so that most of the two
 cores go to the server; client and server still share the machine, as they share it for the
@@ -31,10 +39,12 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The tree whose server this process runs: another commit's under --against.
+sys.path.insert(0, os.environ.get("MERIT_BENCH_SOURCE") or str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
@@ -362,10 +372,18 @@ def free_port() -> int:
 
 
 def start_server(
-    url: str, data_dir: Path, storage: str | None, port: int, workers: int, threads: int
+    url: str,
+    data_dir: Path,
+    storage: str | None,
+    port: int,
+    workers: int,
+    threads: int,
+    source: Path = ROOT,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
+        "MERIT_BENCH_SOURCE": str(source),
+        "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
         "MERIT_DATABASE_URL": url,
         "MERIT_DATA_DIR": str(data_dir),
         "MERIT_PORT": str(port),
@@ -382,13 +400,13 @@ def start_server(
         [
             str(gunicorn),
             "--config",
-            str(ROOT / "server" / "gunicorn_conf.py"),
+            str(source / "server" / "gunicorn_conf.py"),
             "--pythonpath",
             str(ROOT / "scripts"),
             "bench_intake:application_factory()",
         ],
         env=env,
-        cwd=ROOT,
+        cwd=source,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -404,6 +422,38 @@ def start_server(
             time.sleep(0.2)
     process.kill()
     raise RuntimeError("server did not start: " + process.stderr.read().decode()[-2000:])
+
+
+def server_cpu(process: subprocess.Popen) -> float:
+    """Return the CPU seconds used so far by a server's processes (its own process group).
+
+    Workers that ended count through the master's ``cutime``/``cstime`` once it reaped them.
+    """
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command: state ppid pgrp ... utime (11) stime cutime cstime (14).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[2]) != process.pid:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        if stat.parent.name == str(process.pid):
+            total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    """One server under measurement: the code it runs, its process, where to send records."""
+
+    label: str
+    process: subprocess.Popen
+    port: int
+    submit: str
+    url: str
+    data_dir: Path
 
 
 # ---- the load generator ----------------------------------------------------------------------
@@ -513,38 +563,79 @@ def scenario(path: str, photo: bytes | None, unique: bool = True):
     return build
 
 
+def run_measured(server: Server, requests_for: callable, concurrency: int, seconds: float):
+    """Run one load against a server; add its CPU milliseconds per answered request."""
+    began = server_cpu(server.process)
+    result = run_load(server.port, requests_for, concurrency, seconds)
+    spent = server_cpu(server.process) - began
+    result["cpu_ms"] = 1000 * spent / max(result["ok"] + result["errors"], 1)
+    return result
+
+
 def measure(
-    port: int, submit: str, photo: bytes, concurrencies: list[int], seconds: float, label: str
-) -> dict[int, dict]:
+    servers: list[Server], photo: bytes, concurrencies: list[int], seconds: float, label: str
+) -> dict[tuple[str, int], dict]:
     """Measure every concurrency, bare endpoint against intake; print a table; return it."""
     header = (
-        f"{'concurrency':>11} | {'bare/s':>8} | {'records/s':>9} | {'ratio':>5} | "
-        f"{'p95 ms':>6} | {'bare+photo/s':>12} | {'with photo/s':>12} | "
-        f"{'ratio':>5} | {'p95 ms':>6}"
+        f"{'server':>8} | {'conc.':>5} | {'bare/s':>7} | {'records/s':>9} | {'ratio':>5} | "
+        f"{'p95 ms':>6} | {'CPU ms/bare':>11} | {'CPU ms/record':>13} | "
+        f"{'with photo/s':>12} | {'ratio':>5} | {'CPU ms/record+photo':>19}"
     )
     print(f"\n{label}\n{header}\n{'-' * len(header)}")
-    results: dict[int, dict] = {}
+    results: dict[tuple[str, int], dict] = {}
     for concurrency in concurrencies:
-        bare = run_load(port, scenario(BARE_PATH, None, unique=False), concurrency, seconds)
-        plain = run_load(port, scenario(submit, None), concurrency, seconds)
-        bare_photo = run_load(port, scenario(BARE_PATH, photo, unique=False), concurrency, seconds)
-        with_photo = run_load(port, scenario(submit, photo), concurrency, seconds)
-        errors = plain["errors"] + with_photo["errors"]
-        results[concurrency] = {
-            "plain": plain,
-            "photo": with_photo,
-            "plain_ratio": plain["rate"] / bare["rate"],
-            "photo_ratio": with_photo["rate"] / bare_photo["rate"],
-        }
-        print(
-            f"{concurrency:>11} | {bare['rate']:>8.0f} | {plain['rate']:>9.0f} | "
-            f"{plain['rate'] / bare['rate']:>5.2f} | {plain['p95_ms']:>6.1f} | "
-            f"{bare_photo['rate']:>12.0f} | {with_photo['rate']:>12.0f} | "
-            f"{with_photo['rate'] / bare_photo['rate']:>5.2f} | "
-            f"{with_photo['p95_ms']:>6.1f}" + (f"   ({errors} errors)" if errors else ""),
-            flush=True,
-        )
+        for server in servers:
+            bare_plain = scenario(BARE_PATH, None, unique=False)
+            bare = run_measured(server, bare_plain, concurrency, seconds)
+            plain = run_measured(server, scenario(server.submit, None), concurrency, seconds)
+            bare_with = scenario(BARE_PATH, photo, unique=False)
+            bare_photo = run_measured(server, bare_with, concurrency, seconds)
+            with_photo = run_measured(server, scenario(server.submit, photo), concurrency, seconds)
+            errors = plain["errors"] + with_photo["errors"]
+            results[server.label, concurrency] = {
+                "plain": plain,
+                "photo": with_photo,
+                "bare": bare,
+                "plain_ratio": plain["rate"] / bare["rate"],
+                "photo_ratio": with_photo["rate"] / bare_photo["rate"],
+            }
+            print(
+                f"{server.label:>8} | {concurrency:>5} | {bare['rate']:>7.0f} | "
+                f"{plain['rate']:>9.0f} | {plain['rate'] / bare['rate']:>5.2f} | "
+                f"{plain['p95_ms']:>6.1f} | {bare['cpu_ms']:>11.2f} | {plain['cpu_ms']:>13.2f} | "
+                f"{with_photo['rate']:>12.0f} | {with_photo['rate'] / bare_photo['rate']:>5.2f} | "
+                f"{with_photo['cpu_ms']:>19.2f}" + (f"   ({errors} errors)" if errors else ""),
+                flush=True,
+            )
+    if len(servers) == 2:
+        new, old = servers
+        print(f"\n{new.label} against {old.label} (CPU per record, lower is cheaper):")
+        for c in concurrencies:
+            a, b = results[new.label, c], results[old.label, c]
+            print(
+                f"  concurrency {c:>2}: x{a['plain']['cpu_ms'] / b['plain']['cpu_ms']:.3f} "
+                f"without photo, x{a['photo']['cpu_ms'] / b['photo']['cpu_ms']:.3f} with photo; "
+                f"intake beyond the bare endpoint "
+                f"{a['plain']['cpu_ms'] - a['bare']['cpu_ms']:.2f} ms against "
+                f"{b['plain']['cpu_ms'] - b['bare']['cpu_ms']:.2f} ms"
+            )
     return results
+
+
+def checkout(rev: str) -> Path:
+    """Return a temporary git worktree of ``rev`` (removed by :func:`remove_checkout`)."""
+    where = Path(tempfile.mkdtemp(prefix="merit-bench-against-")) / "tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(where), rev],
+        check=True,
+    )
+    return where
+
+
+def remove_checkout(where: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False
+    )
 
 
 def main() -> None:
@@ -557,54 +648,70 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--against", metavar="REV", help="also measure another commit's server")
     args = parser.parse_args()
 
-    url = scratch_database()
-    data_dir = Path(tempfile.mkdtemp(prefix="merit-bench-"))
-    process = None
+    sources = [("this", ROOT)]
+    if args.against:
+        sources.append((args.against[:8], checkout(args.against)))
+    servers: list[Server] = []
+    urls: list[str] = []
     try:
-        token = prepare(url, data_dir)
-        port = free_port()
-        process = start_server(url, data_dir, args.storage, port, args.workers, args.threads)
+        for label, source in sources:
+            url = scratch_database()
+            urls.append(url)
+            data_dir = Path(tempfile.mkdtemp(prefix="merit-bench-"))
+            token = prepare(url, data_dir)
+            port = free_port()
+            process = start_server(
+                url, data_dir, args.storage, port, args.workers, args.threads, source
+            )
+            submit = f"/v1/key/{token}/projects/1/submission"
+            servers.append(Server(label, process, port, submit, url, data_dir))
+            # Warm up: imports, connection pools, the schema cache.
+            run_load(port, scenario(submit, None), 4, 2.0)
         photo = os.urandom(args.photo_kb * 1024)
-        submit = f"/v1/key/{token}/projects/1/submission"
-        # Warm up: imports, connection pools, the schema cache.
-        run_load(port, scenario(submit, None), 4, 2.0)
         print(
             f"\nserver: gunicorn {args.workers} workers x {args.threads} threads, PostgreSQL, "
             f"storage {args.storage or 'local folder'}; records ~"
             f"{len(record_xml('uuid:' + 'x' * 36, None)) / 1024:.1f} KB, "
-            f"photo {args.photo_kb} KB; {args.seconds:.0f} s per cell"
+            f"photo {args.photo_kb} KB; {args.seconds:.0f} s per cell; "
+            f"servers: {', '.join(f'{label} ({src})' for label, src in sources)}"
         )
         concurrencies = [int(c) for c in args.concurrency.split(",")]
-        empty = measure(port, submit, photo, concurrencies, args.seconds, "empty database")
+        empty = measure(servers, photo, concurrencies, args.seconds, "empty database")
         if args.preload:
-            # Same server, same run: only the size of the tables differs.
-            seconds = preload(url, args.preload)
-            print(f"\npreloaded {args.preload:,} records in {seconds:.0f} s (not measured)")
-            full = measure(
-                port, submit, photo, concurrencies, args.seconds, f"{args.preload:,} records"
-            )
+            # Same servers, same run: only the size of the tables differs.
+            for server in servers:
+                seconds = preload(server.url, args.preload)
+                print(f"\npreloaded {args.preload:,} records in {seconds:.0f} s (not measured)")
+            full = measure(servers, photo, concurrencies, args.seconds, f"{args.preload:,} records")
             print(f"\nwith {args.preload:,} records, relative to the empty database:")
-            for c in concurrencies:
-                plain = full[c]["plain"]["rate"] / empty[c]["plain"]["rate"]
-                with_photo = full[c]["photo"]["rate"] / empty[c]["photo"]["rate"]
-                # Against the bare endpoint of the same moment, which cancels the machine's
-                # own drift between the two measurements.
-                plain_bare = full[c]["plain_ratio"] / empty[c]["plain_ratio"]
-                photo_bare = full[c]["photo_ratio"] / empty[c]["photo_ratio"]
-                print(
-                    f"  concurrency {c:>2}: records/s x{plain:.2f} (x{plain_bare:.2f} against "
-                    f"bare), with photo x{with_photo:.2f} (x{photo_bare:.2f} against bare)"
-                )
+            for server in servers:
+                for c in concurrencies:
+                    before, after = empty[server.label, c], full[server.label, c]
+                    plain = after["plain"]["rate"] / before["plain"]["rate"]
+                    with_photo = after["photo"]["rate"] / before["photo"]["rate"]
+                    # Against the bare endpoint of the same moment, which cancels the machine's
+                    # own drift between the two measurements.
+                    plain_bare = after["plain_ratio"] / before["plain_ratio"]
+                    photo_bare = after["photo_ratio"] / before["photo_ratio"]
+                    print(
+                        f"  {server.label} concurrency {c:>2}: records/s x{plain:.2f} "
+                        f"(x{plain_bare:.2f} against bare), with photo x{with_photo:.2f} "
+                        f"(x{photo_bare:.2f} against bare)"
+                    )
     finally:
-        if process is not None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(30)
-        if args.keep:
-            print(f"scratch database kept: {url}")
-        else:
-            drop_database(url)
+        for server in servers:
+            os.killpg(server.process.pid, signal.SIGTERM)
+            server.process.wait(30)
+        for url in urls:
+            if args.keep:
+                print(f"scratch database kept: {url}")
+            else:
+                drop_database(url)
+        for _label, source in sources[1:]:
+            remove_checkout(source)
 
 
 if __name__ == "__main__":

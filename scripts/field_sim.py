@@ -1339,6 +1339,8 @@ class Checker:
             "SELECT blob_id FROM submission_attachments WHERE blob_id IS NOT NULL",
             "SELECT blob_id FROM form_attachments WHERE blob_id IS NOT NULL",
             "SELECT xls_blob_id FROM form_versions WHERE xls_blob_id IS NOT NULL",
+            # Files of payloads sent again with other answers, kept for a coordinator.
+            "SELECT blob_id FROM submission_conflict_files",
         ):
             referenced.update(connection.execute(sa.text(query)).scalars())
         return {"blobs": blobs, "referenced": referenced}

@@ -54,7 +54,27 @@ if [ ! -x "$VENV/bin/python" ]; then
     }
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" --upgrade pip
+# Even with --quiet, pip passes on what the build backend prints: setuptools says
+# "BuildBackendWarning: Editable installation" (10 lines, informational) on every editable
+# install. pip's output is kept in a log: printed whole when pip fails, and otherwise only
+# pip's own warnings and errors (lines starting WARNING or ERROR), so `make run` reaches its
+# banner without a screen of notices and a real problem is still shown.
+pip_install() {
+    log=$(mktemp "${TMPDIR:-/tmp}/merit-install.XXXXXX")
+    if "$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" "$@" >"$log" 2>&1
+    then
+        grep -E '^(WARNING|ERROR)' "$log" >&2 || true
+        rm -f "$log"
+    else
+        status=$?
+        cat "$log" >&2
+        rm -f "$log"
+        echo "install.sh: pip install $* failed (exit $status)" >&2
+        exit "$status"
+    fi
+}
+
+pip_install --upgrade pip
 cd "$ROOT"
 # shellcheck disable=SC2086 # EDITABLE is one flag or nothing
-"$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS" $EDITABLE ".$EXTRA"
+pip_install $EDITABLE ".$EXTRA"

@@ -11,7 +11,15 @@ from flask_babel import Babel
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
-from server import bounds, db, errors, logs, models  # noqa: F401 - models: every table known at start
+from server import (  # noqa: F401 - models: every table known at start
+    bounds,
+    compression,
+    db,
+    errors,
+    logs,
+    models,
+    routing,
+)
 from server import config as config_module
 from server.web import security
 
@@ -80,6 +88,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     # Before any rule is added: every ``<int:...>`` of every route is bounded the same way.
     app.url_map.converters["int"] = WholeNumberConverter
+    # ... and every ``<name>`` may hold an encoded "/" or "%" (Central's formIDs may).
+    routing.init_app(app)
     for name in EXTENSIONS:
         import_module(name).init_app(app)
     for name in BLUEPRINTS:
@@ -87,9 +97,13 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
         if hasattr(module, "init_app"):
             module.init_app(app)
         app.register_blueprint(module.bp)
+    # Around every other middleware, so that their answers are compressed too (issue 19).
+    compression.init_app(app)
     # Last, so outermost: every response, the middleware's own answers included, gets
     # nosniff and, unless it is a console page, the sandbox of served content (issue 16).
     security.init_app(app)
+    # Outside even that: every layer routes and logs the path rebuilt from the raw request.
+    routing.wrap(app)
     return app
 
 

@@ -98,6 +98,8 @@ def _setup(app) -> None:
 
 
 def _print_next_steps(app, report) -> None:
+    from server.openrosa.protocol import is_loopback, is_loopback_host
+
     host, port = app.config["HOST"], app.config["PORT"]
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     address = app.config["PUBLIC_URL"] or f"http://{shown_host}:{port}"
@@ -119,11 +121,16 @@ def _print_next_steps(app, report) -> None:
         "                  each tablet and scan its QR code from Collect",
         "                  (Settings > Project > Reconfigure with QR code).",
     ]
-    if host == "127.0.0.1":
+    if is_loopback_host(host):
         lines.append(
-            "                  Tablets need MERIT_HOST=0.0.0.0 and MERIT_PUBLIC_URL set "
-            "to this machine's address."
+            f"                  Tablets cannot reach a server listening on {host}: "
+            "set MERIT_HOST=0.0.0.0."
         )
+    if not app.config["PUBLIC_URL"] or is_loopback(app.config["PUBLIC_URL"]):
+        lines += [
+            "                  QR codes carry the address the console is opened at: set",
+            f"                  MERIT_PUBLIC_URL=http://<this machine's network address>:{port}",
+        ]
     click.echo("\n".join(lines) + "\n")
 
 

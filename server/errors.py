@@ -425,6 +425,21 @@ class DeletedSubmission(Conflict):
     message = lazy_gettext("This record was deleted on the server and cannot be sent again.")
 
 
+class ConflictSettled(Conflict):
+    # Not one of Central's (it keeps no conflicts): two coordinators settling the same one.
+    code = "409.23"
+    message = lazy_gettext("This conflict was already settled: %(resolution)s.")
+
+
+class EncryptedConflict(Conflict):
+    # Its instanceID is sealed in the encrypted record: the server cannot make it an edit.
+    code = "409.24"
+    message = lazy_gettext(
+        "An encrypted record cannot be taken as an edit by the server. Keep the first record "
+        "or discard this one, and ask the enumerator to edit the record on the tablet."
+    )
+
+
 class EntityVersionConflict(Conflict):
     code = "409.15"
     message = lazy_gettext(

@@ -18,6 +18,7 @@ single process) the ordinary in-process registry is used.
                                                      busy, busy_client, stalled, too_slow, cut_short
     merit_exports_total{format}, merit_export_duration_seconds{format},
     merit_export_rows_total{format}
+    merit_submission_conflicts_open                  conflicts waiting for a coordinator (gauge)
     merit_spool_files, merit_spool_bytes, merit_spool_max_bytes, merit_spool_oldest_age_seconds
     merit_s3_errors_total{operation,code}            S3 calls that failed (after boto3's retries)
 
@@ -253,6 +254,30 @@ class SpoolCollector:
         )
 
 
+class ConflictsCollector:
+    """Conflicts waiting for a coordinator, counted in the database at scrape time."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """Yield how many conflicts wait to be settled (nothing when the database is away)."""
+        from server import db
+        from server.submissions import conflicts
+
+        try:
+            with self.app.app_context(), db.database().session(readonly=True) as db_session:
+                waiting = conflicts.count_all_open(db_session)
+        except Exception:  # the other metrics still answer while the database is away
+            self.app.logger.warning("could not count the open conflicts", exc_info=True)
+            return
+        yield GaugeMetricFamily(
+            "merit_submission_conflicts_open",
+            "Records sent again with other answers, waiting for a coordinator's decision.",
+            value=waiting,
+        )
+
+
 def scrape(app: Flask) -> bytes:
     """Return every metric in Prometheus's text format."""
     if os.environ.get(MULTIPROC_ENV):
@@ -265,6 +290,7 @@ def scrape(app: Flask) -> bytes:
         counted = generate_latest(REGISTRY)
     local = CollectorRegistry(auto_describe=True)
     local.register(SpoolCollector(app))
+    local.register(ConflictsCollector(app))
     return counted + generate_latest(local)
 
 

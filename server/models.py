@@ -22,6 +22,7 @@ from server.submissions.models import (
     Submission,
     SubmissionAttachment,
     SubmissionConflict,
+    SubmissionConflictFile,
     SubmissionVersion,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "Submission",
     "SubmissionAttachment",
     "SubmissionConflict",
+    "SubmissionConflictFile",
     "SubmissionVersion",
     "User",
 ]

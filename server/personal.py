@@ -46,6 +46,7 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from lxml import etree
 
 from server import errors
+from server.forms.schema import FormSchema, parts_of, values_at
 
 PII_VERB = "submission.pii"
 AUDIT_ACTION = "submission.pii.read"
@@ -114,29 +115,28 @@ def _references(expression: str | None, own_path: str) -> set[str]:
     return found
 
 
-def personal_fields(schemas: Iterable[Mapping[str, Any] | None]) -> PersonalFields:
+def personal_fields(
+    schemas: Iterable[FormSchema | Mapping[str, Any] | None],
+) -> PersonalFields:
     """Return what the field schemas of a form's versions mark personal (their union)."""
     types: dict[str, str] = {}
     audits: set[str] = set()
     calculates: dict[str, tuple[str, str | None]] = {}  # path -> (type, expression)
     instance_names: list[tuple[str, str]] = []  # (root, expression)
     root = "data"
-    for schema in schemas:
-        if not schema:
+    for stored in schemas:
+        if not stored:
             continue
-        root = schema.get("root") or root
-        for entry in schema.get("fields", []):
-            path = entry.get("path")
-            if not path or entry.get("kind", "field") != "field":
-                continue
-            if entry.get("audit"):
-                audits.add(path)
-            if entry.get("pii"):
-                types[path] = entry.get("type") or "string"
-            elif entry.get("calculate"):
-                calculates[path] = (entry.get("type") or "string", entry.get("calculate"))
-        if schema.get("instanceName"):
-            instance_names.append((schema.get("root") or "data", schema["instanceName"]))
+        schema = FormSchema.of(stored)
+        root = schema.root
+        audits |= schema.audit_paths
+        for entry in schema.questions:
+            if entry.pii:
+                types[entry.path] = entry.type
+            elif entry.calculate:
+                calculates[entry.path] = (entry.type, entry.calculate)
+        if schema.instance_name:
+            instance_names.append((schema.root, schema.instance_name))
     # Calculations reading a personal answer are personal too, however many steps away.
     changed = True
     while changed:
@@ -227,7 +227,7 @@ class Disclosure:
         self.seen_counts: dict[str, int] = {}
         self._quiet = False
         self._parts = {
-            path: path.split("/")[2:]
+            path: parts_of(path)
             for path in [*fields.types, fields.instance_name_path]
             if fields.is_personal(path)
         }
@@ -346,7 +346,7 @@ class Disclosure:
         if not isinstance(document, dict):
             return names
         for path in self.fields.file_paths():
-            for value in _values(document, path.split("/")[2:]):
+            for value in values_at(document, parts_of(path)):
                 if isinstance(value, str) and value.strip():
                     names.add(comparable(value.strip()))
         return names
@@ -386,19 +386,7 @@ def _personal_file_message() -> str:
     return gettext("This file answers a question marked as personal data, which you may not see.")
 
 
-def _values(document: Any, parts: list[str]) -> Iterable[Any]:
-    if isinstance(document, list):
-        for item in document:
-            yield from _values(item, parts)
-        return
-    if not parts:
-        yield document
-        return
-    if isinstance(document, dict):
-        yield from _values(document.get(parts[0]), parts[1:])
-
-
-def _replace(container: Any, parts: list[str], change: Callable[[Any], Any]) -> Any:
+def _replace(container: Any, parts: tuple[str, ...], change: Callable[[Any], Any]) -> Any:
     """Return ``container`` with the values at ``parts`` changed (copies along the way only)."""
     if isinstance(container, list):
         return [_replace(item, parts, change) for item in container]

@@ -21,6 +21,7 @@ RESOURCES = (
     "server.api.encryption",
     "server.api.exports",
     "server.api.submissions",
+    "server.api.conflicts",
     "server.api.odata",
     "server.api.entities",
     "server.api.openapi",

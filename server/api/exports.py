@@ -12,7 +12,8 @@ DELETE      /v1/projects/<p>/forms/<f>/corrections/<id>      revoke one
 Options are query parameters (:mod:`server.exports.options`); POST takes them in a form or
 JSON body too, which is how passphrases of managed keys travel (``<keyId>=<passphrase>``, as
 Central) without landing in access logs. Responses stream: the first bytes leave before the
-last record is read; ``.csv`` and ``.geojson`` are gzipped when the client accepts it.
+last record is read; ``.csv`` and ``.geojson`` are gzipped as they stream when the client
+accepts it (:mod:`server.compression`, like every text response).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from server.auth import access
 from server.exports import cleaning, services
 from server.exports.models import Correction
 from server.exports.options import parse_options
-from server.exports.streams import gzip_chunks
 from server.forms.models import Form
 from server.forms.services import find_form
 from server.storage.base import content_disposition
@@ -84,19 +84,14 @@ def _export(project_id: int, xml_form_id: str, fmt: str) -> Response:
         may_decrypt=access.can("submission.decrypt", project_id=project_id, form_id=form.id),
     )
     export = services.export(form, fmt, options, exporter, keys=_keys(params))
-    chunks = export.chunks
     headers = {
         "Content-Disposition": content_disposition(export.filename),
         "Cache-Control": "private, no-store",
         # nginx: pass bytes on as they come instead of buffering the whole export.
         "X-Accel-Buffering": "no",
-        "Vary": "Accept-Encoding",
     }
-    if export.compressible and request.accept_encodings["gzip"]:
-        chunks = gzip_chunks(chunks)
-        headers["Content-Encoding"] = "gzip"
     return Response(
-        stream_with_context(chunks),
+        stream_with_context(export.chunks),
         content_type=export.content_type,
         headers=headers,
         direct_passthrough=True,

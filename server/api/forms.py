@@ -89,11 +89,12 @@ def fields_json(version: FormVersion, *, odata: bool = False) -> list[dict]:
     Paths are relative to the root element; with ``odata`` every name is made an OData
     identifier, as the OData tables name their properties.
     """
-    root = "/" + version.schema["root"]
+    schema = version.form_schema
+    root = "/" + schema.root
     listed = []
-    for field in version.schema["fields"]:
-        path = field["path"].removeprefix(root)
-        name = field["name"]
+    for field in schema.fields:
+        path = field.path.removeprefix(root)
+        name = field.name
         if odata:
             path = "/".join(sanitize(part) if part else part for part in path.split("/"))
             name = sanitize(name)
@@ -101,9 +102,9 @@ def fields_json(version: FormVersion, *, odata: bool = False) -> list[dict]:
             {
                 "path": path,
                 "name": name,
-                "type": _FIELD_TYPES.get(field["type"], field["type"]),
-                "binary": True if field["type"] == "binary" else None,
-                "selectMultiple": True if field["type"] == "select_multiple" else None,
+                "type": _FIELD_TYPES.get(field.type, field.type),
+                "binary": True if field.type == "binary" else None,
+                "selectMultiple": True if field.type == "select_multiple" else None,
             }
         )
     return listed
@@ -203,6 +204,9 @@ def create_form(project_id: int):
         upload,
         actor_id=actor.id,
         publish=query_bool("publish"),
+        # As Central: a form is published with media still missing (``exists: false`` in
+        # its attachments; tablets are not offered them until they are attached).
+        allow_missing_media=True,
         ignore_warnings=query_bool("ignoreWarnings"),
         form_id_fallback=_fallback(),
     )
@@ -323,6 +327,7 @@ def create_draft(project_id: int, xml_form_id: str):
         upload if upload.data else None,
         actor_id=actor.id,
         ignore_warnings=query_bool("ignoreWarnings"),
+        form_id_fallback=_fallback(),
     )
     return jsonify(success())
 
@@ -352,7 +357,11 @@ def publish_draft(project_id: int, xml_form_id: str):
     actor = access.require("form.update", project_id=project_id, form_id=form.id)
     version = request.args.get("version")
     services.publish_draft(
-        db.session(), form, version=version if version else None, actor_id=actor.id
+        db.session(),
+        form,
+        version=version if version else None,
+        actor_id=actor.id,
+        allow_missing_media=True,  # as Central (see create_form)
     )
     return jsonify(success())
 

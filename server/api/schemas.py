@@ -160,6 +160,22 @@ class ProblemOut(Output):
 # submissions
 
 
+class DroppedOut(Output):
+    count = fields.Integer(
+        dump_default=0, metadata={"description": "files sent for no question of the form"}
+    )
+    names = fields.List(
+        fields.String(),
+        dump_default=list,
+        metadata={"description": "their names, cleaned (the first 20)"},
+    )
+
+
+def dropped(description: str) -> fields.Nested:
+    """The files a version or a conflict did not keep (not in Central: named for this server)."""
+    return fields.Nested(DroppedOut, dump_default=None, metadata={"description": description})
+
+
 class SubmissionVersionOut(Output):
     instanceId = out(fields.String)
     instanceName = out(fields.String)
@@ -173,6 +189,7 @@ class SubmissionVersionOut(Output):
     attachmentsPresent = out(fields.Integer)
     attachmentsExpected = out(fields.Integer)
     encrypted = out(fields.Boolean)
+    droppedAttachments = dropped("files sent with this version for no question: not kept")
 
 
 class SubmissionOut(Output):
@@ -185,6 +202,7 @@ class SubmissionOut(Output):
     createdAt = out(Timestamp)
     updatedAt = out(Timestamp)
     deletedAt = out(Timestamp)
+    droppedAttachments = dropped("files sent with the current version for no question: not kept")
 
 
 class SubmissionExtendedOut(SubmissionOut):
@@ -199,6 +217,48 @@ class SubmissionExtendedOut(SubmissionOut):
 class SubmissionAttachmentOut(Output):
     name = out(fields.String)
     exists = out(fields.Boolean)
+
+
+class DifferenceOut(Output):
+    path = out(fields.String, metadata={"description": "e.g. /data/members[2]/age"})
+    current = out(fields.Raw, metadata={"description": "in the record's current version"})
+    conflicting = out(fields.Raw, metadata={"description": "in the payload sent again"})
+
+
+class ConflictOut(Output):
+    id = out(fields.Integer)
+    instanceId = out(fields.String)
+    reason = out(fields.String)
+    formVersion = out(fields.String)
+    submitterId = out(fields.Integer)
+    deviceId = out(fields.String)
+    userAgent = out(fields.String)
+    createdAt = out(Timestamp)
+    resolvedAt = out(Timestamp)
+    resolution = out(
+        fields.String, metadata={"description": "keepFirst, takeSecond or discard; null: open"}
+    )
+    resolvedBy = out(fields.Integer)
+    versionInstanceId = out(
+        fields.String, metadata={"description": "the version takeSecond made of the payload"}
+    )
+    attachments = fields.List(fields.String(), dump_default=list)
+    droppedAttachments = dropped("files sent with the payload for no question: not kept")
+
+
+class ConflictDetailOut(ConflictOut):
+    encrypted = out(fields.Boolean)
+    differences = fields.List(fields.Nested(DifferenceOut), dump_default=list)
+
+
+class ConflictIn(Input):
+    resolution = text(
+        required=True,
+        validate=validate.OneOf(
+            ("keepFirst", "takeSecond", "discard"),
+            error=lazy_gettext("expected one of keepFirst, takeSecond, discard"),
+        ),
+    )
 
 
 class CommentOut(Output):

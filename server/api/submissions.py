@@ -143,8 +143,14 @@ def version_json(
             "attachmentsPresent": version.attachments_present,
             "attachmentsExpected": version.attachments_expected,
             "encrypted": version.encrypted,
+            "droppedAttachments": dropped_json(version.attachments_dropped, version.dropped_names),
         }
     )
+
+
+def dropped_json(count: int | None, names: list[str] | None) -> dict[str, Any]:
+    """Render the files a version (or a conflict) was sent for no question and did not keep."""
+    return {"count": count or 0, "names": list(names or [])}
 
 
 def submission_json(
@@ -165,6 +171,7 @@ def submission_json(
         "createdAt": submission.created_at,
         "updatedAt": submission.updated_at,
         "deletedAt": submission.deleted_at,
+        "droppedAttachments": dropped_json(version.attachments_dropped, version.dropped_names),
     }
     if actors is None:
         return SubmissionOut().dump(body)

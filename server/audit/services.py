@@ -61,6 +61,16 @@ ACTIONS: Mapping[str, Any] = {
     "submission.attachment.update": lazy_gettext("Submission file uploaded"),
     "submission.attachment.clear": lazy_gettext("Submission file cleared"),
     "submission.pii.read": lazy_gettext("Personal data read in clear"),
+    "submission.conflict.create": lazy_gettext(
+        "Submission sent again with other answers, kept for review"
+    ),
+    "submission.conflict.keep": lazy_gettext("Conflict settled: the first submission kept"),
+    "submission.conflict.take": lazy_gettext(
+        "Conflict settled: the second submission taken as an edit"
+    ),
+    "submission.conflict.discard": lazy_gettext(
+        "Conflict settled: the second submission discarded"
+    ),
     "comment.create": lazy_gettext("Comment added"),
     # exports and cleaning
     "submission.export": lazy_gettext("Submissions exported"),

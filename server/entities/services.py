@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 import uuid as uuidlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,6 @@ from server.auth.models import Actor
 from server.db import utcnow
 from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersion
 
-# XML names (Central's rule for dataset and property names), never starting with "__".
-_NAME = re.compile(r"^(?!__)[^\W\d][\w.-]*$")
 RESERVED_PROPERTIES = {"name", "label"}
 MAX_LABEL = 10_000
 MAX_VALUE = 100_000
@@ -124,17 +123,71 @@ def get_dataset(db_session: Session, project_id: int, name: str) -> Dataset:
     return found
 
 
-def _check_name(field: str, name: str) -> str:
+def _letter(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("L")
+
+
+def _digit(ch: str) -> bool:
+    return "0" <= ch <= "9"  # ASCII digits only, as JavaScript's \d
+
+
+def valid_list_name(name: str) -> bool:
+    """Tell whether Central accepts ``name`` for an entity list (``uuid:9f1c...`` included).
+
+    Central's rule: a letter (any script), ``:`` or ``_``, then letters, ``:``, ASCII digits,
+    ``_`` or ``-``; no ``.``; not starting with ``__``.
+    """
+    return (
+        bool(name)
+        and not name.startswith("__")
+        and (_letter(name[0]) or name[0] in ":_")
+        and all(_letter(c) or _digit(c) or c in ":_-" for c in name[1:])
+    )
+
+
+def valid_property_name(name: str) -> bool:
+    """Tell whether Central accepts ``name`` for a property (``name`` and ``label`` are not).
+
+    Central's rule: a letter or ``_``, then letters, ASCII digits, ``.``, ``_`` or ``-``; no
+    ``:``; not starting with ``__``.
+    """
+    return (
+        bool(name)
+        and not name.startswith("__")
+        and (_letter(name[0]) or name[0] == "_")
+        and all(_letter(c) or _digit(c) or c in "._-" for c in name[1:])
+    )
+
+
+def _check_name(field: str, name: str, valid: Callable[[str], bool], rule: str) -> str:
     name = (name or "").strip()
-    if not name or len(name) > 255 or not _NAME.match(name):
-        raise errors.UnexpectedValue(
-            field=field,
-            reason=gettext(
-                "expected a name that starts with a letter or _, holds only letters, digits, "
-                "_, - and ., and does not start with __"
-            ),
-        )
+    if len(name) > 255 or not valid(name):
+        raise errors.UnexpectedValue(field=field, reason=rule)
     return name
+
+
+def _list_name(field: str, name: str) -> str:
+    return _check_name(
+        field,
+        name,
+        valid_list_name,
+        gettext(
+            "expected a name that starts with a letter, : or _, holds only letters, digits, "
+            ":, _ and -, and does not start with __"
+        ),
+    )
+
+
+def _property_name(field: str, name: str) -> str:
+    return _check_name(
+        field,
+        name,
+        valid_property_name,
+        gettext(
+            "expected a name that starts with a letter or _, holds only letters, digits, "
+            "_, - and ., and does not start with __"
+        ),
+    )
 
 
 def create_dataset(
@@ -146,7 +199,7 @@ def create_dataset(
     actor_id: int | None,
 ) -> Dataset:
     """Create an entity list (published at once, as Central's API does). Commits."""
-    name = _check_name("name", name)
+    name = _list_name("name", name)
     clash = db_session.execute(
         sa.select(Dataset.name).where(
             Dataset.project_id == project_id, sa.func.lower(Dataset.name) == name.lower()
@@ -212,7 +265,7 @@ def add_property(
     db_session: Session, dataset: Dataset, name: str, *, actor_id: int | None
 ) -> DatasetProperty:
     """Add a property to an entity list. Commits."""
-    name = _check_name("name", name)
+    name = _property_name("name", name)
     if name.lower() in RESERVED_PROPERTIES:
         raise errors.UnexpectedValue(
             field="name", reason=gettext("name and label are reserved names")
@@ -285,7 +338,7 @@ def declare(
                 props.append(entry["property"])
     found: dict[str, Dataset] = {}
     for name, props in wanted.items():
-        name = _check_name("dataset", name)
+        name = _list_name("dataset", name)
         dataset = db_session.execute(
             sa.select(Dataset).where(
                 Dataset.project_id == project_id, sa.func.lower(Dataset.name) == name.lower()
@@ -308,7 +361,7 @@ def declare(
         existing = {p.name.lower(): p.name for p in properties(db_session, dataset)}
         added = []
         for prop in props:
-            prop = _check_name("property", prop)
+            prop = _property_name("property", prop)
             if prop.lower() in RESERVED_PROPERTIES:
                 raise errors.UnexpectedValue(
                     field="property", reason=gettext("name and label are reserved names")

@@ -32,6 +32,11 @@ from server.forms.services import find_form
 @click.option("-o", "--output", required=True, help="File to write, or - for standard output.")
 @click.option("--headers", type=click.Choice(["names", "labels"]), help="Field names or labels.")
 @click.option("--language", help="Language of labels (fr, en, or the form's language name).")
+@click.option(
+    "--choice-labels",
+    metavar="LANGUAGE",
+    help="Answers of selects as choice labels in this language (fr, en, default) not names.",
+)
 @click.option("--group-paths/--no-group-paths", default=None, help="Prefix groups (grp-q).")
 @click.option("--separator", help="Separator of group paths (default -).")
 @click.option("--split-select-multiples", is_flag=True, default=None, help="0/1 per choice.")
@@ -72,6 +77,7 @@ def export(project_id: int, xml_form_id: str, fmt: str, output: str, **given: ob
     names = {
         "headers": "headers",
         "language": "language",
+        "choice_labels": "choiceLabels",
         "group_paths": "groupPaths",
         "separator": "separator",
         "split_select_multiples": "splitSelectMultiples",

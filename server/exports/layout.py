@@ -32,15 +32,18 @@ converters of the columns that need typing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flask_babel import gettext
+from flask_babel import force_locale, gettext
 
 from server import errors
 from server.exports import compiled, values
 from server.exports.options import ExportOptions
+from server.forms import languages
+from server.forms.schema import SELECT_TYPES, Choice, Field, FormSchema
 from server.personal import PersonalFields, personal_fields
 
 Target = Literal["csv", "xlsx"]
@@ -74,14 +77,6 @@ NOT_DECRYPTED = "not decrypted"
 
 
 @dataclass
-class Choice:
-    """One choice of a select: its value and its labels by language."""
-
-    name: str
-    labels: dict[str, str]
-
-
-@dataclass
 class FieldInfo:
     """One node of the merged form: a question, a group or a repeat."""
 
@@ -90,7 +85,7 @@ class FieldInfo:
     kind: str
     type: str
     parts: tuple[str, ...]
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
     choices: list[Choice] | None = None
     pii: bool = False
     audit: bool = False
@@ -126,20 +121,25 @@ class FormLayout:
         return [f for f in self.fields if f.kind == "field"]
 
 
-def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, str]) -> FormLayout:
+def merge(
+    xml_form_id: str,
+    stored: list[FormSchema | Mapping[str, Any]],
+    versions: dict[str, str],
+) -> FormLayout:
     """Merge field schemas (oldest first) into one layout; the newest decides types and labels."""
-    if not schemas:
+    if not stored:
         return FormLayout(xml_form_id, "data", [], [], None, versions)
+    schemas = [FormSchema.of(s) for s in stored]
     newest = schemas[-1]
     personal = personal_fields(schemas)
     order: list[str] = []
-    definitions: dict[str, dict[str, Any]] = {}
-    by_version = [{f.get("path"): f for f in s.get("fields", [])} for s in schemas]
+    definitions: dict[str, Field] = {}
     for schema in reversed(schemas):
-        paths = [f["path"] for f in schema.get("fields", []) if f.get("path")]
         anchor = -1
         positions = {path: index for index, path in enumerate(order)}
-        for path in paths:
+        for definition in schema.fields:
+            path = definition.path
+            definitions.setdefault(path, definition)
             if path in positions:
                 anchor = positions[path]
                 continue
@@ -147,28 +147,24 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
             order.insert(anchor + 1, path)
             anchor += 1
             positions = {p: index for index, p in enumerate(order)}
-        for definition in schema.get("fields", []):
-            definitions.setdefault(definition["path"], definition)
-    newest_paths = {f["path"] for f in newest.get("fields", [])}
-    root = newest.get("root") or (order[0].split("/")[1] if order else "data")
-    repeat_paths = {p for p in order if definitions[p].get("kind") == "repeat"}
+    root = newest.root
+    repeat_paths = {p for p in order if definitions[p].is_repeat}
     fields: list[FieldInfo] = []
     for path in order:
         definition = definitions[path]
-        parts = tuple(path.split("/")[2:])
         enclosing = [r for r in repeat_paths if path.startswith(r + "/")]
         fields.append(
             FieldInfo(
                 path=path,
-                name=definition.get("name") or parts[-1],
-                kind=definition.get("kind") or "field",
-                type=definition.get("type") or "string",
-                parts=parts,
-                labels=dict(definition.get("labels") or {}),
-                choices=_choices(schemas, by_version, path),
+                name=definition.name,
+                kind=definition.kind,
+                type=definition.type,
+                parts=definition.parts,
+                labels=definition.labels,
+                choices=_choices(schemas, path),
                 pii=personal.is_personal(path),
-                audit=bool(definition.get("audit")),
-                deleted=path not in newest_paths,
+                audit=definition.audit,
+                deleted=newest.field(path) is None,
                 repeat=max(enclosing, key=len) if enclosing else None,
             )
         )
@@ -176,33 +172,27 @@ def merge(xml_form_id: str, schemas: list[dict[str, Any]], versions: dict[str, s
         xml_form_id=xml_form_id,
         root=root,
         fields=fields,
-        languages=list(newest.get("languages") or []),
-        default_language=newest.get("defaultLanguage"),
+        languages=list(newest.languages),
+        default_language=newest.default_language,
         versions=versions,
         personal=personal,
     )
 
 
-def _choices(
-    schemas: list[dict[str, Any]], by_version: list[dict[str, dict[str, Any]]], path: str
-) -> list[Choice] | None:
+def _choices(schemas: list[FormSchema], path: str) -> list[Choice] | None:
     """Return the union of a select's choices over every version (newest order first)."""
     merged: list[Choice] = []
     seen: set[str] = set()
     known = False
-    for schema, definitions in zip(reversed(schemas), reversed(by_version), strict=True):
-        definition = definitions.get(path)
-        if definition is None or not definition.get("choices"):
-            continue
-        items = (schema.get("choiceLists") or {}).get(definition["choices"])
-        if items is None:
+    for schema in reversed(schemas):
+        definition = schema.field(path)
+        if definition is None or definition.choices not in schema.choice_lists:
             continue
         known = True
-        for item in items:
-            name = str(item.get("name", ""))
-            if name and name not in seen:
-                seen.add(name)
-                merged.append(Choice(name, dict(item.get("labels") or {})))
+        for item in schema.choices(definition):
+            if item.name and item.name not in seen:
+                seen.add(item.name)
+                merged.append(item)
     return merged if known else None
 
 
@@ -211,11 +201,18 @@ def _choices(
 _TAGS = re.compile(r"<[^>]*>")
 
 
-def resolve_language(layout: FormLayout, wanted: str | None) -> str | None:
-    """Return the form's language key a user's choice names ("fr", "French", "French (fr)")."""
+def resolve_language(
+    layout: FormLayout, wanted: str | None, *, field: str = "language"
+) -> str | None:
+    """Return the form's language key a user's choice names ("fr", "French", "French (fr)").
+
+    ``default`` names the form's default language (None for a form in one language).
+    """
     if not wanted:
         return layout.default_language
     wanted_lower = wanted.strip().lower()
+    if wanted_lower == "default":
+        return layout.default_language
     for language in layout.languages:
         lowered = language.lower()
         if lowered == wanted_lower or lowered.endswith(f"({wanted_lower})"):
@@ -226,7 +223,7 @@ def resolve_language(layout: FormLayout, wanted: str | None) -> str | None:
     if not layout.languages and wanted_lower in ("default", ""):
         return None
     raise errors.BadExportOption(
-        field="language",
+        field=field,
         reason=gettext("the form has no language %(language)s; it has %(languages)s")
         % {"language": wanted, "languages": ", ".join(layout.languages) or "-"},
     )
@@ -281,9 +278,9 @@ class TablePlan:
 
     def text_columns(self) -> list[bool]:
         """Tell, per output column, whether its cells are always text (for Excel writers)."""
-        typed_fields = ("int", "decimal", "date", "boolean")
+        typed_fields = ("int", "decimal", "date", "dateTime", "time", "boolean")
         return [
-            (column.meta is not None and column.meta not in _INTEGER_META)
+            (column.meta is not None and column.meta not in _TYPED_META)
             or (
                 column.field is not None
                 and column.part is None
@@ -320,6 +317,8 @@ class Plan:
     options: ExportOptions
     target: Target
     language: str | None
+    # The language of choice labels (options.choice_labels), None for the default labels.
+    choice_language: str | None = None
 
     def tables(self) -> list[TablePlan]:
         return list(self.main.walk())
@@ -371,6 +370,11 @@ def build_plan(
 ) -> Plan:
     """Decide every table, header and converter of an export."""
     language = resolve_language(layout, options.language) if options.headers == "labels" else None
+    choice_language = (
+        resolve_language(layout, options.choice_labels, field="choiceLabels")
+        if options.choice_labels
+        else None
+    )
     shown = select_leaves(layout, options)
     main = TablePlan(path=None, name=layout.xml_form_id, leaves=[])
     tables: dict[str | None, TablePlan] = {None: main}
@@ -388,7 +392,7 @@ def build_plan(
             plan.relative = plan.relative[len(parent.split("/")) - 2 :]
         tables[parent].children.append((plan.relative, plan))
     _prune(main)
-    plan = Plan(layout=layout, main=main, options=options, target=target, language=language)
+    plan = Plan(layout, main, options, target, language, choice_language)
     for table in main.walk():
         _compile(plan, table, pseudonymise)
     _name_files(plan)
@@ -446,6 +450,8 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
 
     if table.path is None:
         add("SubmissionDate", M_DATE, ColumnRef("SubmissionDate", meta="SubmissionDate"))
+        if typed:
+            handlers.append((0, 1, values.xlsx_moment, None))
     table.leaf_parts = []
     depth = 0 if table.path is None else len(table.path.split("/")) - 2
     for index, leaf in enumerate(table.leaves):
@@ -458,11 +464,19 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             handlers.append((position, 1, _pseudonymising(leaf.type, pseudonymise), None))
             continue
         if leaf.type == "geopoint" and options.split_geopoints:
-            for part in values.GEO_PARTS:
-                add(f"{base}{sep}{part}", source, ColumnRef(f"{base}{sep}{part}", leaf, part))
+            for part, suffix in zip(values.GEO_PARTS, _geo_suffixes(plan), strict=True):
+                header = f"{base}{sep}{suffix}"
+                add(header, source, ColumnRef(header, leaf, part))
             handlers.append((position, 4, _geo_splitter(typed, guard), None))
             continue
         choices = leaf.choice_names
+        labelled = _choice_labeller(plan, leaf, guard) if options.choice_labels else None
+        if labelled is not None and not (
+            leaf.type == "select_multiple" and options.split_select_multiples
+        ):
+            add(base, source, ColumnRef(base, field=leaf))
+            handlers.append((position, 1, labelled, None))
+            continue
         if leaf.type == "select_multiple" and options.split_select_multiples and choices:
             add(base, source, ColumnRef(base, field=leaf))
             labels = [
@@ -473,7 +487,7 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
             ]
             for choice, label in zip(choices, labels, strict=True):
                 add(f"{base}/{label}", source, ColumnRef(f"{base}/{label}", leaf, choice))
-            split = _select_splitter(choices, typed, guard)
+            split = _select_splitter(choices, typed, guard, labelled)
             handlers.append((position, 1 + len(choices), split, None))
             continue
         add(base, source, ColumnRef(base, field=leaf))
@@ -516,6 +530,8 @@ def _compile(plan: Plan, table: TablePlan, pseudonymise: Callable[[Any], str] | 
 
 
 _INTEGER_META = ("SubmitterID", "AttachmentsPresent", "AttachmentsExpected", "Edits")
+# Metadata typed in workbooks: those numbers, and SubmissionDate (a date-time, UTC).
+_TYPED_META = (*_INTEGER_META, "SubmissionDate")
 # Metadata whose text a client chose: the instanceID, an account's or app user's name, the
 # deviceID of the query string, the record's instanceName.
 _CLIENT_TEXT_META = ("KEY", "SubmitterName", "DeviceID", "instanceName")
@@ -585,10 +601,21 @@ def _geo_splitter(typed: bool, guard: bool) -> Callable[[str], list[Any]]:
     return split
 
 
-def _select_splitter(choices: list[str], typed: bool, guard: bool) -> Callable[[str], list[Any]]:
+def _select_splitter(
+    choices: list[str], typed: bool, guard: bool, labelled: Callable[[str], str] | None = None
+) -> Callable[[str], list[Any]]:
     blank = [""] * len(choices)
     yes, no = (1, 0) if typed else ("1", "0")
     show = values.guard_formula if guard else str
+    if labelled is not None:  # the answer's labels (already guarded), then the 0/1 cells
+
+        def split_labelled(value: str) -> list[Any]:
+            if not value:
+                return ["", *blank]
+            picked = set(value.split())
+            return [labelled(value), *(yes if c in picked else no for c in choices)]
+
+        return split_labelled
 
     def split(value: str) -> list[Any]:
         if not value:
@@ -598,6 +625,42 @@ def _select_splitter(choices: list[str], typed: bool, guard: bool) -> Callable[[
         return [show(" ".join(value.split())), *(yes if c in picked else no for c in choices)]
 
     return split
+
+
+def _geo_suffixes(plan: Plan) -> list[str]:
+    """Return the suffixes of a split geopoint's columns: in the labels' language when the
+    headers are labels (a form language the console speaks, else the reader's), else
+    Central's English names."""
+    if plan.options.headers != "labels":
+        return list(values.GEO_PARTS)
+    code = languages.console_language(plan.language) if plan.language else None
+    with force_locale(code) if code else nullcontext():
+        return [str(word) for word in values.GEO_WORDS]
+
+
+def _choice_labeller(plan: Plan, leaf: FieldInfo, guard: bool) -> Callable[[str], str] | None:
+    """Return what turns a select's answer into its choice labels (None: not a select with
+    known choices). Choices outside the list (an older version's, a file not attached) stay
+    as they are; a select-multiple answer's labels are joined by ``; ``."""
+    if leaf.type not in SELECT_TYPES or not leaf.choices:
+        return None
+    layout = plan.layout
+    names = {
+        c.name: label_of(c.labels, plan.choice_language, layout.default_language, c.name)
+        for c in leaf.choices
+    }
+    show = values.guard_formula if guard else str
+    if leaf.type == "select_one":
+
+        def one(value: str) -> str:
+            return show(names.get(value, value))
+
+        return one
+
+    def several(value: str) -> str:
+        return show("; ".join(names.get(choice, choice) for choice in value.split()))
+
+    return several
 
 
 def _pseudonymising(field_type: str, pseudonymise: Callable[[Any], str]) -> Callable[[str], str]:

@@ -10,6 +10,11 @@ Defaults that differ from Central, on purpose:
   filled before the change keep their answers and no column moves (Central's default drops it);
 * rejected records are left out unless ``includeRejected=true`` or ``reviewState`` names them;
 * ``cleaned`` is true: accepted corrections of the cleaning log are applied;
+* ``choiceLabels`` (Central has no such option; KoboToolbox has it): answers of select
+  questions as their choice labels in that language of the form (``fr``, ``French (fr)``,
+  ``default`` for a form in one language) instead of choice names; the several choices of a
+  select-multiple answer are joined by ``; ``. Left out, the files are Central's, byte for
+  byte;
 * ``escapeFormulas`` is true (Central has no such option): a CSV cell that Excel, LibreOffice
   or Google Sheets would run as a formula, because it starts with ``=``, ``+``, ``-``, ``@``,
   a tab or a carriage return, gets a leading ``'`` and is shown as text (OWASP, "CSV
@@ -50,6 +55,8 @@ class ExportOptions:
     separator: str = "-"
     split_select_multiples: bool = False
     split_geopoints: bool = True
+    # Answers of selects: choice names (None), or their labels in this language of the form.
+    choice_labels: str | None = None
     # Filters on the records.
     start: dt.datetime | None = None
     end: dt.datetime | None = None
@@ -128,6 +135,8 @@ def parse_options(params: Mapping[str, str], *, base: ExportOptions | None = Non
         values["headers"] = headers
     if get("language"):
         values["language"] = get("language").strip()
+    if get("choiceLabels") and get("choiceLabels").strip().lower() not in ("false", "no", "0"):
+        values["choice_labels"] = get("choiceLabels").strip()
     flag("groupPaths", "group_paths")
     separator = get("separator")
     if separator is not None and separator != "":

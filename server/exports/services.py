@@ -49,8 +49,6 @@ CONTENT_TYPES = {
     "geojson": "application/geo+json",
     "media.zip": "application/zip",
 }
-# Formats worth gzip on the wire; zips and workbooks are compressed already.
-COMPRESSIBLE = {"csv", "geojson"}
 
 DocumentDecryptor = Callable[[SubmissionVersion], "dict[str, Any] | None"]
 
@@ -66,10 +64,6 @@ class Export:
     content_type: str
     chunks: Iterator[bytes]
     stats: source.ExportStats
-
-    @property
-    def compressible(self) -> bool:
-        return self.format in COMPRESSIBLE
 
     def close(self) -> None:
         """Stop the stream, finished or not: its files are removed and its sessions closed."""
@@ -99,9 +93,14 @@ class Keys:
         return bool(self.passphrases) or self.private_key_pem is not None
 
 
-def default_options(*, may_see_personal: bool) -> ExportOptions:
-    """Return the options an export starts from: personal data in clear for who may see it."""
-    return ExportOptions(pii="plain" if may_see_personal else "pseudonymise")
+def default_options(*, may_see_personal: bool, console: bool = False) -> ExportOptions:
+    """Return the options an export starts from: personal data in clear for who may see it.
+
+    Downloads from the ``console`` start CSV files with a byte-order mark: Excel on Windows,
+    current versions included, reads a CSV without one in the computer's legacy code page and
+    shows ``Ã©`` for ``é``. The API and the CLI keep Central's bytes (no mark) unless asked.
+    """
+    return ExportOptions(pii="plain" if may_see_personal else "pseudonymise", bom=console)
 
 
 def export(
@@ -184,7 +183,7 @@ def load_layout(db_session: Session, form: Form) -> L.FormLayout:
     versions = list(reversed(forms.published_versions(db_session, form)))
     return L.merge(
         form.xml_form_id,
-        [v.schema for v in versions if v.schema],
+        [v.form_schema for v in versions if v.schema],
         {str(v.id): v.version for v in versions},
     )
 

@@ -1,4 +1,4 @@
-"""Byte plumbing for streamed exports: a chunk buffer, a zip written as it goes, gzip.
+"""Byte plumbing for streamed exports: a chunk buffer, a zip written as it goes.
 
 Writers write into a :class:`ChunkBuffer`; the export's generator takes what has piled up
 every so often (about 64 KiB) and yields it, so the response starts with the first rows and the
@@ -18,8 +18,7 @@ import io
 import time
 import unicodedata
 import zipfile
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 CHUNK_BYTES = 64 * 1024
 # Deflate level 1: CSV compresses almost as well as at 6, at several times the speed.
@@ -117,13 +116,3 @@ def copy_file(
         target.write(block)
         if buffer.ready():
             yield buffer.take()
-
-
-def gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Compress a stream of chunks as one gzip member, chunk by chunk."""
-    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
-    for chunk in chunks:
-        out = compressor.compress(chunk)
-        if out:
-            yield out
-    yield compressor.flush()

@@ -28,13 +28,20 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 
 # What an integer and a decimal answer look like (OData types its values with them too).
 INTEGER = re.compile(r"[+-]?[0-9]+")
 DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 GEO_PARTS = ("Latitude", "Longitude", "Altitude", "Accuracy")
+# The same words, translated: split columns' suffixes when the headers are labels.
+GEO_WORDS = (
+    lazy_gettext("Latitude"),
+    lazy_gettext("Longitude"),
+    lazy_gettext("Altitude"),
+    lazy_gettext("Accuracy"),
+)
 GEO_TYPES = ("geopoint", "geotrace", "geoshape")
 
 Converter = Callable[[str], Any]
@@ -213,6 +220,27 @@ def _xlsx_date(value: str) -> Any:
     return value
 
 
+def _clock_time(value: str, parse: Callable[[str], dt.datetime | dt.time]) -> Any:
+    # Excel has no time zone: the tablet's clock time is kept (the CSV keeps the offset too).
+    try:
+        return parse(value).replace(tzinfo=None)
+    except ValueError:
+        return value
+
+
+def _xlsx_datetime(value: str) -> Any:
+    return _clock_time(value, dt.datetime.fromisoformat) if _DATE_PREFIX.match(value) else value
+
+
+def _xlsx_time(value: str) -> Any:
+    return _clock_time(value, dt.time.fromisoformat)
+
+
+def xlsx_moment(value: str) -> Any:
+    """Return Central's SubmissionDate (``2026-11-24T10:15:00.123Z``) as a UTC date-time."""
+    return _xlsx_datetime(value) if value else value
+
+
 def _xlsx_boolean(value: str) -> Any:
     lowered = value.lower()
     if lowered in ("true", "1"):
@@ -228,6 +256,8 @@ def xlsx_converter(field_type: str) -> Converter | None:
         "int": _xlsx_int,
         "decimal": _xlsx_decimal,
         "date": _xlsx_date,
+        "dateTime": _xlsx_datetime,
+        "time": _xlsx_time,
         "boolean": _xlsx_boolean,
         "select_multiple": normalise_multiple,
         "rank": normalise_multiple,

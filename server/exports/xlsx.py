@@ -8,7 +8,10 @@ central directory, so their order does not matter, and by then every sheet is kn
 longer than Excel's 1,048,576 rows continues on a second sheet).
 
 Cells are typed: integers and decimals are numbers, dates are Excel dates shown
-``yyyy-mm-dd``, booleans are booleans; date-times stay text to keep their time-zone offset.
+``yyyy-mm-dd``, date-times (``start``, ``end``, dateTime questions) Excel date-times shown
+``yyyy-mm-dd hh:mm:ss`` and times Excel times ``hh:mm:ss``, booleans are booleans. Excel has
+no time zone: a tablet's date-time is its clock time as written (the offset is dropped; the
+CSV keeps it), ``SubmissionDate`` is in UTC.
 Sheet names are unique, at most 31 characters, without the characters Excel forbids.
 """
 
@@ -33,6 +36,7 @@ from server.exports.streams import (
 MAX_ROWS = 1_048_576
 MAX_CELL = 32_767
 _EPOCH = dt.date(1899, 12, 30)
+_EPOCH_MOMENT = dt.datetime(1899, 12, 30)
 _FORBIDDEN_SHEET = re.compile(r"[\[\]:*?/\\\x00-\x1f]")
 
 MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -52,16 +56,21 @@ SHEET_TAIL = "</sheetData></worksheet>"
 STYLES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     f'<styleSheet xmlns="{MAIN_NS}">'
-    '<numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\\-mm\\-dd"/></numFmts>'
+    '<numFmts count="3"><numFmt numFmtId="164" formatCode="yyyy\\-mm\\-dd"/>'
+    '<numFmt numFmtId="165" formatCode="yyyy\\-mm\\-dd\\ hh:mm:ss"/>'
+    '<numFmt numFmtId="166" formatCode="hh:mm:ss"/></numFmts>'
     '<fonts count="2"><font><sz val="11"/><name val="Calibri"/></font>'
     '<font><b/><sz val="11"/><name val="Calibri"/></font></fonts>'
     '<fills count="2"><fill><patternFill patternType="none"/></fill>'
     '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<cellXfs count="5"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
     '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
-    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/></cellXfs>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
+    '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    '<xf numFmtId="166" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+    "</cellXfs>"
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     "</styleSheet>"
 )
@@ -113,8 +122,8 @@ def row_xml(number: int, values: list[Any], letters: list[str], *, style: str = 
             append(f'<c r="{letter}{n}"><v>{value!r}</v></c>')
         elif kind is bool:
             append(f'<c r="{letter}{n}" t="b"><v>{int(value)}</v></c>')
-        elif kind is dt.date:
-            append(f'<c r="{letter}{n}" s="1"><v>{(value - _EPOCH).days}</v></c>')
+        elif kind is dt.date or kind is dt.datetime or kind is dt.time:
+            append(_moment_cell(letter, n, value))
         elif value is not None:
             append(f'<c r="{letter}{n}" t="inlineStr"><is><t>{_text(str(value))}</t></is></c>')
     append("</row>")
@@ -172,9 +181,20 @@ def _typed_cell(letter: str, n: str, value: Any) -> str:
         return f'<c r="{letter}{n}"><v>{value!r}</v></c>'
     if kind is bool:
         return f'<c r="{letter}{n}" t="b"><v>{int(value)}</v></c>'
-    if kind is dt.date:
-        return f'<c r="{letter}{n}" s="1"><v>{(value - _EPOCH).days}</v></c>'
+    if kind is dt.date or kind is dt.datetime or kind is dt.time:
+        return _moment_cell(letter, n, value)
     return f'<c r="{letter}{n}" t="inlineStr"><is><t>{_text(str(value))}</t></is></c>'
+
+
+def _moment_cell(letter: str, n: str, value: dt.date | dt.datetime | dt.time) -> str:
+    """Return a date (style 1), date-time (3) or time (4) cell: Excel's serial day number."""
+    if value.__class__ is dt.date:
+        return f'<c r="{letter}{n}" s="1"><v>{(value - _EPOCH).days}</v></c>'
+    if value.__class__ is dt.datetime:
+        days = (value - _EPOCH_MOMENT) / dt.timedelta(days=1)
+        return f'<c r="{letter}{n}" s="3"><v>{round(days, 9)!r}</v></c>'
+    seconds = value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
+    return f'<c r="{letter}{n}" s="4"><v>{round(seconds / 86400, 9)!r}</v></c>'
 
 
 def sheet_names(tables: list[L.TablePlan]) -> list[str]:

@@ -672,31 +672,36 @@ def _run_pyxform(
         raise _invalid(filename, [locate(text)], _messages(warnings)) from None
 
 
-_FORBIDDEN_ID = re.compile(r"[/\\?#%\x00-\x1f\x7f]")
+# Central accepts any formID that is not blank (``''=+/*-451%/%``, ``✅``): paths carry it
+# percent-encoded (server/routing.py). Refused here: control characters (C0, DEL, C1), which
+# no client can type and logs and headers must not carry; more than the column holds; and
+# the IDs no URL can name: "." and ".." (clients resolve them as dot segments) and those
+# ending as another route of the same form does (``<id>.xml``, ``<id>.svc``...).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+AMBIGUOUS_ENDINGS = (".xml", ".xls", ".xlsx", ".svc")
+
+
+def form_id_problem(form_id: str) -> str | None:
+    """Return why a formID cannot be used (translated), or None when it can."""
+    if len(form_id) > 255 or _CONTROL.search(form_id) or form_id in (".", ".."):
+        return _(
+            "The form_id %(form_id)s cannot be used: keep it under 255 characters, without "
+            "control characters, and other than . or ..",
+            form_id=repr(form_id),
+        )
+    if form_id.lower().endswith(AMBIGUOUS_ENDINGS):
+        return _(
+            "The form_id %(form_id)s cannot end in .xml, .xls, .xlsx or .svc.",
+            form_id=repr(form_id),
+        )
+    return None
 
 
 def _check_identity(ident: xform.Identity, filename: str) -> None:
     """Refuse formIDs and versions that would break URLs or the database columns."""
-    where = {"sheet": "settings", "column": "form_id"}
-    if len(ident.form_id) > 255 or _FORBIDDEN_ID.search(ident.form_id):
-        raise _refuse(
-            filename,
-            _(
-                "The form_id %(form_id)s cannot be used: keep it under 255 characters, without "
-                "/, \\, ?, #, %% or control characters.",
-                form_id=repr(ident.form_id),
-            ),
-            **where,
-        )
-    if ident.form_id.lower().endswith((".xml", ".xls", ".xlsx")):
-        raise _refuse(
-            filename,
-            _(
-                "The form_id %(form_id)s cannot end in .xml, .xls or .xlsx.",
-                form_id=repr(ident.form_id),
-            ),
-            **where,
-        )
+    problem = form_id_problem(ident.form_id)
+    if problem is not None:
+        raise _refuse(filename, problem, sheet="settings", column="form_id")
     if len(ident.version) > 255:
         raise _refuse(
             filename,
@@ -738,7 +743,8 @@ def compile_upload(
     """Compile an uploaded XLSForm (or check an XForm) and return the form to store.
 
     ``form_id_fallback`` is the formID used when the settings sheet has none (ODK Central's
-    ``X-XlsForm-FormId-Fallback``); without it, the file name is used. Raises 400.15
+    ``X-XlsForm-FormId-Fallback``, taken as it is); without it, the file name is used, made
+    a plain identifier. Raises 400.15
     (:class:`~server.errors.XlsformInvalid`) on any problem, including a failed ODK Validate.
     """
     kind = file_type(data, filename, content_type)
@@ -752,7 +758,7 @@ def compile_upload(
     if kind == ".xml":
         text, ident = read_xform(data, shown)
     else:
-        fallback = _safe_form_id(form_id_fallback) or _safe_form_id(
+        fallback = (form_id_fallback or "").strip() or _safe_form_id(
             Path(filename).stem if filename else None
         )
         text, raw_warnings, pii, itemsets, survey = _run_pyxform(data, kind, shown, fallback)

@@ -108,6 +108,30 @@ def _relative(path: Path, base: Path) -> str:
         return path.name
 
 
+# Characters no file name may hold on Linux, macOS or Windows (the repository is cloned on
+# all three), besides control characters.
+_NOT_IN_FILE_NAMES = frozenset('/\\<>:"|?*')
+
+
+def file_name_problem(form_id: str) -> str | None:
+    """Tell why ``form_id`` cannot name the files of this folder (None when it can).
+
+    The API takes any formID Central takes (``a/b``, ``../x``); this folder names files
+    after it (``forms/<form_id>.xml``, ``xlsforms/media/<form_id>/``), so here a formID must
+    be a plain file name, which nothing can turn into a path elsewhere.
+    """
+    if (
+        any(c in _NOT_IN_FILE_NAMES or ord(c) < 32 or ord(c) == 127 for c in form_id)
+        or form_id.startswith(".")
+        or form_id.endswith((".", " "))
+    ):
+        return (
+            f"form_id {form_id!r} cannot name a file here: use letters, digits, - and _ "
+            '(no / \\ < > : " | ? *, not starting with a dot)'
+        )
+    return None
+
+
 def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Built]:
     """Compile every XLSForm of ``source_dir`` into ``out_dir`` with its media.
 
@@ -133,6 +157,9 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
                 _where(m) + m["message"] for m in exc.details.get("errors", [])
             ]
             continue
+        if (problem := file_name_problem(form.form_id)) is not None:
+            failed.problems[path.name] = [problem]
+            continue
         if form.form_id in seen:
             failed.problems[path.name] = [
                 f"form_id {form.form_id} is also the form_id of {seen[form.form_id].name}"
@@ -143,7 +170,7 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
         if not media_dir.is_dir():
             media_dir = source_dir / "media" / path.stem
         extracted = schema.extract(form.xml)
-        referenced = [m["name"] for m in extracted["media"]]
+        referenced = [m.name for m in schema.FormSchema.of(extracted).media]
         declared.update(block["dataset"] for block in extracted["entities"])
         files: dict[str, bytes] = {}
         missing = []
@@ -302,6 +329,8 @@ def _publish_one(db_session: Session, forms_dir: Path, xml_path: Path, project_i
         ident = xform.identity(xform.parse(xml))
     except xform.XFormError as exc:
         return Outcome(xml_path.stem, "failed", message=f"not a readable XForm: {exc}")
+    if (problem := file_name_problem(ident.form_id)) is not None:
+        return Outcome(xml_path.stem, "failed", message=problem)
     record = _read_record(forms_dir, ident.form_id)
     media = _media_for(forms_dir, ident.form_id)
     upload = _upload_for(forms_dir, xml_path, xml, record)

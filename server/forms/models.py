@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, JSONDocument, UTCDateTime, utcnow
+from server.forms.schema import FormSchema
 
 FORM_STATES = ("open", "closing", "closed")
 
@@ -91,6 +92,15 @@ class FormVersion(Base):
             postgresql_where=sa.text("published_at IS NOT NULL"),
         ),
     )
+
+    @property
+    def form_schema(self) -> FormSchema:
+        """The typed view of ``schema``, built once while ``schema`` stays the same dict."""
+        cached = self.__dict__.get("_form_schema")
+        if cached is None or cached[0] is not self.schema:
+            cached = (self.schema, FormSchema.of(self.schema))
+            self.__dict__["_form_schema"] = cached
+        return cached[1]
 
 
 class FormAttachment(Base):

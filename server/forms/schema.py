@@ -61,6 +61,11 @@ has one (pyxform's rule for forms writing to several lists).
 
 Repeats appear once: pyxform writes each repeat twice in the instance (the ``jr:template``
 copy and a first instance), and both are merged by path.
+
+Readers do not walk this dict: they read it through :class:`FormSchema` (``FormSchema.of(d)``,
+or ``FormVersion.form_schema``), typed fields with the facts intake, the console, the exports
+and :mod:`server.personal` ask of them (repeats, binaries, selects, children of a group, the
+values a record document holds at a field's path), each written here once.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lxml import etree
@@ -603,11 +610,265 @@ def _field(
     }
 
 
-def file_choice_files(schema: Mapping[str, Any]) -> list[str]:
-    """Return the media files whose content fills a choice list (``file:<name>`` keys)."""
-    return [key[5:] for key in schema.get("choiceLists", {}) if key.startswith("file:")]
+# ---- the typed view: what every reader of a schema asks of it ----------------------------------
+
+SELECT_TYPES = ("select_one", "select_multiple", "rank")
 
 
-def pii_paths(schema: Mapping[str, Any]) -> set[str]:
-    """Return the paths of the fields a schema marks personal."""
-    return {f["path"] for f in schema.get("fields", []) if f.get("pii")}
+@dataclass(frozen=True)
+class Choice:
+    """One choice of a list: its value and its labels by language."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """A media file the XForm names (``jr://images/a.png``), by name and kind."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Field:
+    """One node of a form version: a question, a group or a repeat (see the dict above)."""
+
+    path: str
+    name: str
+    kind: str = "field"
+    type: str = "string"
+    control: str | None = None
+    mediatype: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    choices: str | None = None  # key in FormSchema.choice_lists
+    parent: str | None = None
+    repeat: str | None = None
+    repeats: tuple[str, ...] = ()
+    required: bool = False
+    readonly: bool = False
+    relevant: str | None = None
+    calculate: str | None = None
+    constraint: str | None = None
+    preload: str | None = None
+    preload_params: str | None = None
+    pii: bool = False
+    audit: bool = False
+
+    @cached_property
+    def parts(self) -> tuple[str, ...]:
+        """The path's steps below the root element (``("grp", "q")`` for ``/data/grp/q``)."""
+        return parts_of(self.path)
+
+    @property
+    def is_question(self) -> bool:
+        return self.kind == "field"
+
+    @property
+    def is_group(self) -> bool:
+        return self.kind == "group"
+
+    @property
+    def is_repeat(self) -> bool:
+        return self.kind == "repeat"
+
+    @property
+    def is_binary(self) -> bool:
+        """A question answered with a file (photo, audio, video, file, the client audit log)."""
+        return self.is_question and self.type == "binary"
+
+    @property
+    def is_select(self) -> bool:
+        """A question answered with choice names (select one, select multiple, rank)."""
+        return self.is_question and self.type in SELECT_TYPES
+
+    @property
+    def is_meta(self) -> bool:
+        """A field of the ``meta`` block (instanceID, instanceName, audit...)."""
+        return self.parts[:1] == ("meta",)
+
+    def chosen(self, value: str) -> list[str]:
+        """Return the choice names of an answer (select multiple and rank: space-separated)."""
+        return [value] if self.type == "select_one" else value.split()
+
+    def values_in(self, document: Any) -> Iterator[Any]:
+        """Yield this field's values in a record document (one per repeat instance)."""
+        return values_at(document, self.parts)
+
+    def answers_in(self, document: Any) -> Iterator[str]:
+        """Yield this field's non-empty text answers in a record document, stripped."""
+        for value in values_at(document, self.parts):
+            if isinstance(value, str) and value.strip():
+                yield value.strip()
+
+
+def parts_of(path: str) -> tuple[str, ...]:
+    """Return an absolute path's steps below the root element."""
+    return tuple(path.split("/")[2:])
+
+
+def values_at(document: Any, parts: Iterable[str]) -> Iterator[Any]:
+    """Yield the values at ``parts`` in a record document, through every repeat instance.
+
+    A record document is what :func:`server.submissions.parsing.build_document` makes: nested
+    dicts, and a list for each repeat. A step that is missing yields None at the end of the
+    path and nothing before it.
+    """
+    parts = tuple(parts)
+    if isinstance(document, list):
+        for item in document:
+            yield from values_at(item, parts)
+        return
+    if not parts:
+        yield document
+        return
+    if isinstance(document, dict):
+        yield from values_at(document.get(parts[0]), parts[1:])
+
+
+def _field_of(entry: Mapping[str, Any], root: str) -> Field:
+    path = entry.get("path") or ""
+    parent = entry.get("parent")
+    return Field(
+        path=path,
+        name=entry.get("name") or path.rsplit("/", 1)[-1],
+        kind=entry.get("kind") or "field",
+        type=entry.get("type") or "string",
+        control=entry.get("control"),
+        mediatype=entry.get("mediatype"),
+        labels=dict(entry.get("labels") or {}),
+        choices=entry.get("choices") or None,
+        parent=None if parent == f"/{root}" else parent,  # the root's children: None
+        repeat=entry.get("repeat"),
+        repeats=tuple(entry.get("repeats") or ()),
+        required=bool(entry.get("required")),
+        readonly=bool(entry.get("readonly")),
+        relevant=entry.get("relevant"),
+        calculate=entry.get("calculate"),
+        constraint=entry.get("constraint"),
+        preload=entry.get("preload"),
+        preload_params=entry.get("preloadParams"),
+        pii=bool(entry.get("pii")),
+        audit=bool(entry.get("audit")),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class FormSchema:
+    """A form version's field schema, typed: built once from the stored dict, then only read.
+
+    Its derived facts (repeats, binaries, selects, children...) are computed on first use and
+    kept, so a schema cached per version (intake, :mod:`server.personal`) computes them once.
+    """
+
+    form_id: str = ""
+    version: str = ""
+    title: str = ""
+    root: str = "data"
+    languages: tuple[str, ...] = ()
+    default_language: str | None = None
+    instance_name: str | None = None
+    public_key: str | None = None
+    submission_url: str | None = None
+    media: tuple[MediaFile, ...] = ()
+    choice_lists: Mapping[str, tuple[Choice, ...]] = field(default_factory=dict)
+    fields: tuple[Field, ...] = ()
+    entities_version: str | None = None
+    # The entity blocks (the stored dict's "entities"), as the module docstring shapes them.
+    entities: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, schema: FormSchema | Mapping[str, Any] | None) -> FormSchema:
+        """Return the typed view of a stored schema dict (an empty schema for None)."""
+        if isinstance(schema, FormSchema):
+            return schema
+        schema = schema or {}
+        root = schema.get("root") or "data"
+        return cls(
+            form_id=schema.get("formId") or "",
+            version=schema.get("version") or "",
+            title=schema.get("title") or "",
+            root=root,
+            languages=tuple(schema.get("languages") or ()),
+            default_language=schema.get("defaultLanguage"),
+            instance_name=schema.get("instanceName"),
+            public_key=schema.get("publicKey"),
+            submission_url=schema.get("submissionUrl"),
+            media=tuple(MediaFile(m["name"], m["type"]) for m in schema.get("media") or ()),
+            choice_lists={
+                key: tuple(
+                    Choice(str(item.get("name", "")), dict(item.get("labels") or {}))
+                    for item in items
+                )
+                for key, items in (schema.get("choiceLists") or {}).items()
+            },
+            fields=tuple(_field_of(f, root) for f in schema.get("fields") or () if f.get("path")),
+            entities_version=schema.get("entitiesVersion"),
+            entities=tuple(schema.get("entities") or ()),
+        )
+
+    @cached_property
+    def by_path(self) -> Mapping[str, Field]:
+        return {f.path: f for f in self.fields}
+
+    def field(self, path: str) -> Field | None:
+        """Return the field at an absolute path (None when the version has none)."""
+        return self.by_path.get(path)
+
+    @cached_property
+    def questions(self) -> tuple[Field, ...]:
+        """Every question (not groups nor repeats), in form order."""
+        return tuple(f for f in self.fields if f.is_question)
+
+    @cached_property
+    def repeats(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.is_repeat)
+
+    @cached_property
+    def repeat_paths(self) -> frozenset[str]:
+        return frozenset(f.path for f in self.repeats)
+
+    @cached_property
+    def binaries(self) -> tuple[Field, ...]:
+        """The questions answered with a file, the client audit log included."""
+        return tuple(f for f in self.fields if f.is_binary)
+
+    @cached_property
+    def audit_paths(self) -> frozenset[str]:
+        """The client audit log's path (``meta/audit``), when the form keeps one."""
+        return frozenset(f.path for f in self.fields if f.audit and f.is_question)
+
+    @cached_property
+    def selects(self) -> tuple[Field, ...]:
+        """The questions answered with choice names, in form order."""
+        return tuple(f for f in self.fields if f.is_select)
+
+    @cached_property
+    def _children(self) -> Mapping[str | None, tuple[Field, ...]]:
+        found: dict[str | None, list[Field]] = {}
+        for entry in self.fields:
+            found.setdefault(entry.parent, []).append(entry)
+        return {parent: tuple(entries) for parent, entries in found.items()}
+
+    def children(self, path: str | None = None) -> tuple[Field, ...]:
+        """Return the fields directly inside a group or repeat (None: the root's), in order."""
+        return self._children.get(path, ())
+
+    def choices(self, entry: Field) -> tuple[Choice, ...]:
+        """Return the choices of a select question (empty when its list is not known)."""
+        return self.choice_lists.get(entry.choices or "", ())
+
+    def choice_labels(self, entry: Field) -> Mapping[str, Mapping[str, str]]:
+        """Return a select's choice names to their labels."""
+        return {c.name: c.labels for c in self.choices(entry)}
+
+    @cached_property
+    def pii_paths(self) -> frozenset[str]:
+        """The paths of the fields marked personal in the XLSForm's pii column."""
+        return frozenset(f.path for f in self.fields if f.pii)
+
+    @cached_property
+    def file_choice_files(self) -> tuple[str, ...]:
+        """The media files whose content fills a choice list (``file:<name>`` keys)."""
+        return tuple(key[5:] for key in self.choice_lists if key.startswith("file:"))

@@ -29,7 +29,7 @@ import hashlib
 import io
 import logging
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -115,6 +115,26 @@ def current_version(db_session: Session, form: Form) -> FormVersion | None:
     if form.current_version_id is None:
         return None
     return db_session.get(FormVersion, form.current_version_id)
+
+
+def titles(db_session: Session, listed: Iterable[Form]) -> dict[int, str]:
+    """Return each form's title as people read it: the published version's, else the draft's,
+    else its formID (a form whose settings sheet names no title)."""
+    listed = list(listed)
+    wanted = {v for f in listed for v in (f.current_version_id, f.draft_version_id) if v}
+    found = (
+        dict(
+            db_session.execute(
+                sa.select(FormVersion.id, FormVersion.title).where(FormVersion.id.in_(wanted))
+            ).all()
+        )
+        if wanted
+        else {}
+    )
+    return {
+        f.id: found.get(f.current_version_id) or found.get(f.draft_version_id) or f.xml_form_id
+        for f in listed
+    }
 
 
 def published_version(db_session: Session, form: Form) -> FormVersion:
@@ -443,10 +463,10 @@ def _attach_media(
             if blob is not None:
                 inherited.setdefault(attachment.name, attachment)
     now = utcnow()
-    for entry in version.schema.get("media", []):
-        name = entry["name"]
+    for entry in version.form_schema.media:
+        name = entry.name
         row = FormAttachment(
-            form_id=form.id, form_version_id=version.id, name=name, type=entry["type"]
+            form_id=form.id, form_version_id=version.id, name=name, type=entry.type
         )
         if name in stored:
             row.blob_id = stored[name].id
@@ -465,7 +485,7 @@ def _attach_media(
 
 def _refresh_choices(db_session: Session, version: FormVersion) -> None:
     """Recompute the schema's file-based choice lists from the attached files."""
-    wanted = set(schema.file_choice_files(version.schema))
+    wanted = set(version.form_schema.file_choice_files)
     if not wanted:
         return
     files: dict[str, bytes] = {}
@@ -476,7 +496,7 @@ def _refresh_choices(db_session: Session, version: FormVersion) -> None:
             except Exception:  # a store outage must not block the upload; lists stay empty
                 log.warning("could not read %s to fill its choices", attachment.name, exc_info=True)
     # A new dict: JSON columns only notice reassignment, not mutation.
-    version.schema = schema.extract(version.xml, pii=schema.pii_paths(version.schema), files=files)
+    version.schema = schema.extract(version.xml, pii=version.form_schema.pii_paths, files=files)
 
 
 def _discard_draft(db_session: Session, form: Form, draft: FormVersion) -> None:
@@ -501,6 +521,7 @@ def create_form(
     *,
     actor_id: int | None = None,
     publish: bool = False,
+    allow_missing_media: bool = False,
     ignore_warnings: bool = False,
     form_id_fallback: str | None = None,
     validate: bool | None = None,
@@ -509,7 +530,8 @@ def create_form(
     """Create a form from an uploaded XLSForm or XForm, as a draft unless ``publish``.
 
     ``form_id_fallback`` is the formID when the settings sheet has none (Central's
-    ``X-XlsForm-FormId-Fallback``). ``media`` gives files the form references, by name.
+    ``X-XlsForm-FormId-Fallback``). ``media`` gives files the form references, by name;
+    ``allow_missing_media`` as for :func:`publish_draft`.
     Uploading content identical to the form's published version returns the form unchanged;
     anything else under an existing formID is 409.3 (upload a new draft instead). Commits.
     """
@@ -552,7 +574,13 @@ def create_form(
             details={"xmlFormId": form.xml_form_id, "version": version.version},
         )
         if publish:
-            _publish(db_session, form, version, actor_id=actor_id)
+            _publish(
+                db_session,
+                form,
+                version,
+                actor_id=actor_id,
+                allow_missing_media=allow_missing_media,
+            )
         db_session.commit()
     except IntegrityError:
         db_session.rollback()
@@ -570,6 +598,7 @@ def set_draft(
     *,
     actor_id: int | None = None,
     ignore_warnings: bool = False,
+    form_id_fallback: str | None = None,
     validate: bool | None = None,
     media: Mapping[str, bytes] | None = None,
 ) -> FormVersion:
@@ -577,7 +606,9 @@ def set_draft(
 
     The draft keeps the previous draft's token (tablets testing it keep working), inherits
     media by name from the previous draft and the published version, and replaces the
-    previous draft and its test records. The upload's formID must be the form's. Commits.
+    previous draft and its test records. The upload's formID must be the form's; a
+    spreadsheet whose settings name none takes ``form_id_fallback`` (Central's
+    ``X-XlsForm-FormId-Fallback``, as on creation), else the form's own. Commits.
     """
     current = current_version(db_session, form)
     if upload is None:
@@ -586,7 +617,9 @@ def set_draft(
         compiled = None
     else:
         db_session.commit()  # end the read transaction: compiling takes a while
-        compiled = _compile(upload, fallback=form.xml_form_id, validate=validate)
+        compiled = _compile(
+            upload, fallback=form_id_fallback or form.xml_form_id, validate=validate
+        )
         if compiled.form_id != form.xml_form_id:
             raise errors.UnexpectedValue(
                 field="formId",
@@ -669,7 +702,12 @@ def _media_map(db_session: Session, version: FormVersion) -> dict[str, int | Non
 
 
 def _publish(
-    db_session: Session, form: Form, draft: FormVersion, *, actor_id: int | None
+    db_session: Session,
+    form: Form,
+    draft: FormVersion,
+    *,
+    actor_id: int | None,
+    allow_missing_media: bool = False,
 ) -> FormVersion:
     """Publish a draft (flushed, not committed); see :func:`publish_draft`."""
     blocks = draft.schema.get("entities") or []
@@ -681,7 +719,7 @@ def _publish(
         )
     link_entity_lists(db_session, form, draft)
     missing = missing_media(db_session, draft)
-    if missing:
+    if missing and not allow_missing_media:
         raise errors.MissingMedia(missing=", ".join(missing), files=missing)
     # Encryption (server.crypto): a form with its own public key has the key catalogued;
     # otherwise the project's managed key, if any, goes into the XForm with a version suffix
@@ -711,7 +749,8 @@ def _publish(
         actor_id=actor_id,
         project_id=form.project_id,
         form_id=form.id,
-        details={"version": draft.version, "hash": draft.hash},
+        details={"version": draft.version, "hash": draft.hash}
+        | ({"missingMedia": missing} if missing else {}),
     )
     db_session.flush()
     return draft
@@ -723,12 +762,16 @@ def publish_draft(
     *,
     version: str | None = None,
     actor_id: int | None = None,
+    allow_missing_media: bool = False,
 ) -> FormVersion:
     """Publish the form's draft, optionally under a new ``version`` (rewritten in the XForm).
 
-    Raises 404 without a draft, 409.21 while media is missing, 409.6 when the version was
-    already published with different content. Publishing identical content again returns
-    the existing version. Commits.
+    Raises 404 without a draft, 409.6 when the version was already published with different
+    content, and 409.21 while a referenced media file is missing unless
+    ``allow_missing_media`` (as Central, which publishes anyway: the API passes it, the
+    console only once the coordinator has confirmed; tablets are not offered the missing
+    files, the audit event lists them). Publishing identical content again returns the
+    existing version. Commits.
     """
     draft = draft_version(db_session, form)
     if draft is None:
@@ -736,7 +779,9 @@ def publish_draft(
     try:
         if version is not None and version != draft.version:
             _set_version(draft, version)
-        published = _publish(db_session, form, draft, actor_id=actor_id)
+        published = _publish(
+            db_session, form, draft, actor_id=actor_id, allow_missing_media=allow_missing_media
+        )
         db_session.commit()
     except IntegrityError:
         # Another publish of the same version won the race (unique index on published versions).
@@ -844,7 +889,7 @@ def attach(
         attachment.updated_at = utcnow()
         db_session.add(attachment)
         db_session.flush()
-        if name in schema.file_choice_files(draft.schema):
+        if name in draft.form_schema.file_choice_files:
             _refresh_choices(db_session, draft)
         record(
             db_session,
@@ -874,7 +919,7 @@ def clear_attachment(
         attachment.blob_id = None
         attachment.updated_at = utcnow()
         db_session.flush()
-        if name in schema.file_choice_files(draft.schema):
+        if name in draft.form_schema.file_choice_files:
             _refresh_choices(db_session, draft)
         record(
             db_session,

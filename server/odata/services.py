@@ -22,7 +22,7 @@ def tree(db_session: Session, form: Form, *, draft: bool = False) -> list[fmt.No
     if not draft:
         return fmt.tree(exports.load_layout(db_session, form))
     version = db_session.get(FormVersion, form.draft_version_id)
-    layout = L.merge(form.xml_form_id, [version.schema or {}], {str(version.id): version.version})
+    layout = L.merge(form.xml_form_id, [version.form_schema], {str(version.id): version.version})
     return fmt.tree(layout)
 
 

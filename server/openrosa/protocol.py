@@ -8,8 +8,9 @@ Digest challenge, since without one Collect can only ask for the password again.
 
 from __future__ import annotations
 
+import ipaddress
 from email.utils import formatdate
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Response, current_app, request
 from flask_babel import get_locale
@@ -71,6 +72,30 @@ def render_problem(problem: errors.Problem) -> Response:
 def base_url() -> str:
     """Return the address tablets use to reach this server."""
     return current_app.config["PUBLIC_URL"] or request.host_url.rstrip("/")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Tell whether ``host`` is this machine only (127.0.0.1, ::1, localhost)."""
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    address = _ip(host)
+    return address is not None and address.is_loopback
+
+
+def is_loopback(url: str) -> bool:
+    """Tell whether ``url`` names this machine only (or 0.0.0.0): a tablet given it reaches
+    itself, never this server."""
+    host = urlsplit(url).hostname or ""
+    address = _ip(host)
+    return is_loopback_host(host) or (address is not None and address.is_unspecified)
 
 
 def external_url(path: str) -> str:

@@ -117,11 +117,7 @@ def counts(db_session: Session, project_ids: list[int]) -> dict[int, ProjectCoun
         db_session.execute(
             sa.select(Form.project_id, sa.func.max(Submission.created_at))
             .join(Submission, Submission.form_id == Form.id)
-            .where(
-                Form.project_id.in_(project_ids),
-                Submission.draft.is_(False),
-                Submission.deleted_at.is_(None),
-            )
+            .where(Form.project_id.in_(project_ids), Submission.live())
             .group_by(Form.project_id)
         ).all()
     )

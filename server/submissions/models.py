@@ -26,6 +26,9 @@ REVIEW_STATE_WORDS = {
     "approved": lazy_gettext("Approved"),
     "rejected": lazy_gettext("Rejected"),
 }
+# How a coordinator settled a conflict (the API's words, stored as they are).
+RESOLUTIONS = ("keepFirst", "takeSecond", "discard")
+MAX_DROPPED_NAMES = 20
 
 
 class Submission(Base):
@@ -61,6 +64,12 @@ class Submission(Base):
         # Ids are never reused (they serve as paging cursors): AUTOINCREMENT on SQLite.
         {"sqlite_autoincrement": True},
     )
+
+    @classmethod
+    def live(cls) -> sa.ColumnElement[bool]:
+        """The condition of a live record: sent to the published form (no draft test), and
+        not deleted; what counts, charts and exports count."""
+        return sa.and_(cls.draft.is_(False), cls.deleted_at.is_(None))
 
 
 class SubmissionSequence(Base):
@@ -117,6 +126,10 @@ class SubmissionVersion(Base):
     encrypted_key: Mapped[str | None] = mapped_column(sa.Text)
     encrypted_signature: Mapped[str | None] = mapped_column(sa.Text)
     encrypted_xml_name: Mapped[str | None] = mapped_column(sa.String(255))
+    # Files sent with the version for no question of its form (or named nowhere in its
+    # XML): not kept, but counted, and their names (cleaned, at most MAX_DROPPED_NAMES) kept.
+    attachments_dropped: Mapped[int] = mapped_column(default=0, server_default="0")
+    dropped_names: Mapped[list | None] = mapped_column(JSONDocument)
 
     __table_args__ = (
         sa.UniqueConstraint("form_id", "draft", "instance_id"),
@@ -155,14 +168,24 @@ class SubmissionAttachment(Base):
 
 
 class SubmissionConflict(Base):
-    """A payload refused because its instanceID exists with different XML, kept for review."""
+    """A payload refused because its instanceID exists with different XML, kept for review.
+
+    A coordinator settles it (:mod:`server.submissions.conflicts`): ``keepFirst`` (the record
+    stays as it is; this payload stays on file), ``takeSecond`` (it becomes the record's new
+    version, ``version_id``) or ``discard`` (its XML and files are forgotten; the row stays,
+    so that the same payload sent again is recognised).
+    """
 
     __tablename__ = "submission_conflicts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     form_id: Mapped[int] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"))
+    # A draft's test record or a record of the published form (the record it conflicts with).
+    draft: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # The version the payload names (None for conflicts kept before migration 0006).
+    form_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("form_versions.id"))
     instance_id: Mapped[str] = mapped_column(sa.String(255))
-    xml: Mapped[str] = mapped_column(sa.Text)
+    raw_xml: Mapped[str] = mapped_column("xml", sa.Text)
     xml_sha256: Mapped[str] = mapped_column(sa.String(64))
     reason: Mapped[str] = mapped_column(sa.String(40))
     submitter_id: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
@@ -170,11 +193,40 @@ class SubmissionConflict(Base):
     user_agent: Mapped[str | None] = mapped_column(sa.String(255))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(sa.String(20))
+    resolved_by: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
+    # The version ``takeSecond`` made of it.
+    version_id: Mapped[int | None] = mapped_column(
+        BigId, sa.ForeignKey("submission_versions.id", ondelete="SET NULL")
+    )
+    attachments_dropped: Mapped[int] = mapped_column(default=0, server_default="0")
+    dropped_names: Mapped[list | None] = mapped_column(JSONDocument)
 
     __table_args__ = (
         # A device retrying the same conflicting payload is kept once.
         sa.UniqueConstraint("form_id", "instance_id", "xml_sha256"),
+        sa.CheckConstraint(
+            f"resolution IS NULL OR resolution IN {RESOLUTIONS!r}", name="resolution"
+        ),
+        # The count on a form's pages: its conflicts still to settle.
+        sa.Index("ix_submission_conflicts_form_id_resolved_at", "form_id", "resolved_at"),
     )
+
+
+class SubmissionConflictFile(Base):
+    """A file sent with a conflicting payload, for a question its XML names (first copy)."""
+
+    __tablename__ = "submission_conflict_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conflict_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("submission_conflicts.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(255))
+    blob_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("blobs.id"), index=True)
+    content_type: Mapped[str | None] = mapped_column(sa.String(255))
+
+    __table_args__ = (sa.UniqueConstraint("conflict_id", "name"),)
 
 
 class Comment(Base):

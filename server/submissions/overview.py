@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,20 +18,29 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.auth.models import Actor
+from server.forms.schema import FormSchema
 from server.personal import Disclosure
 from server.submissions.models import Submission, SubmissionVersion
 
 SAMPLE_LIMIT = 10_000
 MAX_POINTS = 5_000
-SELECT_TYPES = ("select_one", "select_multiple")
+# Selects whose answers are charted (a rank orders every choice: nothing to count).
+CHARTED_SELECTS = ("select_one", "select_multiple")
 
 
 def _live(form_id: int) -> list[sa.ColumnElement[bool]]:
-    return [
-        Submission.form_id == form_id,
-        Submission.draft.is_(False),
-        Submission.deleted_at.is_(None),
-    ]
+    return [Submission.form_id == form_id, Submission.live()]
+
+
+# Each record with its current version (the one its answers and attachments are read from).
+_LIVE_CURRENT = sa.join(
+    Submission,
+    SubmissionVersion,
+    sa.and_(
+        SubmissionVersion.submission_id == Submission.id,
+        SubmissionVersion.current.is_(True),
+    ),
+)
 
 
 def per_day(db_session: Session, form_id: int) -> list[tuple[dt.date, int]]:
@@ -93,14 +102,7 @@ def completeness(db_session: Session, form_id: int) -> Completeness:
             sa.func.coalesce(sa.func.sum(SubmissionVersion.attachments_expected), 0),
             sa.func.coalesce(sa.func.sum(sa.case((missing > 0, missing), else_=0)), 0),
         )
-        .select_from(Submission)
-        .join(
-            SubmissionVersion,
-            sa.and_(
-                SubmissionVersion.submission_id == Submission.id,
-                SubmissionVersion.current.is_(True),
-            ),
-        )
+        .select_from(_LIVE_CURRENT)
         .where(*_live(form_id))
     ).one()
     return Completeness(*(int(value or 0) for value in row))
@@ -113,8 +115,8 @@ class ChoiceCount:
     path: str
     name: str
     type: str
-    labels: dict[str, str]
-    choices: list[tuple[str, dict[str, str], int]]  # (value, labels, count), in list order
+    labels: Mapping[str, str]
+    choices: list[tuple[str, Mapping[str, str], int]]  # (value, labels, count), in list order
     answered: int = 0
 
 
@@ -137,19 +139,6 @@ class Answers:
     points: list[Point] = field(default_factory=list)
 
 
-def _values_at(document: Any, parts: list[str]) -> Iterator[Any]:
-    """Yield the values at a path in a record document, through every repeat instance."""
-    if isinstance(document, list):
-        for item in document:
-            yield from _values_at(item, parts)
-        return
-    if not parts:
-        yield document
-        return
-    if isinstance(document, dict):
-        yield from _values_at(document.get(parts[0]), parts[1:])
-
-
 def _parse_point(value: Any) -> tuple[float, float] | None:
     if not isinstance(value, str):
         return None
@@ -166,7 +155,10 @@ def _parse_point(value: Any) -> tuple[float, float] | None:
 
 
 def answers(
-    db_session: Session, form_id: int, schema: dict[str, Any] | None, disclosure: Disclosure
+    db_session: Session,
+    form_id: int,
+    schema: FormSchema | Mapping[str, Any] | None,
+    disclosure: Disclosure,
 ) -> Answers:
     """Count answers per choice of the schema's select questions, and collect its geopoints.
 
@@ -175,24 +167,14 @@ def answers(
     Questions hidden from the reader (:mod:`server.personal`) are neither counted nor mapped,
     and the map's names are what the reader may see.
     """
-    fields = [
-        f for f in (schema or {}).get("fields", []) if not disclosure.hidden(f.get("path", ""))
-    ]
-    lists = (schema or {}).get("choiceLists", {})
-    root = (schema or {}).get("root") or "data"
-    selects = [f for f in fields if f.get("kind") == "field" and f.get("type") in SELECT_TYPES]
-    geopoints = [f for f in fields if f.get("kind") == "field" and f.get("type") == "geopoint"]
-    counters = {f["path"]: Counter() for f in selects}
+    schema = FormSchema.of(schema)
+    shown = [f for f in schema.questions if not disclosure.hidden(f.path)]
+    selects = [f for f in shown if f.type in CHARTED_SELECTS]
+    geopoints = [f for f in shown if f.type == "geopoint"]
+    counters = {f.path: Counter() for f in selects}
     answered = Counter()
     points: list[Point] = []
     sampled = 0
-
-    def parts(path: str) -> list[str]:
-        pieces = path.split("/")
-        return pieces[2:] if len(pieces) > 2 and pieces[1] == root else pieces[1:]
-
-    select_parts = {f["path"]: parts(f["path"]) for f in selects}
-    point_parts = [parts(f["path"]) for f in geopoints]
     if selects or geopoints:
         rows = db_session.execute(
             sa.select(
@@ -200,35 +182,26 @@ def answers(
                 Submission.instance_id,
                 SubmissionVersion.raw_instance_name,
             )
-            .select_from(Submission)
-            .join(
-                SubmissionVersion,
-                sa.and_(
-                    SubmissionVersion.submission_id == Submission.id,
-                    SubmissionVersion.current.is_(True),
-                ),
-            )
+            .select_from(_LIVE_CURRENT)
             .where(*_live(form_id))
             .order_by(Submission.id.desc())
             .limit(SAMPLE_LIMIT)
             .execution_options(yield_per=500)
         )
-        personal_points = any(disclosure.fields.is_personal(f["path"]) for f in geopoints)
+        personal_points = any(disclosure.fields.is_personal(f.path) for f in geopoints)
         for document, instance_id, stored_name in rows:
             sampled += 1
             if not isinstance(document, dict):
                 continue  # encrypted, or not parsed
-            for field_ in selects:
-                path = field_["path"]
-                for value in _values_at(document, select_parts[path]):
+            for select in selects:
+                for value in select.values_in(document):
                     if not isinstance(value, str) or not value.strip():
                         continue
-                    answered[path] += 1
-                    chosen = value.split() if field_["type"] == "select_multiple" else [value]
-                    counters[path].update(chosen)
+                    answered[select.path] += 1
+                    counters[select.path].update(select.chosen(value))
             if len(points) < MAX_POINTS:
-                for pieces in point_parts:
-                    for value in _values_at(document, pieces):
+                for geopoint in geopoints:
+                    for value in geopoint.values_in(document):
                         point = _parse_point(value)
                         if point is not None and len(points) < MAX_POINTS:
                             name = disclosure.instance_name(
@@ -243,20 +216,19 @@ def answers(
         ).scalar_one()
         sampled = min(sampled, SAMPLE_LIMIT)
     result = Answers(sampled=sampled, points=points)
-    for field_ in selects:
-        counter = counters[field_["path"]]
-        known = lists.get(field_.get("choices") or "", [])
-        choices = [(c["name"], c.get("labels", {}), counter.pop(c["name"], 0)) for c in known]
+    for select in selects:
+        counter = counters[select.path]
+        choices = [(c.name, c.labels, counter.pop(c.name, 0)) for c in schema.choices(select)]
         # Values outside the list (an older version's choice, a file list not attached yet).
         choices += [(value, {}, n) for value, n in counter.most_common()]
         result.choices.append(
             ChoiceCount(
-                path=field_["path"],
-                name=field_["name"],
-                type=field_["type"],
-                labels=field_.get("labels", {}),
+                path=select.path,
+                name=select.name,
+                type=select.type,
+                labels=select.labels,
                 choices=choices,
-                answered=answered[field_["path"]],
+                answered=answered[select.path],
             )
         )
     return result
@@ -269,11 +241,7 @@ def record_counts(db_session: Session, form_ids: list[int]) -> dict[int, int]:
     return dict(
         db_session.execute(
             sa.select(Submission.form_id, sa.func.count())
-            .where(
-                Submission.form_id.in_(form_ids),
-                Submission.draft.is_(False),
-                Submission.deleted_at.is_(None),
-            )
+            .where(Submission.form_id.in_(form_ids), Submission.live())
             .group_by(Submission.form_id)
         ).all()
     )

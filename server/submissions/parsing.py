@@ -254,6 +254,34 @@ def check_instance(parsed: ParsedSubmission, data: bytes, form_root: str) -> Non
         raise errors.NotAFormRecord(form_id=parsed.form_id, reason=reason)
 
 
+def as_edit(data: bytes, *, instance_id: str, deprecated_id: str) -> bytes:
+    """Return a record's XML made an edit: a new ``instanceID``, ``deprecatedID`` the old one.
+
+    What ODK Collect writes when a record is edited on the tablet (openrosa.md §4.4): the same
+    answers, ``meta/instanceID`` new and ``meta/deprecatedID`` naming the version it replaces.
+    Used to take a conflicting payload (same instanceID, other answers) as an edit of its
+    record. Comments and processing instructions are not kept (intake never stores them).
+    """
+    root = parse_xml(data)
+    meta = _child(root, "meta")
+    if meta is None:
+        namespace = _namespace(root.tag)
+        meta = etree.Element(f"{{{namespace}}}meta" if namespace else "meta")
+        root.insert(0, meta)
+    prefix = meta.tag[: -len(local(meta.tag))]
+    for name, value in (("instanceID", instance_id), ("deprecatedID", deprecated_id)):
+        element = _child(meta, name)
+        if element is None:
+            element = etree.SubElement(meta, prefix + name)
+        for child in list(element):
+            element.remove(child)
+        element.text = value
+    at_root = _child(root, "instanceID")  # some clients write it there; only one may remain
+    if at_root is not None:
+        root.remove(at_root)
+    return etree.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
 def build_document(root: etree._Element, repeat_paths: frozenset[str]) -> dict[str, Any]:
     """Return the record as nested dicts and lists (repeats always lists)."""
     root_path = "/" + local(root.tag)
@@ -294,27 +322,3 @@ def _element_dict(element: etree._Element, path: str, repeats: frozenset[str]) -
         elif name not in result:
             result[name] = value
     return result
-
-
-def binary_values(document: dict[str, Any], binary_paths: list[str]) -> list[tuple[str, str]]:
-    """Return (field path, file name) for every binary field answered in the document."""
-    found: list[tuple[str, str]] = []
-    for path in binary_paths:
-        parts = path.split("/")[2:]
-        for value in _values_at(document, parts):
-            if isinstance(value, str) and value.strip():
-                found.append((path, value.strip()))
-    return found
-
-
-def _values_at(node: Any, parts: list[str]) -> list[Any]:
-    if not parts:
-        return [node]
-    if isinstance(node, list):
-        return [v for item in node for v in _values_at(item, parts)]
-    if not isinstance(node, dict):
-        return []
-    head, rest = parts[0], parts[1:]
-    if head not in node:
-        return []
-    return _values_at(node[head], rest)

@@ -86,10 +86,17 @@ class Bar:
 
 
 def bars(
-    items: list[tuple[str, int]], *, total: int | None = None, keys: list[str] | None = None
+    items: list[tuple[str, int]],
+    *,
+    total: int | None = None,
+    keys: list[str] | None = None,
+    largest: int | None = None,
 ) -> list[Bar]:
-    """Return bars whose lengths are relative to the largest count."""
-    largest = max((n for _, n in items), default=0) or 1
+    """Return bars whose lengths are relative to the largest count (of a longer list, if given).
+
+    Shares are of ``total`` when given, else of the items' sum.
+    """
+    largest = largest or max((n for _, n in items), default=0) or 1
     whole = total if total else (sum(n for _, n in items) or 1)
     return [
         Bar(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from server.forms import services as forms
 from server.forms.models import Form
 from server.projects import services as projects
 from server.projects.models import Project
+from server.submissions import conflicts
 from server.web import security
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -49,6 +54,10 @@ def page(template: str, *, status: int = 200, **context: Any) -> Response:
     Only pages rendered here get that policy: anything else a console route answers (a file,
     an export) keeps the sandbox of served content (:mod:`server.web.security`).
     """
+    form = context.get("form")
+    if isinstance(form, Form) and "form_title" not in context:
+        # Pages, titles and crumbs name a form by its title (its formID is shown once, small).
+        context["form_title"] = forms.titles(db.session(), [form])[form.id]
     response = Response(render_template(template, status=status, **context), status=status)
     response.mimetype = "text/html"
     return security.console_page(response)
@@ -144,7 +153,16 @@ def _percent(value: float) -> str:
     return format_decimal(value, "#,##0.#") + "\u00a0%"
 
 
-FILTERS = {"when": _when, "day": _day, "percent": _percent}
+def _number(value: int) -> str:
+    return format_decimal(value, "#,##0")
+
+
+FILTERS = {
+    "when": _when,
+    "day": _day,
+    "percent": _percent,
+    "number": _number,
+}
 
 
 # ---- lookups with access ---------------------------------------------------------------------
@@ -165,6 +183,13 @@ def form_for(project_id: int, xml_form_id: str, verb: str = "form.read") -> tupl
     form = forms.get_form(db.session(), project.id, xml_form_id)
     access.require_on_form(verb, form)
     return project, form
+
+
+def open_conflicts(form: Form) -> int:
+    """Return how many of the form's conflicts wait, for those who may settle them (else 0)."""
+    if not access.can("submission.update", project_id=form.project_id, form_id=form.id):
+        return 0
+    return conflicts.count_open(db.session(), form.id)
 
 
 # Control characters (C0, DEL, C1) and the backslash: never in an address we send anyone to.
@@ -221,3 +246,61 @@ def parse_int(raw: str | None, label: str) -> int | None:
         return bounds.whole_number(raw)
     except bounds.OutOfBounds as exc:
         raise errors.FieldValueRefused(field=label, reason=exc.reason) from None
+
+
+# ---- long lists: filtered, then paged ----------------------------------------------------------
+
+LIST_PAGE_SIZE = 100
+# Lists longer than this are summarised on the pages that show them among other things (a
+# form's questions, its overview), with a link to a page of their own, filtered and paged.
+LONG_LIST = 25
+
+
+def folded(text: str) -> str:
+    """Return ``text`` without case or accents, so that a filter «segou» finds «Ségou»."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def matching(query: str, texts: list[str]) -> bool:
+    """Tell whether every word of ``query`` is in one of ``texts`` (case and accents aside)."""
+    haystack = " ".join(folded(text) for text in texts)
+    return all(word in haystack for word in folded(query).split())
+
+
+@dataclass(frozen=True)
+class Paged:
+    """One page of a long list: its items, its number (from 1), how many pages and items."""
+
+    items: list[Any]
+    number: int
+    pages: int
+    total: int
+    size: int
+
+    @property
+    def first_index(self) -> int:
+        """Return the position (from 1) of the page's first item in the whole list."""
+        return (self.number - 1) * self.size + 1 if self.items else 0
+
+    @property
+    def last_index(self) -> int:
+        """Return the position (from 1) of the page's last item in the whole list."""
+        return self.first_index + len(self.items) - 1 if self.items else 0
+
+
+def paged(items: list[Any], raw_page: str | None, label: str, size: int = LIST_PAGE_SIZE) -> Paged:
+    """Return the page ``raw_page`` (a number from 1; beyond the last: the last) of ``items``."""
+    number = parse_int(raw_page, label) or 1
+    pages = max(1, math.ceil(len(items) / size))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * size
+    return Paged(items[start : start + size], number, pages, len(items), size)
+
+
+def pager_links(shown: Paged, url_of: Callable[[int], str]) -> dict[str, str | None]:
+    """Return the pager's links (``newer_url``, ``older_url``) around the page ``shown``."""
+    return {
+        "newer_url": url_of(shown.number - 1) if shown.number > 1 else None,
+        "older_url": url_of(shown.number + 1) if shown.number < shown.pages else None,
+    }

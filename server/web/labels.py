@@ -1,33 +1,18 @@
 """Labels of a form in the console's language.
 
-A form's labels are keyed by the XLSForm's language names (``Français (fr)``, ``English (en)``,
-``French``...) or ``default`` for one-language forms; the console speaks fr or en. The form's
-language that matches the page's is chosen by its code in brackets, then by its name, then the
-form's default language, then whatever the label has.
+The console speaks fr or en; the form's language that matches the page's
+(:func:`server.forms.languages.matches`: by its code in brackets, then by its name) is
+chosen, then the form's default language, then whatever the label has.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-_CODE = re.compile(r"\(([A-Za-z]{2,3})(?:[-_][A-Za-z]+)?\)\s*$")
-_CODES = {"fr": frozenset({"fr", "fra", "fre"}), "en": frozenset({"en", "eng"})}
-_WORDS = {
-    "fr": frozenset({"français", "francais", "french"}),
-    "en": frozenset({"english", "anglais"}),
-}
+from server.forms.languages import matches
+from server.forms.schema import FormSchema
 
-
-def matches(form_language: str, ui_language: str) -> bool:
-    """Tell whether a form's language name is the console language ``fr`` or ``en``."""
-    codes = _CODES.get(ui_language, frozenset())
-    code = _CODE.search(form_language)
-    if code:
-        return code.group(1).lower() in codes
-    words = form_language.strip().lower().split()
-    return bool(words) and (words[0] in codes or words[0] in _WORDS.get(ui_language, ()))
+__all__ = ["for_schema", "form_language", "matches", "pick"]
 
 
 def form_language(languages: Iterable[str], ui_language: str, default: str | None) -> str | None:
@@ -52,7 +37,8 @@ def pick(labels: Mapping[str, str] | None, language: str | None, fallback: str =
     return next((text for text in labels.values() if text), fallback)
 
 
-def for_schema(schema: Mapping[str, Any] | None, ui_language: str) -> str | None:
+def for_schema(schema: FormSchema | None, ui_language: str) -> str | None:
     """Return the language of a field schema to show for the console language."""
-    schema = schema or {}
-    return form_language(schema.get("languages") or [], ui_language, schema.get("defaultLanguage"))
+    if schema is None:
+        return None
+    return form_language(schema.languages, ui_language, schema.default_language)

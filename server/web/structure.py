@@ -14,6 +14,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext
 
+from server.forms.schema import Field, FormSchema
 from server.web.labels import pick
 
 # A reference to another answer in a label, as the schema writes XForm outputs: ``${name}``,
@@ -60,32 +61,20 @@ def media_kind(mediatype: str | None, filename: str = "") -> str:
     return "file"
 
 
-def type_label(entry: Mapping[str, Any]) -> str:
+def type_label(entry: Field) -> str:
     """Return a question's type in plain words (translated)."""
-    kind = entry.get("type") or ""
+    kind = entry.type
     if kind == "binary":
-        if entry.get("audit"):
+        if entry.audit:
             return str(lazy_gettext("audit log"))
-        return str(_MEDIA.get(media_kind(entry.get("mediatype")), lazy_gettext("file")))
-    if entry.get("kind") == "field" and entry.get("control") is None and entry.get("calculate"):
+        return str(_MEDIA.get(media_kind(entry.mediatype), lazy_gettext("file")))
+    if entry.is_question and entry.control is None and entry.calculate:
         return str(lazy_gettext("calculation"))
-    if entry.get("control") == "trigger" or (
-        entry.get("readonly") and entry.get("control") == "input" and kind == "string"
+    if entry.control == "trigger" or (
+        entry.readonly and entry.control == "input" and kind == "string"
     ):
         return str(lazy_gettext("note"))
     return str(_TYPES.get(kind, kind))
-
-
-def _is_meta(entry: Mapping[str, Any], root: str) -> bool:
-    return entry.get("path", "").startswith(f"/{root}/meta")
-
-
-def _depths(fields: list[Mapping[str, Any]]) -> dict[str, int]:
-    depths: dict[str, int] = {}
-    for entry in fields:
-        parent = entry.get("parent")
-        depths[entry["path"]] = depths.get(parent, -1) + 1 if parent else 0
-    return depths
 
 
 @dataclass
@@ -100,35 +89,41 @@ class StructureRow:
     required: bool
     relevant: str | None
     choices: list[tuple[str, list[str]]] = field(default_factory=list)
+    choice_list: str | None = None  # the key of its choice list in the schema
 
 
-def structure(schema: Mapping[str, Any] | None) -> tuple[list[str], list[StructureRow]]:
+def structure(
+    schema: FormSchema | Mapping[str, Any] | None,
+) -> tuple[list[str], list[StructureRow]]:
     """Return the form's languages and its questions, groups and repeats, meta left out."""
-    schema = schema or {}
-    languages = list(schema.get("languages") or []) or ["default"]
-    root = schema.get("root") or "data"
-    lists = schema.get("choiceLists") or {}
-    fields = [f for f in schema.get("fields", []) if not _is_meta(f, root)]
-    depths = _depths(fields)
+    schema = FormSchema.of(schema)
+    languages = list(schema.languages) or ["default"]
     rows = []
-    for entry in fields:
-        labels = entry.get("labels") or {}
-        choices = [
-            (c["name"], [pick(c.get("labels"), lang) for lang in languages])
-            for c in lists.get(entry.get("choices") or "", [])
-        ]
-        rows.append(
-            StructureRow(
-                depth=depths[entry["path"]],
-                kind=entry.get("kind", "field"),
-                name=entry.get("name", ""),
-                type=type_label(entry),
-                labels=[labels.get(lang, "") for lang in languages],
-                required=bool(entry.get("required")),
-                relevant=entry.get("relevant"),
-                choices=choices,
+
+    def walk(parent: str | None, depth: int) -> None:
+        for entry in schema.children(parent):
+            if entry.is_meta:
+                continue
+            choices = [
+                (c.name, [pick(c.labels, lang) for lang in languages])
+                for c in schema.choices(entry)
+            ]
+            rows.append(
+                StructureRow(
+                    depth=depth,
+                    kind=entry.kind,
+                    name=entry.name,
+                    type=type_label(entry),
+                    labels=[entry.labels.get(lang, "") for lang in languages],
+                    required=entry.required,
+                    relevant=entry.relevant,
+                    choices=choices,
+                    choice_list=entry.choices if choices else None,
+                )
             )
-        )
+            walk(entry.path, depth + 1)
+
+    walk(None, 0)
     return languages, rows
 
 
@@ -147,10 +142,11 @@ class Answer:
     raw: str | None = None  # the stored value when the shown one is a label
     media: dict[str, Any] | None = None  # {name, kind, url, present}
     hidden: bool = False  # personal data the reader sees as a pseudonym (or not at all)
+    key: str = ""  # where it is in the record: ``/members[2]/age`` (repeats numbered from 1)
 
 
 def answers(
-    schema: Mapping[str, Any] | None,
+    schema: FormSchema | Mapping[str, Any] | None,
     document: Mapping[str, Any] | None,
     language: str | None,
     media_url: Callable[[str], str],
@@ -163,18 +159,11 @@ def answers(
     the attachments that have arrived. ``document`` is what the reader may see
     (:mod:`server.personal`); ``hidden`` tells which answers it holds as pseudonyms.
     """
-    schema = schema or {}
-    root = schema.get("root") or "data"
-    lists = {
-        key: {c["name"]: c.get("labels", {}) for c in items}
-        for key, items in (schema.get("choiceLists") or {}).items()
-    }
-    fields = [f for f in schema.get("fields", []) if not _is_meta(f, root)]
-    children: dict[str | None, list[Mapping[str, Any]]] = {}
-    for entry in fields:
-        parent = entry.get("parent")
-        children.setdefault(parent if parent != f"/{root}" else None, []).append(entry)
+    schema = FormSchema.of(schema)
     out: list[Answer] = []
+
+    def children(parent: str | None) -> list[Field]:
+        return [entry for entry in schema.children(parent) if not entry.is_meta]
 
     def scope_of(parent: str | None, container: Any) -> dict[str, str]:
         # The answers a label inside ``container`` may name: its fields and those of its
@@ -184,49 +173,47 @@ def answers(
         def collect(parent: str | None, container: Any) -> None:
             if not isinstance(container, Mapping):
                 return
-            for entry in children.get(parent, []):
-                value = container.get(entry.get("name", ""))
-                if entry.get("kind") == "group":
-                    collect(entry["path"], value)
-                elif entry.get("kind") != "repeat" and isinstance(value, str | int | float):
-                    found.setdefault(entry.get("name", ""), str(value))
+            for entry in children(parent):
+                value = container.get(entry.name)
+                if entry.is_group:
+                    collect(entry.path, value)
+                elif not entry.is_repeat and isinstance(value, str | int | float):
+                    found.setdefault(entry.name, str(value))
 
         collect(parent, container)
         return found
 
-    def label_of(entry: Mapping[str, Any], scopes: tuple[dict[str, str], ...]) -> str:
+    def label_of(entry: Field, scopes: tuple[dict[str, str], ...]) -> str:
         # As ODK Collect shows it: each ``${name}`` replaced by that answer, looked up from the
         # innermost repeat instance outwards; one never answered shows as nothing.
-        label = pick(entry.get("labels"), language, entry.get("name", ""))
+        label = pick(entry.labels, language, entry.name)
         return _REFERENCE.sub(
             lambda m: next((scope[m[1]] for scope in reversed(scopes) if m[1] in scope), ""),
             label,
         )
 
-    def value_of(entry: Mapping[str, Any], raw: Any, label: str) -> Answer:
-        answer = Answer(0, "field", label, entry.get("name", ""))
-        if hidden(entry.get("path", "")):
+    def value_of(entry: Field, raw: Any, label: str) -> Answer:
+        answer = Answer(0, "field", label, entry.name)
+        if hidden(entry.path):
             answer.hidden = True
             answer.value = "" if raw is None else str(raw)
             return answer
         if raw is None or raw == "":
             return answer
         text = str(raw)
-        kind = entry.get("type")
-        if kind in ("select_one", "select_multiple", "rank"):
-            choices = lists.get(entry.get("choices") or "", {})
-            chosen = text.split() if kind != "select_one" else [text]
-            answer.value = ", ".join(pick(choices.get(c), language, c) for c in chosen)
+        if entry.is_select:
+            choices = schema.choice_labels(entry)
+            answer.value = ", ".join(pick(choices.get(c), language, c) for c in entry.chosen(text))
             answer.raw = text
-        elif kind == "binary":
+        elif entry.type == "binary":
             answer.value = text
             answer.media = {
                 "name": text,
-                "kind": media_kind(entry.get("mediatype"), text),
+                "kind": media_kind(entry.mediatype, text),
                 "url": media_url(text),
                 "present": text in present,
             }
-        elif kind == "geopoint":
+        elif entry.type == "geopoint":
             parts = text.split()
             answer.value = ", ".join(parts[:2]) + (f" (± {parts[3]} m)" if len(parts) > 3 else "")
             answer.raw = text
@@ -235,24 +222,74 @@ def answers(
         return answer
 
     def walk(
-        parent: str | None, container: Any, depth: int, scopes: tuple[dict[str, str], ...]
+        parent: str | None,
+        container: Any,
+        depth: int,
+        scopes: tuple[dict[str, str], ...],
+        at: str = "",
     ) -> None:
-        for entry in children.get(parent, []):
-            name = entry.get("name", "")
-            value = container.get(name) if isinstance(container, Mapping) else None
-            if entry.get("kind") == "repeat":
+        for entry in children(parent):
+            value = container.get(entry.name) if isinstance(container, Mapping) else None
+            if entry.is_repeat:
                 instances = value if isinstance(value, list) else ([value] if value else [])
                 for number, instance in enumerate(instances, 1):
-                    inner = (*scopes, scope_of(entry["path"], instance))
-                    out.append(Answer(depth, "repeat", f"{label_of(entry, inner)} #{number}", name))
-                    walk(entry["path"], instance, depth + 1, inner)
-            elif entry.get("kind") == "group":
-                out.append(Answer(depth, "group", label_of(entry, scopes), name))
-                walk(entry["path"], value, depth + 1, scopes)
+                    inner = (*scopes, scope_of(entry.path, instance))
+                    key = f"{at}/{entry.name}[{number}]"
+                    label = f"{label_of(entry, inner)} #{number}"
+                    out.append(Answer(depth, "repeat", label, entry.name, key=key))
+                    walk(entry.path, instance, depth + 1, inner, key)
+            elif entry.is_group:
+                key = f"{at}/{entry.name}"
+                out.append(Answer(depth, "group", label_of(entry, scopes), entry.name, key=key))
+                walk(entry.path, value, depth + 1, scopes, key)
             else:
                 answer = value_of(entry, value, label_of(entry, scopes))
                 answer.depth = depth
+                answer.key = f"{at}/{entry.name}"
                 out.append(answer)
 
     walk(None, document or {}, 0, (scope_of(None, document),))
     return out
+
+
+@dataclass
+class Pair:
+    """One line of two records side by side: the same place in each (None where one lacks it)."""
+
+    first: Answer | None
+    second: Answer | None
+
+    @property
+    def shown(self) -> Answer:
+        """The answer whose label and depth the line shows."""
+        found = self.first or self.second
+        assert found is not None
+        return found
+
+    @property
+    def differs(self) -> bool:
+        """Tell whether the two answers differ (a heading differs when one side lacks it)."""
+        if self.first is None or self.second is None:
+            return True
+        return (self.first.raw or self.first.value) != (self.second.raw or self.second.value)
+
+
+def side_by_side(first: list[Answer], second: list[Answer]) -> list[Pair]:
+    """Pair two records' answers by their place, in the first's order.
+
+    What only the second holds (a repeat instance more, a question of a newer form version)
+    comes right after the line that precedes it in the second.
+    """
+    theirs = {answer.key: answer for answer in second}
+    pairs = [Pair(answer, theirs.get(answer.key)) for answer in first]
+    placed = {answer.key: index for index, answer in enumerate(first)}
+    inserted: list[tuple[int, int, Pair]] = []  # (after line, order, pair)
+    after = -1
+    for order, answer in enumerate(second):
+        if answer.key in placed:
+            after = placed[answer.key]
+            continue
+        inserted.append((after, order, Pair(None, answer)))
+    for after, _order, pair in sorted(inserted, key=lambda item: (item[0], item[1]), reverse=True):
+        pairs.insert(after + 1, pair)
+    return pairs

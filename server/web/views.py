@@ -14,6 +14,7 @@ the same services the API calls (never the API over HTTP), and render.
     /projects/<p>/members               who holds which role
     /projects/<p>/forms/<f>             a form: draft, structure, media, versions, state
     /projects/<p>/forms/<f>/submissions[/<instanceID>]   records, review, comments
+    /projects/<p>/forms/<f>/conflicts[/<id>]   records sent again with other answers, settled
     /projects/<p>/forms/<f>/overview    charts and map
     /projects/<p>/forms/<f>/export      export options, downloads, the cleaning log
     /audit                              the audit log (administrators and managers)
@@ -57,6 +58,7 @@ PAGES = (
     "server.web.pages.forms",
     "server.web.pages.app_users",
     "server.web.pages.submissions",
+    "server.web.pages.conflicts",
     "server.web.pages.overview",
     "server.web.pages.exports",
     "server.web.pages.audit",

@@ -11,9 +11,7 @@ and a phone's width, go to test-artifacts/console/.
 from __future__ import annotations
 
 import re
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -27,23 +25,6 @@ from tests.support import browser as support
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 INSTANCE_ID = "uuid:6b1d4c1e-2f0a-4c55-9a43-1d2c3b4a5f60"
-
-
-def png(width: int = 48, height: int = 32) -> bytes:
-    """Return a real (tiny) PNG image, so that the browser can draw the record's photo."""
-    rows = b"".join(b"\x00" + bytes((40, 120, 160)) * width for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 def household_record(instance_id: str = INSTANCE_ID) -> bytes:
@@ -149,8 +130,8 @@ def test_coordinator_and_analyst_in_a_real_browser(
 
     # Attach its media, then publish.
     files = {
-        "besoins.png": png(),
-        "needs.png": png(),
+        "besoins.png": support.png(),
+        "needs.png": support.png(),
         "villages.csv": workbooks.data("villages.csv"),
     }
     for name, data in files.items():
@@ -198,7 +179,7 @@ def test_coordinator_and_analyst_in_a_real_browser(
     shoot(page, "05-qr-code-laptop", database)
 
     # The tablet sends a record with a photo, as ODK Collect does; it appears in the table.
-    sent = send_as_collect(server_url, household_record(), {"1715090512345.png": png()})
+    sent = send_as_collect(server_url, household_record(), {"1715090512345.png": support.png()})
     assert sent.status_code == 201, sent.text
     page.goto(console + "/projects/1/forms/household/submissions")
     record_link = page.get_by_role("link", name="Awa Traoré")
@@ -247,7 +228,18 @@ def test_coordinator_and_analyst_in_a_real_browser(
     assert "Awa Traoré" in main and INSTANCE_ID in main
     assert "approved" in main
     assert any(name.endswith("1715090512345.png") for name in names), names
+    # The main table alone, answers as French choice labels: the file starts with the
+    # byte-order mark Excel on Windows needs (ticked by default on this page).
+    page.locator('input[name="format"][value="csv"]').check()
+    page.locator('select[name="choiceLabels"]').select_option(index=1)
+    assert page.locator('input[name="bom"]').is_checked()
     shoot(page, "09-export-laptop", database)
+    with page.expect_download() as downloading:
+        page.get_by_role("button", name="Télécharger").click()
+    table = downloading.value.path().read_bytes()
+    assert table.startswith("\ufeff".encode())
+    header, first = table.decode("utf-8-sig").splitlines()[:2]
+    assert header.startswith("SubmissionDate,") and "Eau; Nourriture" in first
 
     # English: the switch keeps the page, and labels come from the form's English column.
     page.goto(console + f"/projects/1/forms/household/submissions/{INSTANCE_ID}")

@@ -185,6 +185,12 @@ def stage(app: Flask, client, db_session) -> dict:
         headers=OPENROSA,
     )
     assert sent.status_code == 201, sent.text
+    conflicting = client.post(  # the same instanceID with other answers: a conflict
+        f"/v1/key/{token}/projects/{project.id}/submission",
+        data=multipart(record(instance_id, age="35", audit=None), {PHOTO: jpeg(1)}),
+        headers=OPENROSA,
+    )
+    assert conflicting.status_code == 409, conflicting.text
     bearer = client.post(
         "/v1/sessions", json={"email": admin.email, "password": factories.PASSWORD}
     ).json["token"]
@@ -225,9 +231,16 @@ def stage(app: Flask, client, db_session) -> dict:
             "role": "admin",
             "code": "en",
             "filename": "console.css",
+            "conflict_id": _conflict_id(client, headers, project.id),
         },
         "form_version_id": form.current_version_id,
     }
+
+
+def _conflict_id(client, headers: dict[str, str], project_id: int) -> int:  # type: ignore[no-untyped-def]
+    listed = client.get(f"/v1/projects/{project_id}/forms/{FORM_ID}/conflicts", headers=headers)
+    assert listed.status_code == 200, listed.text
+    return listed.json[0]["id"]
 
 
 def _routes(app: Flask, stage: dict, **override: object) -> list[tuple[str, str]]:
@@ -354,7 +367,7 @@ def test_no_query_value_makes_any_get_route_fail(recording_app, stage):
 
 
 def test_a_path_number_no_database_holds_names_nothing(app, stage):
-    huge = {name: HUGE for name in ("project_id", "actor_id", "version_id")}
+    huge = {name: HUGE for name in ("project_id", "actor_id", "version_id", "conflict_id")}
     paths = [path for _endpoint, path in _routes(app, stage, **huge) if HUGE in path]
     assert len(paths) > 10
     for path in paths:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import html
+import re
+from urllib.parse import urlsplit
+
 import pytest
 
 from server.openrosa import settings as collect
+from server.openrosa.protocol import is_loopback
 from tests.support import factories
 from tests.support.openrosa import OPENROSA, publish_form
 
@@ -127,3 +132,60 @@ def test_a_viewer_may_not_create_app_users(client, db_session, manager):
     )
     assert response.status_code == 403
     assert response.json["code"] == 403.1
+
+
+def _console(client, email: str, base_url: str) -> None:
+    """Sign in to the console at ``base_url`` (its cookie is that host's)."""
+    page = client.get("/login", base_url=base_url)
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)[1]
+    signed = client.post(
+        "/login",
+        data={"email": email, "password": factories.PASSWORD, "login_token": token},
+        base_url=base_url,
+    )
+    assert signed.status_code == 303
+
+
+def test_the_qr_code_page_warns_when_tablets_could_not_reach_its_address(client, manager):
+    """First run: the console opened at 127.0.0.1 puts that address in the QR code."""
+    app_user = client.post(
+        f"{manager['base']}/app-users",
+        json={"displayName": "Tablette 8"},
+        headers=manager["headers"],
+    ).json
+    page = f"/projects/{manager['project'].id}/app-users/{app_user['id']}"
+    for base_url, language, words in (
+        ("http://127.0.0.1:8080", "fr", "Les tablettes ne peuvent pas encore utiliser ce code QR"),
+        ("http://localhost:8080", "en", "Tablets cannot use this QR code yet"),
+        ("http://[::1]:8080", "en", "only this computer can reach"),
+    ):
+        _console(client, "coord@example.org", base_url)
+        client.set_cookie("lang", language, domain=urlsplit(base_url).hostname)
+        text = client.get(page, base_url=base_url).text
+        warning = re.search(r'id="loopback-warning" role="alert">(.*?)</div>', text, re.S)
+        assert warning and words in warning[1], (base_url, language)
+        # The server's default MERIT_HOST is 127.0.0.1: both settings are named.
+        assert "MERIT_PUBLIC_URL" in warning[1] and "MERIT_HOST=0.0.0.0" in warning[1]
+        assert base_url in html.unescape(warning[1])
+    for base_url in ("http://192.168.1.20:8080", "https://collect.example.org"):
+        _console(client, "coord@example.org", base_url)
+        text = client.get(page, base_url=base_url).text
+        assert "loopback-warning" not in text and "<svg" in text, base_url
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback"),
+    [
+        ("http://127.0.0.1:8080", True),
+        ("http://127.1.2.3", True),
+        ("http://[::1]:8080/", True),
+        ("http://localhost", True),
+        ("http://app.localhost:8080", True),
+        ("http://0.0.0.0:8080", True),
+        ("http://192.168.1.20:8080", False),
+        ("https://collect.example.org", False),
+        ("http://10.0.0.5", False),
+    ],
+)
+def test_loopback_addresses_are_recognised(url, loopback):
+    assert is_loopback(url) is loopback

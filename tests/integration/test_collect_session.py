@@ -8,6 +8,7 @@ its photo byte-identical.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import uuid
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from lxml import etree
 
 from server.db import create_engine
-from tests.support.collect import CollectClient
+from tests.support.collect import LIST_NS, MANIFEST_NS, CollectClient
 from tests.support.servers import ROOT, ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
@@ -84,8 +86,9 @@ def stored(database_url: str, instance_ids) -> list[tuple[str, int, int, str | N
 def test_the_tablet_downloads_the_programme_forms_with_matching_hashes(tablet):
     assert sorted(tablet.update_forms()) == ["needs_assessment", "youth_survey"]
     needs = tablet.forms["needs_assessment"]
-    assert set(needs.media) == {"cercles.csv", "regions.csv"}
-    assert "Ségou" in needs.media["cercles.csv"].decode("utf-8")
+    # The region and cercle lists are choices in the XForm itself (xlsforms/reference).
+    assert needs.media == {}
+    assert "<value>Ségou</value>" in needs.xml.decode("utf-8")
     assert tablet.update_forms() == []  # nothing changed: nothing downloaded again
 
 
@@ -153,3 +156,73 @@ def test_the_server_answers_collects_first_requests_without_credentials_correctl
     bad = requests.get(f"{server.url}/v1/key/{'x' * 64}/projects/1/formList", timeout=10)
     assert bad.status_code == 403
     assert Path(ROOT / "forms" / "needs_assessment.xml").exists()
+
+
+def raw_get(url: str, **headers: str) -> requests.Response:
+    """GET as OkHttp does for Collect (``Accept-Encoding: gzip``); the body left as it came."""
+    response = requests.get(
+        url,
+        headers={"X-OpenRosa-Version": "1.0", "Accept-Encoding": "gzip", **headers},
+        stream=True,
+        timeout=30,
+    )
+    response.wire = response.raw.read(decode_content=False)  # type: ignore[attr-defined]
+    return response
+
+
+def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(tablet):
+    listed = raw_get(f"{tablet.server_url}/formList")
+    assert listed.status_code == 200
+    assert listed.headers["Content-Encoding"] == "gzip"
+    assert listed.headers["X-OpenRosa-Version"] == "1.0"
+    assert "Accept-Encoding" in listed.headers["Vary"]
+    assert "text/xml" in listed.headers["Content-Type"]
+    entries = {
+        child.findtext(f"{{{LIST_NS}}}formID"): child
+        for child in etree.fromstring(gzip.decompress(listed.wire)).findall(f"{{{LIST_NS}}}xform")
+    }
+    needs = entries["needs_assessment"]
+    xform = raw_get(needs.findtext(f"{{{LIST_NS}}}downloadUrl"))
+    assert xform.headers["Content-Encoding"] == "gzip"
+    assert xform.headers["X-OpenRosa-Version"] == "1.0"
+    assert int(xform.headers["Content-Length"]) == len(xform.wire)
+    plain = gzip.decompress(xform.wire)
+    assert len(xform.wire) < len(plain) / 5
+    # Collect hashes the bytes after HTTP decompression: they are the listed hash.
+    listed_hash = needs.findtext(f"{{{LIST_NS}}}hash").removeprefix("md5:")
+    assert hashlib.md5(plain).hexdigest() == listed_hash
+    manifest = raw_get(needs.findtext(f"{{{LIST_NS}}}manifestUrl"))
+    assert manifest.headers["X-OpenRosa-Version"] == "1.0"
+    files = {
+        item.findtext(f"{{{MANIFEST_NS}}}filename"): item
+        for item in etree.fromstring(
+            gzip.decompress(manifest.wire)
+            if manifest.headers.get("Content-Encoding") == "gzip"
+            else manifest.wire
+        ).findall(f"{{{MANIFEST_NS}}}mediaFile")
+    }
+    cercles_url = files["cercles.csv"].findtext(f"{{{MANIFEST_NS}}}downloadUrl")
+    cercles = raw_get(cercles_url)
+    assert cercles.headers["Content-Encoding"] == "gzip"
+    assert cercles.headers["ETag"].startswith('W/"')
+    assert "Accept-Ranges" not in cercles.headers
+    content = gzip.decompress(cercles.wire)
+    assert hashlib.md5(content).hexdigest() == files["cercles.csv"].findtext(
+        f"{{{MANIFEST_NS}}}hash"
+    ).removeprefix("md5:")
+    # The gzip variant's tag revalidates it: 304, the same weak tag.
+    again = raw_get(cercles_url, **{"If-None-Match": cercles.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["ETag"] == cercles.headers["ETag"]
+    # A resumed download asks for a range: it gets the plain bytes of that range.
+    resumed = raw_get(cercles_url, Range="bytes=10-29")
+    assert resumed.status_code == 206
+    assert "Content-Encoding" not in resumed.headers
+    assert resumed.wire == content[10:30]
+    assert resumed.headers["Content-Range"] == f"bytes 10-29/{len(content)}"
+    # The preflight stays what Collect expects.
+    head = requests.head(
+        f"{tablet.server_url}/submission",
+        headers={"X-OpenRosa-Version": "1.0", "Accept-Encoding": "gzip"},
+        timeout=10,
+    )
+    assert head.status_code == 204 and head.headers["X-OpenRosa-Accept-Content-Length"]

@@ -59,6 +59,8 @@ def test_export_options_from_flags(app, suivi, tmp_path):
         "--pii",
         "plain",
         "--raw",
+        "--choice-labels",
+        "fr",
     )
     assert result.exit_code == 0, result.output
     import openpyxl
@@ -66,7 +68,9 @@ def test_export_options_from_flags(app, suivi, tmp_path):
     sheet = openpyxl.load_workbook(io.BytesIO(target.read_bytes()))["suivi"]
     header = [c.value for c in sheet[1]]
     assert header[2:4] == ["Enumerator", "Name"]
-    assert [row[3] for row in sheet.iter_rows(min_row=2, values_only=True)] == ["Kadiatou"]
+    rows = list(sheet.iter_rows(min_row=2, values_only=True))
+    assert [row[3] for row in rows] == ["Kadiatou"]
+    assert rows[0][header.index("Consent")] == "Oui"  # English headers, French answers
 
 
 def test_export_refuses_bad_input_with_a_message(app, suivi, tmp_path):

@@ -199,7 +199,12 @@ def test_xlsx_sheets_hold_typed_cells(app, suivi):
     assert first["respondent-age"] == 34 and isinstance(first["respondent-age"], int)
     assert first["income"] == 12.5
     assert first["respondent-visit_date"] == dt.datetime(2024, 5, 7)  # an Excel date
-    assert first["visited_at"] == "2024-05-07T14:01:55.123+02:00"  # offset kept: text
+    # Date-times are Excel date-times: the tablet's clock time (Excel has no time zone), and
+    # SubmissionDate in UTC, to the millisecond.
+    assert first["visited_at"] == dt.datetime(2024, 5, 7, 14, 1, 55, 123000)
+    assert first["start"] == dt.datetime(2024, 5, 7, 13, 58)
+    received = dt.datetime.fromisoformat(submission_dates(suivi)[suivi.ids["a"]][:-1])
+    assert first["SubmissionDate"] == received
     assert first["location-Longitude"] == -8.0029
     assert first["needs"] == "water food"
     assert first["old_note"] == "écrit à la main"

@@ -5,10 +5,14 @@ Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
+import re
 import zipfile
 
+import openpyxl
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -252,3 +256,95 @@ def test_encrypted_records_are_listed_not_decrypted_unless_the_key_is_given(clie
         headers=analyst,
     )
     assert denied.status_code == 403
+
+
+# ---- for analysts: choice labels, typed dates, the byte-order mark (issue 19) -----------------
+
+BOM = "\ufeff".encode()
+
+
+def test_choice_labels_in_a_language_read_back_with_pandas(client, suivi):
+    headers = login(client, "coord@example.org")
+    central = client.get(url(suivi, "submissions.csv"), headers=headers)
+    assert central.status_code == 200 and not central.data.startswith(BOM)
+    # Absent or empty, the option changes nothing: Central's bytes.
+    again = client.get(url(suivi, "submissions.csv?choiceLabels="), headers=headers)
+    assert X.csv_rows(again.data)[1:] == X.csv_rows(central.data)[1:]
+    labelled = client.get(url(suivi, "submissions.csv?choiceLabels=fr"), headers=headers)
+    assert labelled.status_code == 200
+    names = pd.read_csv(io.BytesIO(central.data), dtype=str, keep_default_na=False)
+    labels = pd.read_csv(io.BytesIO(labelled.data), dtype=str, keep_default_na=False)
+    assert labels["needs"].tolist() == ["Eau; Nourriture", "", "Abri", "Eau"]
+    assert labels["consent"].tolist() == ["", "Oui", "Non", "Oui"]
+    assert list(labels.columns) == list(names.columns)
+    others = [c for c in names.columns if c not in ("needs", "consent", "SubmissionDate")]
+    assert labels[others].equals(names[others])
+    english = client.get(url(suivi, "submissions.csv.zip?choiceLabels=en"), headers=headers)
+    members = pd.read_csv(io.BytesIO(zipfile.ZipFile(io.BytesIO(english.data)).read(
+        "suivi-member.csv")), dtype=str, keep_default_na=False)  # fmt: skip
+    assert members["sex"].tolist() == ["Female", "Male", "Female", "Male"]
+    refused = client.get(url(suivi, "submissions.csv?choiceLabels=bambara"), headers=headers)
+    assert refused.status_code == 400 and refused.json["details"]["field"] == "choiceLabels"
+
+
+def test_analysts_asking_for_choice_labels_still_get_pseudonyms(client, suivi):
+    # Personal answers stay pseudonyms whatever labels are asked (a personal select's too:
+    # tests/unit/test_export_parts.py, test_choice_labels_in_a_language_...).
+    headers = login(client, "analyste@example.org")
+    answer = client.get(url(suivi, "submissions.csv?choiceLabels=fr"), headers=headers)
+    frame = pd.read_csv(io.BytesIO(answer.data), dtype=str, keep_default_na=False)
+    assert all(name.startswith("pid_") for name in frame["respondent-name"])
+    assert frame["needs"].tolist()[0] == "Eau; Nourriture"
+
+
+def test_xlsx_with_labels_types_every_date_and_time_for_openpyxl_and_pandas(client, suivi):
+    headers = login(client, "coord@example.org")
+    query = "choiceLabels=en&headers=labels&language=fr&splitSelectMultiples=true"
+    answer = client.get(url(suivi, f"submissions.xlsx?{query}"), headers=headers)
+    assert answer.status_code == 200
+    workbook = openpyxl.load_workbook(io.BytesIO(answer.data), read_only=True)
+    rows = list(workbook["suivi"].iter_rows(values_only=True))
+    first = dict(zip(rows[0], rows[1], strict=True))
+    assert first["Besoins"] == "Water; Food"  # French headers, English answers
+    assert (first["Besoins/Eau"], first["Besoins/Abri"], first["Besoins/Nourriture"]) == (1, 0, 1)
+    assert [h for h in rows[0] if str(h).startswith("Position-")] == [
+        "Position-Latitude",
+        "Position-Longitude",
+        "Position-Altitude",
+        "Position-Précision",
+    ]
+    assert isinstance(first["SubmissionDate"], dt.datetime)
+    assert first["start"] == dt.datetime(2024, 5, 7, 13, 58)
+    assert first["Heure de visite"] == dt.datetime(2024, 5, 7, 14, 1, 55, 123000)
+    assert first["Répondant-Date de visite"] == dt.datetime(2024, 5, 7)
+    members = list(workbook["member"].iter_rows(values_only=True))
+    assert [row[2] for row in members[1:]] == ["Female", "Male", "Female", "Male"]
+    sheet = pd.read_excel(io.BytesIO(answer.data), sheet_name="suivi")
+    for column in ("SubmissionDate", "start", "Heure de visite", "Répondant-Date de visite"):
+        assert pd.api.types.is_datetime64_any_dtype(sheet[column]), column
+    assert sheet["Consentement"].fillna("").tolist() == ["", "Yes", "No", "Yes"]
+
+
+def _console_sign_in(client, email: str) -> None:
+    page = client.get("/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)[1]
+    answer = client.post(
+        "/login", data={"email": email, "password": factories.PASSWORD, "login_token": token}
+    )
+    assert answer.status_code == 303
+
+
+def test_console_csv_starts_with_a_byte_order_mark_for_excel(client, suivi):
+    _console_sign_in(client, "coord@example.org")
+    base = f"/projects/{suivi.project_id}/forms/suivi/export"
+    page = client.get(base).text
+    assert re.search(r'name="bom" value="1" checked', page)
+    assert 'name="choiceLabels"' in page and "Libellés des choix en Français (fr)" in page
+    download = client.get(f"{base}/download?format=csv&choiceLabels=fr")
+    assert download.status_code == 200 and download.data.startswith(BOM)
+    frame = pd.read_csv(io.BytesIO(download.data), encoding="utf-8-sig", dtype=str)
+    assert frame.columns[0] == "SubmissionDate" and frame["consent"].tolist()[1] == "Oui"
+    assert "Awa Traoré" in frame["respondent-name"].tolist()
+    # From the page's form with the box unticked: no mark.
+    unticked = client.get(f"{base}/download?format=csv&options=form")
+    assert unticked.data.startswith(b"SubmissionDate")

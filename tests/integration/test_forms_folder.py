@@ -92,6 +92,40 @@ def test_build_failure_names_sheet_row_and_column_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_form_ids_that_are_not_plain_file_names_are_refused_and_write_nothing(tmp_path):
+    """The API takes any formID Central takes; this folder names files after it, so ``../x``
+    or ``a/b`` (from the settings sheet or a file name) must never become a path."""
+    sources = make_sources(tmp_path)
+    for name, form_id in (("up.md", "../../évasion"), ("sub.md", "a/b"), ("colon.md", "c:d")):
+        (sources / name).write_text(workbooks.simple("1", form_id=form_id), encoding="utf-8")
+    (sources / ".hidden.md").write_text(workbooks.simple("1", form_id=".x"), encoding="utf-8")
+    (sources / "dot.md").write_text(workbooks.simple("1", form_id=".cache"), encoding="utf-8")
+    before = tree(tmp_path)
+    out = tmp_path / "forms"
+    with pytest.raises(folder.BuildFailed) as caught:
+        folder.build(sources, out, validate=False)
+    assert sorted(caught.value.problems) == ["colon.md", "dot.md", "sub.md", "up.md"]
+    assert all("cannot name a file" in p[0] for p in caught.value.problems.values())
+    assert not out.exists() and tree(tmp_path) == before
+    assert not any("évasion" in p.name for p in tmp_path.parent.rglob("*"))
+
+
+def test_publishing_a_hand_written_xform_with_a_path_as_form_id_reads_no_other_file(
+    tmp_path, session
+):
+    project = factories.project(session)
+    out = tmp_path / "forms"
+    folder.build(make_sources(tmp_path), out, validate=False)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"formId": "../secret", "source": "xlsforms/household.xlsx"}')
+    text = (out / "simple.xml").read_text(encoding="utf-8")
+    (out / "simple.xml").write_text(text.replace('id="simple"', 'id="../secret"'))
+    outcomes = {o.form_id: o for o in folder.publish_outcomes(session, out, project.id)}
+    assert outcomes["simple"].status == "failed"
+    assert "cannot name a file" in outcomes["simple"].message
+    assert services.find_form(session, project.id, "../secret") is None
+
+
 @pytest.fixture
 def session(app):
     with app.app_context(), db.database().session() as db_session:

@@ -156,7 +156,7 @@ def test_same_instance_id_with_different_xml_is_409_and_the_payload_is_kept(
     assert response.status_code == 409
     assert "instanceID" in message_of(response)
     conflict = db_session.scalars(sa.select(SubmissionConflict)).one()
-    assert conflict.xml.encode() == changed and conflict.instance_id == iid
+    assert conflict.raw_xml.encode() == changed and conflict.instance_id == iid
     assert post(client, device, changed).status_code == 409
     assert count(db_session, SubmissionConflict) == 1  # a device retrying is kept once
     version = db_session.scalars(sa.select(SubmissionVersion)).one()

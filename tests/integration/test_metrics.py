@@ -89,6 +89,9 @@ def test_intake_counts_records_by_outcome_conflicts_and_rejections_by_code(clien
         )
         == before["latency"] + 4
     )
+    # The conflict waits for a coordinator: a gauge read from the database at scrape time.
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^merit_submission_conflicts_open 1\.0$", scraped, re.M)
 
 
 def test_metrics_are_served_in_prometheus_format_with_the_spool_and_exports(client, app):

@@ -9,11 +9,14 @@ form or entity list, so the tests do not depend on each other's rows.
 pyodk calls covered: Client() login and token cache, projects.list/get/create_app_users
 (with form assignments), forms.create (XLSX, draft then publish), forms.get/list/get_xml,
 forms.update (new definition, and attachments-free republish with version_updater),
+forms.create/update with the formIDs Central takes (``''=+/*-451%/%``, ``✅``), attachments,
+a formID from the file name (X-XlsForm-FormId-Fallback on drafts too) and media missing,
 submissions.create (with an attachment, sent chunked) / get / list / edit (with comment) /
 review (with comment) / list_comments / add_comment / get_table (Submissions and a repeat,
 top/skip/count/filter/expand/select/wkt and the nextLink), entity_lists.create/list/get/
-add_property, entities.create/create_many/list/update (baseVersion and force)/delete/
-get_table (with filter)/merge, and PyODKError.is_central_error on Central's codes.
+add_property (``uuid:...`` names too), entities.create/create_many/list/update (baseVersion
+and force)/delete/get_table (with filter)/merge, and PyODKError.is_central_error on Central's
+codes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import toml
@@ -154,6 +158,78 @@ def test_forms_upload_update_and_download(client, tmp_path):
     with pytest.raises(PyODKError) as refused:  # another XForm under a published version
         client.forms.update("pyodk_versions", definition=changed)
     assert refused.value.is_central_error("409.6")
+
+
+MEDIA_FORM = """
+| survey |
+|        | type                              | name    | label   |
+|        | select_one_from_file villages.csv | village | Village |
+| settings |
+|          | {id_column} | version   | form_title        |
+|          | {form_id}   | {version} | Villages (pyodk)  |
+"""
+
+
+def media_workbook(path: Path, form_id: str | None, version: str) -> Path:
+    """A form that needs villages.csv; with ``form_id`` None its settings name none."""
+    text = MEDIA_FORM.format(
+        id_column="form_id" if form_id else "title_", form_id=form_id or "", version=version
+    )
+    path.write_bytes(workbooks.xlsx(text))
+    return path
+
+
+def test_forms_with_the_ids_central_takes_are_created_published_and_updated(client, tmp_path):
+    villages = tmp_path / "villages.csv"
+    villages.write_bytes(workbooks.data("villages.csv"))
+    for odd in ("''=+/*-451%/%", "✅ ménage"):
+        created = client.forms.create(
+            definition=media_workbook(tmp_path / "f.xlsx", odd, "1"), attachments=[villages]
+        )
+        assert created.xmlFormId == odd
+        assert client.forms.get(odd).publishedAt is not None
+        attached = client.get(f"projects/1/forms/{quote(odd, safe='')}/attachments").json()
+        assert [(a["name"], a["exists"]) for a in attached] == [("villages.csv", True)]
+        # A new file with new attachments, then new attachments alone.
+        villages.write_bytes(workbooks.data("villages.csv") + b"kati,Kati,Kati\n")
+        client.forms.update(
+            odd,
+            definition=media_workbook(tmp_path / "f.xlsx", odd, "2"),
+            attachments=[villages],
+        )
+        client.forms.update(odd, attachments=[villages], version_updater=lambda v: f"{v}.1")
+        assert client.forms.get(odd).version == "2.1"
+        assert (
+            "kati"
+            in client.get(f"projects/1/forms/{quote(odd, safe='')}/attachments/villages.csv").text
+        )
+        assert odd in [f.xmlFormId for f in client.forms.list()]
+
+
+def test_a_form_named_by_its_file_is_updated_from_another_file_and_published_without_media(
+    client, tmp_path
+):
+    """pyodk sends the file name (then the formID) as X-XlsForm-FormId-Fallback; with the
+    settings sheet naming no form_id, creation and every new draft take it."""
+    first = media_workbook(tmp_path / "Villages pilote ✅.xlsx", None, "1")
+    created = client.forms.create(definition=first)  # villages.csv not attached: published
+    assert created.xmlFormId == "Villages pilote ✅"
+    form_id = created.xmlFormId
+    missing = client.get(f"projects/1/forms/{quote(form_id, safe='')}/attachments").json()
+    assert [(a["name"], a["exists"]) for a in missing] == [("villages.csv", False)]
+    client.forms.update(form_id, definition=media_workbook(tmp_path / "v2.xlsx", None, "2"))
+    assert client.forms.get(form_id).version == "2"
+
+
+def test_entity_lists_named_as_central_allows(client):
+    name = "uuid:9f1c2e4b-6a3d-4e8f-9b2a-1c2d3e4f5a6b"
+    created = client.entity_lists.create(entity_list_name=name)
+    assert created.name == name
+    assert client.entity_lists.add_property(name="région", entity_list_name=name) is True
+    assert [p.name for p in client.entity_lists.get(entity_list_name=name).properties] == ["région"]
+    added = client.entities.create(label="Kati", data={"région": "ML02"}, entity_list_name=name)
+    table = client.entities.get_table(entity_list_name=name)["value"]
+    assert [(r["__id"], r["label"]) for r in table] == [(added.uuid, "Kati")]
 
 
 def test_app_users_are_created_once_and_given_the_form(client, form_id):

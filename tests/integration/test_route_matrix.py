@@ -76,6 +76,7 @@ from flask.testing import FlaskClient
 from werkzeug.exceptions import NotFound
 
 from server.forms.models import Form
+from server.submissions.models import SubmissionConflict
 from tests.fixtures.forms import workbooks
 from tests.support import factories
 from tests.support.openrosa import (
@@ -239,6 +240,12 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     **{(D + "/submissions" + rest, method): row for (rest, method), row in SUBMISSIONS.items()},
     **{(F + rest, method): row for (rest, method), row in ODATA.items()},
     **{(D + rest, method): row for (rest, method), row in ODATA.items()},
+    # Records sent again with other answers, kept for review: only those who may change the
+    # records see and settle them (not in Central, which keeps no conflicts).
+    (F + "/conflicts", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>.xml", "GET"): RECORD_CHANGES,
+    (F + "/conflicts/<int:conflict_id>", "PATCH"): RECORD_CHANGES,
     # The keys serve only to decrypt (submission.decrypt), which viewers may not; Central
     # lists them to anyone who may read the records.
     (F + "/submissions/keys", "GET"): who("managers"),
@@ -318,6 +325,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/versions/<int:version_id>/xform", "GET"): who("members"),
     (WF + "/versions/<int:version_id>/source", "GET"): who("members"),
     (WF + "/versions/<int:version_id>/media/<name>", "GET"): who("members"),
+    (WF + "/versions/<int:version_id>/choices", "GET"): who("members"),
     (WF + "/draft/media", "POST"): who("managers"),
     (WF + "/draft/publish", "POST"): who("managers"),
     (WF + "/draft", "POST"): who("managers"),
@@ -329,7 +337,11 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/submissions/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/review", "POST"): who("managers"),
     (WF + "/submissions/<instance_id>/comments", "POST"): who("managers"),
+    (WF + "/conflicts", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
+    (WF + "/overview/choices", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),
     (WF + "/export/download", "GET"): who("readers"),
     (WF + "/corrections", "POST"): who("readers"),
@@ -368,6 +380,19 @@ def area(endpoint: str) -> str:
 
 # ---- the site ------------------------------------------------------------------------------
 
+CHOICES_FORM = """
+| survey |
+|        | type            | name | label |
+|        | select_one sexe | sexe | Sexe  |
+| choices |
+|         | list_name | name | label |
+|         | sexe      | f    | Femme |
+|         | sexe      | m    | Homme |
+| settings |
+|          | form_id | version |
+|          | choix   | 1       |
+"""
+
 
 @dataclass
 class Site:
@@ -385,6 +410,7 @@ class Site:
     spare_draft_record: str
     entity: str
     corrections: list[int]
+    conflicts: list[int]  # two payloads sent again for ``record``: API, console
     extra_session: str
     draft_token: str
     bearer: dict[str, str] = field(default_factory=dict)
@@ -468,6 +494,13 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         f"{base}/forms/simple/assignments/app-user/{app_users['device']}", headers=admin
     )
     assert assigned.status_code == 200, assigned.text
+    # A form with a choice list, whose list the console shows on a page of its own.
+    with_choices = client.post(
+        f"{base}/forms?publish=true",
+        data=workbooks.xlsx(CHOICES_FORM),
+        headers={**admin, "Content-Type": workbooks.XLSX_TYPE},
+    )
+    assert with_choices.status_code == 200, with_choices.text
 
     # The household form's draft (a copy of the published version, with its media).
     assert client.post(f"{base}/forms/{FORM_ID}/draft", headers=admin).status_code == 200
@@ -480,6 +513,14 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
     draft_url = f"/v1/test/{draft_token}/projects/{p}/forms/{FORM_ID}/draft/submission"
     for instance_id in (draft_main, draft_spare):
         _send_record(client, draft_url, instance_id)
+    # Two payloads sent again for the main record with other answers: kept as conflicts.
+    for age in ("35", "36"):
+        refused = client.post(
+            f"/v1/key/{tokens['device']}/projects/{p}/submission",
+            data=multipart(record(main, age=age, audit=None), {PHOTO: jpeg(1)}),
+            headers=OPENROSA,
+        )
+        assert refused.status_code == 409, refused.text
     for path in (f"submissions/{main}", f"draft/submissions/{draft_main}"):
         commented = client.post(
             f"{base}/forms/{FORM_ID}/{path}/comments", json={"body": "Photo floue"}, headers=admin
@@ -524,6 +565,7 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         versions={
             "menage": menage.current_version_id,
             "simple": forms["simple"].current_version_id,
+            "choix": forms["choix"].current_version_id,
         },
         record=main,
         spare_record=spare,
@@ -531,10 +573,18 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         spare_draft_record=draft_spare,
         entity=entity.json["uuid"],
         corrections=[c["id"] for c in listed],
+        conflicts=list(
+            db_session.scalars(
+                sa.select(SubmissionConflict.id)
+                .where(SubmissionConflict.instance_id == main)
+                .order_by(SubmissionConflict.id)
+            )
+        ),
         extra_session=_bearer(client, "extra@example.org"),
         draft_token=draft_token,
     )
     assert len(site.corrections) == 2
+    assert len(site.conflicts) == 2
     if principal in GROUPS["signed_in"] and principal not in DEVICES:
         email = people[principal].email
         site.bearer[principal] = _bearer(client, email)
@@ -562,6 +612,7 @@ def _values(site: Site, endpoint: str) -> dict[str, Any]:
         "filename": "console.css",
         "member_id": site.people["extra"].actor_id,
         "correction_id": site.corrections[0],
+        "conflict_id": site.conflicts[0],
     }
     name = endpoint.split(".", 1)[1]
     if name.startswith("draft_"):  # a draft's test records
@@ -607,6 +658,7 @@ _TARGETS: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.download_xform": lambda s: {"version_id": s.versions["menage"]},
     "web.download_media": lambda s: {"version_id": s.versions["menage"], "name": "villages.csv"},
     "web.download_source": lambda s: {"xml_form_id": "simple", "version_id": s.versions["simple"]},
+    "web.choice_list": lambda s: {"xml_form_id": "choix", "version_id": s.versions["choix"]},
     "web.app_user": lambda s: {"actor_id": s.app_users["device"]},
     "web.app_user_qr": lambda s: {"actor_id": s.app_users["device"]},
     "web.app_user_forms": lambda s: {"actor_id": s.app_users["spare"]},
@@ -615,6 +667,7 @@ _TARGETS: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.discard_draft": lambda s: {"xml_form_id": "simple"},
     "web.publish": lambda s: {"xml_form_id": "brouillon_web"},
     "web.revoke_correction": lambda s: {"correction_id": s.corrections[1]},
+    "web.resolve_conflict": lambda s: {"conflict_id": s.conflicts[1]},
 }
 
 # Query strings some checks need.
@@ -622,6 +675,8 @@ _QUERIES = {
     "api.update_entity": "?force=true",
     "web.audit_log": "?project={project_id}",
     "web.export_download": "?format=csv",
+    "web.choice_list": "?list=sexe",
+    "web.form_overview_choices": "?field=/data/village",
 }
 
 
@@ -663,6 +718,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     "api.edit_submission": lambda s: _record_xml(deprecated_id=s.record),
     "api.draft_edit_submission": lambda s: _record_xml(deprecated_id=s.draft_record),
     "api.review_submission": lambda s: {"json": {"reviewState": "approved"}},
+    "api.resolve_conflict": lambda s: {"json": {"resolution": "keepFirst"}},
     "api.draft_review_submission": lambda s: {"json": {"reviewState": "approved"}},
     "api.add_comment": lambda s: {"json": {"body": "Vérifier l'âge"}},
     "api.draft_add_comment": lambda s: {"json": {"body": "Vérifier l'âge"}},
@@ -709,6 +765,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.bulk_review": lambda s: {"data": {"state": "approved", "instance_id": s.record}},
     "web.review": lambda s: {"data": {"state": "hasIssues", "comment": "Âge à vérifier"}},
     "web.comment": lambda s: {"data": {"body": "Vu avec le superviseur"}},
+    "web.resolve_conflict": lambda s: {"data": {"resolution": "discard"}},
     "web.upload_corrections": lambda s: {
         "data": {
             "file": (

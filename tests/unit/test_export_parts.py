@@ -17,7 +17,7 @@ from server.errors import BadExportOption, ODataFilterInvalid, UnsupportedODataF
 from server.exports import compiled, values, xlsx
 from server.exports import layout as L
 from server.exports.options import ExportOptions, parse_options
-from server.exports.streams import ChunkBuffer, entry_segment, gzip_chunks, open_entry, open_zip
+from server.exports.streams import ChunkBuffer, entry_segment, open_entry, open_zip
 from server.odata.filter import parse_filter
 
 
@@ -195,12 +195,16 @@ def test_fields_submissions_cannot_be_filtered_on_are_501_5_as_in_central(text):
         ("boolean", "1", "true", True),
         ("boolean", "FALSE", "false", False),
         ("select_multiple", "a  b\tc", "a b c", "a b c"),
+        # Excel has no time zone: the tablet's clock time (the CSV keeps the offset).
         (
             "dateTime",
             "2024-05-07T14:01:55.123+02:00",
             "2024-05-07T14:01:55.123+02:00",
-            "2024-05-07T14:01:55.123+02:00",
+            dt.datetime(2024, 5, 7, 14, 1, 55, 123000),
         ),
+        ("dateTime", "hier", "hier", "hier"),
+        ("time", "14:01:55.123+02:00", "14:01:55.123+02:00", dt.time(14, 1, 55, 123000)),
+        ("time", "midi", "midi", "midi"),
     ],
 )
 def test_cleaned_values_for_csv_and_excel(field_type, raw, csv_cell, excel):
@@ -518,12 +522,6 @@ def test_streamed_zip_reads_back_with_zip64_entries():
         assert reopened.testzip() is None
 
 
-def test_gzip_chunks_are_one_member():
-    import gzip
-
-    assert gzip.decompress(b"".join(gzip_chunks([b"abc", b"", b"def"]))) == b"abcdef"
-
-
 def test_xlsx_rows_escape_text_and_drop_forbidden_characters():
     cells = ["a<b & c>", "", 5, 1.5, True, dt.date(2024, 5, 7), "bell\x07"]
     row = xlsx.row_xml(2, cells, list("ABCDEFG"))
@@ -654,3 +652,78 @@ def test_the_right_to_personal_data_is_named_in_one_rule():
     """Readers ask server/personal.py (``personal.may_see``), never the verb themselves."""
     naming = _modules_where(lambda n: isinstance(n, ast.Constant) and n.value == "submission.pii")
     assert naming == {"server/personal.py", "server/auth/roles.py"}
+
+
+# ---- choice labels -----------------------------------------------------------------------------
+
+
+def _labelled_plan(target: str = "csv", **options):
+    fields = [
+        field("/data/one", "select_one", choices="l"),
+        field("/data/many", "select_multiple", choices="l"),
+        field("/data/secret", "select_one", choices="l", pii=True),
+        field("/data/free", "select_one"),  # choices from earlier answers: no fixed list
+    ]
+    choices = {
+        "l": [
+            {"name": "a", "labels": {"Français (fr)": "-Ah", "English (en)": "Ay"}},
+            {"name": "b", "labels": {"Français (fr)": "Bé"}},
+        ]
+    }
+    layout = L.merge(
+        "f", [schema(*fields, choices=choices, languages=("Français (fr)", "English (en)"))], {}
+    )
+    plan = L.build_plan(
+        layout, ExportOptions(**options), target, pseudonymise=lambda value: f"pid_{value}"
+    )
+    raw = [""] * L.META_WIDTH + ["a", "a  b zz", "b", "a"]
+    return dict(zip(plan.main.headers, plan.main.convert(raw), strict=True))
+
+
+def test_choice_labels_in_a_language_replace_names_but_never_pseudonyms():
+    assert parse_options({"choiceLabels": "fr"}).choice_labels == "fr"
+    assert parse_options({"choiceLabels": "false"}).choice_labels is None
+    names = _labelled_plan()
+    assert (names["one"], names["many"], names["secret"]) == ("a", "a b zz", "pid_b")
+    french = _labelled_plan(choice_labels="fr")
+    # A label is a coordinator's text: guarded in CSV; a choice outside the list stays a name.
+    assert (french["one"], french["many"]) == ("'-Ah", "'-Ah; Bé; zz")
+    assert french["secret"] == "pid_b"  # a personal answer's pseudonym, never its label
+    assert french["free"] == "a"
+    english = _labelled_plan(choice_labels="English (en)", pii="plain")
+    # b has no English label: the form's default language's.
+    assert (english["one"], english["many"], english["secret"]) == ("Ay", "Ay; Bé; zz", "Bé")
+    workbook = _labelled_plan("xlsx", choice_labels="fr", split_select_multiples=True)
+    assert (workbook["one"], workbook["many"]) == ("-Ah", "-Ah; Bé; zz")
+    assert (workbook["many/a"], workbook["many/b"]) == (1, 1)
+    with pytest.raises(BadExportOption) as refused:
+        _labelled_plan(choice_labels="bambara")
+    assert refused.value.details["field"] == "choiceLabels"
+
+
+def test_split_geopoint_suffixes_follow_the_labels_language():
+    layout = L.merge(
+        "f",
+        [schema(field("/data/place", "geopoint", labels={"fr": "Lieu", "Bambara (bm)": "Yɔrɔ"}),
+                languages=("fr", "Bambara (bm)"))],
+        {},
+    )  # fmt: skip
+
+    def headers(**options) -> list[str]:
+        plan = L.build_plan(layout, ExportOptions(**options), "csv")
+        return plan.main.headers[1:5]
+
+    from flask_babel import Babel
+
+    import server
+
+    served = Flask(__name__)
+    translations = Path(server.__file__).parent / "translations"
+    Babel(served, locale_selector=lambda: "en", default_translation_directories=str(translations))
+    with served.test_request_context():
+        assert headers() == [
+            f"place-{p}" for p in ("Latitude", "Longitude", "Altitude", "Accuracy")
+        ]
+        assert headers(headers="labels", language="fr")[3] == "Lieu-Précision"
+        # A language the server does not speak: the reader's words.
+        assert headers(headers="labels", language="bm")[3] == "Yɔrɔ-Accuracy"

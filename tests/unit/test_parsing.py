@@ -46,3 +46,32 @@ def test_the_document_mirrors_the_xml_with_repeats_as_lists():
         "meta": {"instanceID": "uuid:1"},
         "none": [],
     }
+
+
+def test_a_record_made_an_edit_gets_a_new_instance_id_and_names_the_one_it_replaces():
+    sent = (
+        b'<?xml version="1.0"?><data xmlns:orx="http://openrosa.org/xforms" id="f" '
+        b'version="3"><age>35</age><orx:meta><orx:instanceID>uuid:a</orx:instanceID>'
+        b"</orx:meta></data>"
+    )
+    edited = parsing.read_submission(
+        parsing.as_edit(sent, instance_id="uuid:b", deprecated_id="uuid:c")
+    )
+    assert (edited.form_id, edited.version) == ("f", "3")
+    assert (edited.instance_id, edited.deprecated_id) == ("uuid:b", "uuid:c")
+    assert b"<orx:deprecatedID>uuid:c</orx:deprecatedID>" in parsing.as_edit(
+        sent, instance_id="uuid:b", deprecated_id="uuid:c"
+    )
+    # An earlier deprecatedID is replaced; an instanceID at the root (no meta) moves to meta.
+    twice = parsing.as_edit(
+        parsing.as_edit(sent, instance_id="uuid:b", deprecated_id="uuid:c"),
+        instance_id="uuid:d",
+        deprecated_id="uuid:b",
+    )
+    assert twice.count(b"deprecatedID>uuid:b<") == 1 and b"uuid:c" not in twice
+    bare = b'<data id="f"><instanceID>uuid:a</instanceID><age>1</age></data>'
+    moved = parsing.read_submission(
+        parsing.as_edit(bare, instance_id="uuid:n", deprecated_id="uuid:a")
+    )
+    assert (moved.instance_id, moved.deprecated_id) == ("uuid:n", "uuid:a")
+    assert b"uuid:a</instanceID>" not in parsing.as_edit(bare, instance_id="n", deprecated_id="o")

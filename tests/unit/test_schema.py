@@ -240,8 +240,9 @@ def test_repeats_appear_once_though_pyxform_writes_them_twice(household):
 def test_external_csv_list_is_empty_until_the_file_is_known(household):
     without = schema.extract(household.xml, pii=household.pii)
     assert without["choiceLists"]["file:villages.csv"] == []
-    assert schema.file_choice_files(without) == ["villages.csv"]
-    assert schema.pii_paths(without) == {
+    typed = schema.FormSchema.of(without)
+    assert typed.file_choice_files == ("villages.csv",)
+    assert typed.pii_paths == {
         "/data/respondent/name",
         "/data/photo",
         "/data/household/head",
@@ -364,3 +365,106 @@ def test_hand_written_xform_inline_items_relative_refs_and_encryption():
 def test_not_an_xform_raises():
     with pytest.raises(xform.XFormError):
         schema.extract("<nothing/>")
+
+
+# ---- the typed view every reader uses ------------------------------------------------------
+
+
+def test_typed_schema_keeps_every_value_of_the_dict(extracted):
+    typed = schema.FormSchema.of(extracted)
+    assert (typed.form_id, typed.version, typed.title, typed.root) == (
+        "household",
+        "2024050701",
+        "Enquête ménage",
+        "data",
+    )
+    assert typed.languages == (FR, EN) and typed.default_language == FR
+    assert typed.instance_name == "concat( /data/respondent/name )"
+    assert [(m.name, m.type) for m in typed.media] == [
+        (m["name"], m["type"]) for m in extracted["media"]
+    ]
+    for key, items in extracted["choiceLists"].items():
+        assert [(c.name, dict(c.labels)) for c in typed.choice_lists[key]] == [
+            (i["name"], i["labels"]) for i in items
+        ]
+    renamed = {"preloadParams": "preload_params"}
+    assert [f.path for f in typed.fields] == [f["path"] for f in extracted["fields"]]
+    for entry, stored in zip(typed.fields, extracted["fields"], strict=True):
+        for key, value in stored.items():
+            got = getattr(entry, renamed.get(key, key))
+            assert (list(got) if key == "repeats" else got) == value, (entry.path, key)
+
+
+def test_typed_schema_answers_what_readers_ask(extracted):
+    typed = schema.FormSchema.of(extracted)
+    household, member = "/data/household", "/data/household/member"
+    assert [f.path for f in typed.repeats] == [household, member]
+    assert typed.repeat_paths == {household, member}
+    assert [f.path for f in typed.binaries] == ["/data/photo", "/data/meta/audit"]
+    assert typed.audit_paths == {"/data/meta/audit"}
+    assert [f.path for f in typed.selects] == [
+        "/data/village",
+        "/data/needs",
+        "/data/priorities",
+        f"{member}/sex",
+    ]
+    assert [f.name for f in typed.children(household)] == ["head", "member"]
+    assert [f.name for f in typed.children("/data/meta")] == ["audit", "instanceID", "instanceName"]
+    assert typed.children()[0].path == "/data/start"
+    assert typed.field(f"{member}/sex").parts == ("household", "member", "sex")
+    assert typed.field("/data/nothing") is None
+    assert [c.name for c in typed.choices(typed.field("/data/needs"))] == [
+        "water",
+        "food",
+        "shelter",
+    ]
+    assert typed.choices(typed.field("/data/respondent/name")) == ()
+    assert [f.path for f in typed.questions if f.is_meta] == [
+        "/data/meta/audit",
+        "/data/meta/instanceID",
+        "/data/meta/instanceName",
+    ]
+    assert typed.field("/data/needs").chosen("water  food") == ["water", "food"]
+    assert typed.field("/data/village").chosen("segou") == ["segou"]
+
+
+def test_values_at_a_path_go_through_every_repeat_instance(extracted):
+    typed = schema.FormSchema.of(extracted)
+    document = {
+        "respondent": {"name": "Awa", "age": "30"},
+        "household": [
+            {"head": "Moussa", "member": [{"sex": "m", "member_name": " A "}, {"sex": "f"}]},
+            {"head": "", "member": []},
+            {"head": "Issa", "member": {"sex": "f"}},
+        ],
+    }
+    assert list(typed.field("/data/household/head").values_in(document)) == ["Moussa", "", "Issa"]
+    sex = typed.field("/data/household/member/sex")
+    assert list(sex.values_in(document)) == ["m", "f", "f"]
+    names = typed.field("/data/household/member/member_name")
+    assert list(names.values_in(document)) == [" A ", None, None]
+    assert list(names.answers_in(document)) == ["A"]
+    assert list(typed.field("/data/respondent/name").values_in(document)) == ["Awa"]
+    assert list(typed.field("/data/photo").values_in(document)) == [None]
+    assert list(schema.values_at(document, ("respondent", "nothing", "deeper"))) == []
+    assert list(schema.values_at("encrypted", ("respondent",))) == []
+
+
+def test_typed_schema_of_nothing_is_empty():
+    empty = schema.FormSchema.of(None)
+    assert empty.root == "data" and empty.fields == () and empty.children() == ()
+    assert schema.FormSchema.of(empty) is empty
+
+
+def test_only_the_meta_block_is_meta():
+    typed = schema.FormSchema.of(
+        {
+            "root": "data",
+            "fields": [
+                {"path": "/data/metadata", "kind": "field", "type": "string"},
+                {"path": "/data/meta", "kind": "group", "type": "group"},
+                {"path": "/data/meta/instanceID", "parent": "/data/meta"},
+            ],
+        }
+    )
+    assert [f.is_meta for f in typed.fields] == [False, True, True]

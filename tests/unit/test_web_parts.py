@@ -281,3 +281,45 @@ def test_next_keeps_only_paths_of_this_site():
         "javascript:alert(1)",
     ):
         assert safe_next(refused, "/home") == "/home", repr(refused)
+
+
+def test_a_question_whose_name_begins_with_meta_is_shown():
+    schema = {
+        "root": "data",
+        "fields": [
+            {"path": "/data/metadata", "name": "metadata", "kind": "field", "type": "string"},
+            {"path": "/data/meta", "name": "meta", "kind": "group", "type": "group"},
+            {"path": "/data/meta/instanceID", "name": "instanceID", "parent": "/data/meta"},
+        ],
+    }
+    assert [r.name for r in structure.structure(schema)[1]] == ["metadata"]
+    answers = structure.answers(schema, {"metadata": "x", "meta": {}}, None, str, set())
+    assert [(a.name, a.value) for a in answers] == [("metadata", "x")]
+
+
+def test_two_records_side_by_side_pair_each_answer_by_its_place():
+    from tests.support.openrosa import schema
+
+    form = schema()
+    first = {"name": "Awa", "age": "34", "members": [{"member_name": "Moussa"}]}
+    second = {
+        "name": "Awa",
+        "age": "35",
+        "members": [{"member_name": "Moussa"}, {"member_name": "Fanta"}],
+    }
+    pairs = structure.side_by_side(
+        structure.answers(form, first, None, str, set()),
+        structure.answers(form, second, None, str, set()),
+    )
+    keys = [p.shown.key for p in pairs]
+    assert keys.index("/members[2]") == keys.index("/members[1]/member_photo") + 1
+    assert keys[-2:] == ["/members[2]/member_name", "/members[2]/member_photo"]
+    differing = [p.shown.key for p in pairs if p.differs]
+    assert differing == [
+        "/age",
+        "/members[2]",
+        "/members[2]/member_name",
+        "/members[2]/member_photo",
+    ]
+    fanta = next(p for p in pairs if p.shown.key == "/members[2]/member_name")
+    assert fanta.first is None and fanta.second.value == "Fanta"

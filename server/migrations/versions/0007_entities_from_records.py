@@ -1,7 +1,7 @@
 """entities from records: versions made by records, conflicts, offline branches, list revisions
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-08
 
 Records of forms that declare entities create and update them in their own transaction
@@ -17,7 +17,7 @@ from alembic import op
 import server.db
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -20,7 +20,7 @@ Order of durability: attachment bytes are made durable in the blob store first, 
 are committed, and only then does the caller answer success.
 
 Each stage is a module, in the order of :func:`receive`: :mod:`.target` (the form and version a
-record names, and the facts of its schema), :mod:`.upload` (the record read against them),
+record names, and its typed field schema), :mod:`.upload` (the record read against them),
 :mod:`.durable` (its files stored), :mod:`.decision` (what it is, and the races),
 :mod:`.writing` (its rows) and :mod:`.entities` (the entities it creates or updates, in the
 same transaction).
@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from server.submissions import parsing
 from server.submissions.intake import decision, durable, target, upload
-from server.submissions.intake.durable import IncomingFile
+from server.submissions.intake.durable import Durable, IncomingFile
 from server.submissions.intake.target import FormRef
 from server.submissions.intake.upload import Outcome, Receipt
 
@@ -57,6 +57,7 @@ def receive(
     draft: bool = False,
     authorize: Callable[[FormRef], None] | None = None,
     require_deprecation: bool = False,
+    stored: list[Durable] | None = None,
 ) -> Receipt:
     """Store one upload of a record (or part of it); return what happened.
 
@@ -66,7 +67,8 @@ def receive(
     3. Read the record against that version: its instanceID, minted when absent; that it is
        the form's instance; its document and the files it names (400).
     4. Make the files it names durable, outside any transaction (503 when the attachments
-       cannot be stored now); the others are ignored.
+       cannot be stored now); the others are ignored, and counted on the version. Files
+       already durable and catalogued (``stored``: a kept conflict's) join them as received.
     5. Decide what it is and write it (a new record, a retry or a split upload's next part,
        an edit, a conflict kept for review), then commit: 404 (unknown deprecatedID), 409
        (conflicting XML, stale edit, deleted record).
@@ -86,4 +88,5 @@ def receive(
         require_deprecation=require_deprecation,
     )
     durable.make_durable(record, files)
+    durable.add_stored(record, stored or [])
     return decision.settle(record)

@@ -9,6 +9,7 @@ Decided inside one transaction that writes it (:mod:`~server.submissions.intake.
   arrived files fill their slots (:func:`server.submissions.attachments.fill`), nothing else
   changes, and the answer is success again;
 * a known instanceID with other XML is a conflict: the payload is kept for review, and 409;
+  once a coordinator has settled that payload, sending it again is answered as a retry;
 * a record in the trash takes nothing (409).
 
 A new record or an edit then applies its entity blocks (:mod:`.entities`) before the commit.
@@ -117,12 +118,27 @@ def _version(upload: Upload, instance_id: str) -> sa.Row | None:
             VERSIONS.c.instance_name,
             VERSIONS.c.attachments_expected,
             VERSIONS.c.attachments_present,
+            VERSIONS.c.attachments_dropped,
+            VERSIONS.c.dropped_names,
         ).where(
             VERSIONS.c.form_id == upload.form.id,
             VERSIONS.c.draft == upload.draft,
             VERSIONS.c.instance_id == instance_id,
         )
     ).first()
+
+
+def _current(upload: Upload, submission_id: int) -> sa.Row:
+    """Return the current version of a record."""
+    return upload.db.execute(
+        sa.select(
+            VERSIONS.c.id,
+            VERSIONS.c.submission_id,
+            VERSIONS.c.instance_name,
+            VERSIONS.c.attachments_expected,
+            VERSIONS.c.attachments_present,
+        ).where(VERSIONS.c.submission_id == submission_id, VERSIONS.c.current)
+    ).one()
 
 
 def _deleted(upload: Upload, submission_id: int) -> bool:
@@ -139,11 +155,26 @@ def _repeat(upload: Upload, existing: sa.Row) -> Receipt:
     if _deleted(upload, existing.submission_id):
         raise errors.DeletedSubmission()
     if existing.xml_sha256 != upload.xml_sha:
-        writing.keep_conflict(upload)
-        raise errors.XmlConflict()
+        if not writing.settled_conflict(upload):
+            writing.keep_conflict(upload, existing.submission_id)
+            raise errors.XmlConflict()
+        # A coordinator has settled this very payload: the tablet is told it was received
+        # (as for a retry), so that it stops sending it; nothing changes on the server.
+        existing = _current(upload, existing.submission_id)
+        return Receipt(
+            outcome="duplicate",
+            submission_id=existing.submission_id,
+            version_id=existing.id,
+            instance_id=upload.parsed.instance_id,
+            instance_name=existing.instance_name,
+            attachments_expected=existing.attachments_expected,
+            attachments_present=existing.attachments_present,
+            ignored_files=upload.ignored,
+        )
     added, present = [], existing.attachments_present
     if upload.received:
         added, present = attachments.fill(upload.db, existing.id, upload.received, replace=False)
+    writing.note_dropped(upload, existing.id, existing.dropped_names, existing.attachments_dropped)
     return Receipt(
         outcome="duplicate",
         submission_id=existing.submission_id,

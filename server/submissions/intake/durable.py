@@ -79,6 +79,22 @@ def make_durable(upload: Upload, files: list[IncomingFile]) -> None:
         )
 
 
+def add_stored(upload: Upload, stored: list[Durable]) -> None:
+    """Add files already durable (in the store or the spool) for the names the record gives.
+
+    Taking a kept conflict as an edit brings its files this way: nothing is copied again.
+    """
+    named = {filenames.comparable(name): name for name in upload.expected}
+    seen = {d.name for d in upload.durable}
+    for kept in stored:
+        name = named.get(filenames.comparable(kept.name))
+        if name is not None and name not in seen:
+            seen.add(name)
+            upload.durable.append(
+                Durable(name, kept.sha256, kept.md5, kept.size, kept.content_type)
+            )
+
+
 def catalogue(upload: Upload) -> None:
     """Record the durable files in the blob catalogue (``upload.received``), not committed.
 

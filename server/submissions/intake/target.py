@@ -1,22 +1,22 @@
-"""The form and version a record names, and the facts of its field schema intake reads.
+"""The form and version a record names, and its field schema.
 
 Records filled on any published version are accepted (tablets update at their own pace);
 draft test records must name the draft's version. The form and the version are read in one
-query, in Core; the facts of a published version never change, so they are read once per
-process.
+query, in Core; the schema of a published version never changes, so it is read and typed
+once per process (its repeats and binaries are then computed once too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server import errors
 from server.forms.models import Form, FormVersion
+from server.forms.schema import FormSchema
 from server.submissions import parsing
 
 FORMS, FORM_VERSIONS = Form.__table__, FormVersion.__table__
@@ -33,37 +33,13 @@ class FormRef:
 
 
 @dataclass(frozen=True)
-class SchemaFacts:
-    """What intake reads from a form version's field schema, prepared once per version."""
-
-    repeat_paths: frozenset[str]
-    binary_paths: tuple[str, ...]
-    audit_paths: frozenset[str]
-    root: str = "data"
-    # The entity blocks the form declares (the schema's "entities"), applied by .entities.
-    entities: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
 class Target:
-    """The form and the version a record was filled on, with its schema's facts."""
+    """The form and the version a record was filled on, with its field schema."""
 
     form: FormRef
     version_id: int
-    facts: SchemaFacts
+    schema: FormSchema
     draft: bool
-
-
-def schema_facts(schema: dict[str, Any]) -> SchemaFacts:
-    """Extract the root, repeats, binary fields and the client audit field from a schema."""
-    fields = schema.get("fields", [])
-    return SchemaFacts(
-        root=schema.get("root") or "data",
-        repeat_paths=frozenset(f["path"] for f in fields if f.get("kind") == "repeat"),
-        binary_paths=tuple(f["path"] for f in fields if f.get("type") == "binary"),
-        audit_paths=frozenset(f["path"] for f in fields if f.get("audit")),
-        entities=tuple(schema.get("entities") or ()),
-    )
 
 
 def find(
@@ -95,8 +71,8 @@ def find(
         if draft:
             raise errors.DraftNotFound()
         raise errors.FormVersionNotFound(version=parsed.version or '""', form_id=parsed.form_id)
-    facts = _facts(db_session, version_id, version_hash, published=published_at is not None)
-    return Target(form, version_id, facts, draft)
+    schema = _schema(db_session, version_id, version_hash, published=published_at is not None)
+    return Target(form, version_id, schema, draft)
 
 
 def _statement(*, draft: bool) -> sa.Select:
@@ -134,24 +110,25 @@ def _statement(*, draft: bool) -> sa.Select:
 
 _STATEMENT = {draft: _statement(draft=draft) for draft in (False, True)}
 
-# Facts of published versions, which never change: read once per process, not per record.
-# Keyed by the XML's MD5 as well as the id, so that an id reused (tests) never gives old facts.
-_FACTS: dict[tuple[int, str], SchemaFacts] = {}
-_FACTS_LIMIT = 512
+# Schemas of published versions, which never change: read once per process, not per record.
+# Keyed by the XML's MD5 as well as the id, so that an id reused (tests) never gives an old one.
+_SCHEMAS: dict[tuple[int, str], FormSchema] = {}
+_SCHEMAS_LIMIT = 512
 
 
-def _facts(
+def _schema(
     db_session: Session, version_id: int, version_hash: str, *, published: bool
-) -> SchemaFacts:
+) -> FormSchema:
     key = (version_id, version_hash)
-    if published and key in _FACTS:
-        return _FACTS[key]
-    schema = db_session.execute(
-        sa.select(FORM_VERSIONS.c.schema).where(FORM_VERSIONS.c.id == version_id)
-    ).scalar_one()
-    facts = schema_facts(schema)
+    if published and key in _SCHEMAS:
+        return _SCHEMAS[key]
+    found = FormSchema.of(
+        db_session.execute(
+            sa.select(FORM_VERSIONS.c.schema).where(FORM_VERSIONS.c.id == version_id)
+        ).scalar_one()
+    )
     if published:  # drafts change as media is attached: never cached
-        if len(_FACTS) >= _FACTS_LIMIT:
-            _FACTS.clear()
-        _FACTS[key] = facts
-    return facts
+        if len(_SCHEMAS) >= _SCHEMAS_LIMIT:
+            _SCHEMAS.clear()
+        _SCHEMAS[key] = found
+    return found

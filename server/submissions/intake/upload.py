@@ -17,9 +17,10 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from server import errors
+from server.forms.schema import FormSchema
 from server.submissions import filenames, parsing
 from server.submissions.intake.durable import Durable
-from server.submissions.intake.target import FormRef, SchemaFacts, Target
+from server.submissions.intake.target import FormRef, Target
 
 Outcome = Literal["created", "duplicate", "edited"]
 
@@ -88,8 +89,8 @@ def read(
         parsed.instance_id = f"uuid:{uuid.uuid4()}"
     if require_deprecation and not parsed.deprecated_id:
         raise errors.ExpectedDeprecation()
-    parsing.check_instance(parsed, xml, target.facts.root)
-    document, expected, audit_names = _contents(parsed, target.facts)
+    parsing.check_instance(parsed, xml, target.schema.root)
+    document, expected, audit_names = _contents(parsed, target.schema)
     return Upload(
         db=db_session,
         form=target.form,
@@ -103,12 +104,12 @@ def read(
         actor_id=actor_id,
         device_id=device_id,
         user_agent=(user_agent or "")[:255] or None,
-        entity_blocks=target.facts.entities,
+        entity_blocks=target.schema.entities,
     )
 
 
 def _contents(
-    parsed: parsing.ParsedSubmission, facts: SchemaFacts
+    parsed: parsing.ParsedSubmission, schema: FormSchema
 ) -> tuple[dict[str, Any] | None, list[str], set[str]]:
     """Return the document, the names of the files the record names, and its audit logs'."""
     if parsed.encrypted:
@@ -124,13 +125,16 @@ def _contents(
                 field="encrypted record", reason=_("the same file is listed twice")
             )
         return None, expected, {n for n in expected if n.lower().startswith("audit.csv")}
-    document = parsing.build_document(parsed.root, facts.repeat_paths)
+    document = parsing.build_document(parsed.root, schema.repeat_paths)
     expected, audit_names = [], set()
     known: dict[str, str] = {}  # one slot per name, however its accents are encoded
-    for path, written in parsing.binary_values(document, list(facts.binary_paths)):
-        name = known.setdefault(filenames.comparable(written), filenames.attachment_name(written))
-        if name not in expected:
-            expected.append(name)
-        if path in facts.audit_paths:
-            audit_names.add(name)
+    for binary in schema.binaries:
+        for written in binary.answers_in(document):
+            name = known.setdefault(
+                filenames.comparable(written), filenames.attachment_name(written)
+            )
+            if name not in expected:
+                expected.append(name)
+            if binary.audit:
+                audit_names.add(name)
     return document, expected, audit_names

@@ -21,13 +21,21 @@ from server.audit.models import AuditEvent
 from server.db import insert_or_ignore, utcnow
 from server.submissions import attachments
 from server.submissions.intake.upload import Outcome, Receipt, Upload
-from server.submissions.models import Submission, SubmissionConflict, SubmissionVersion
+from server.submissions.models import (
+    MAX_DROPPED_NAMES,
+    Submission,
+    SubmissionConflict,
+    SubmissionConflictFile,
+    SubmissionVersion,
+)
 
 log = logging.getLogger(__name__)
 
 SUBMISSIONS = Submission.__table__
 VERSIONS = SubmissionVersion.__table__
 AUDIT = AuditEvent.__table__
+CONFLICTS = SubmissionConflict.__table__
+CONFLICT_FILES = SubmissionConflictFile.__table__
 # The identity of a record, over every version: unique in both tables.
 IDENTITY = ("form_id", "draft", "instance_id")
 
@@ -70,7 +78,35 @@ def version_row(upload: Upload, now: Any, present: int) -> dict[str, Any]:
         "encrypted_key": parsed.encrypted_key,
         "encrypted_signature": parsed.encrypted_signature,
         "encrypted_xml_name": parsed.encrypted_xml_name,
+        **_dropped(upload.ignored),
     }
+
+
+def _dropped(names: list[str], known: list[str] | None = None, count: int = 0) -> dict[str, Any]:
+    """Return the dropped-files columns: ``known`` names (and ``count``) with ``names`` added.
+
+    Names are counted once each (a retry sends the same parts again); beyond
+    :data:`MAX_DROPPED_NAMES` names are no longer kept, and each new one is counted.
+    """
+    kept = list(known or [])
+    for name in dict.fromkeys(names):
+        if name in kept:
+            continue
+        count += 1
+        if len(kept) < MAX_DROPPED_NAMES:
+            kept.append(name)
+    return {"attachments_dropped": count, "dropped_names": kept or sa.null()}
+
+
+def note_dropped(upload: Upload, version_id: int, known: list[str] | None, count: int) -> None:
+    """Add the files a retry or a split upload's next part sent for no question to a version."""
+    if not upload.ignored:
+        return
+    upload.db.execute(
+        sa.update(VERSIONS)
+        .where(VERSIONS.c.id == version_id)
+        .values(**_dropped(upload.ignored, known, count))
+    )
 
 
 def event_row(
@@ -213,24 +249,78 @@ def add_version(upload: Upload, previous: sa.Row) -> Receipt:
     return _receipt(upload, "edited", previous.submission_id, version_id, present)
 
 
-def keep_conflict(upload: Upload) -> None:
-    """Keep a resend whose XML differs from the record's, once, for a coordinator's review."""
-    insert_or_ignore(
-        upload.db,
-        SubmissionConflict.__table__,
-        {
-            "form_id": upload.form.id,
-            "instance_id": upload.parsed.instance_id,
-            "xml": upload.parsed.text,
-            "xml_sha256": upload.xml_sha,
-            "reason": "xml_differs",
-            "submitter_id": upload.actor_id,
-            "device_id": upload.device_id,
-            "user_agent": upload.user_agent,
-            "received_at": utcnow(),
-        },
-        conflict=["form_id", "instance_id", "xml_sha256"],
+def settled_conflict(upload: Upload) -> bool:
+    """Tell whether this payload was kept as a conflict that a coordinator has since settled."""
+    return (
+        upload.db.execute(
+            sa.select(CONFLICTS.c.id).where(
+                CONFLICTS.c.form_id == upload.form.id,
+                CONFLICTS.c.instance_id == upload.parsed.instance_id,
+                CONFLICTS.c.xml_sha256 == upload.xml_sha,
+                CONFLICTS.c.resolved_at.is_not(None),
+            )
+        ).first()
+        is not None
     )
+
+
+def keep_conflict(upload: Upload, submission_id: int) -> None:
+    """Keep a resend whose XML differs from the record's, once, for a coordinator's review.
+
+    Its files (those its XML names, already durable and catalogued) are kept with it, the
+    first copy of each name, so that taking it as an edit brings them along; a retry or a
+    split upload's next part adds the files that were missing. Its arrival is audited
+    (``submission.conflict.create``, on ``submission_id``, the record it conflicts with).
+    """
+    values = {
+        "form_id": upload.form.id,
+        "draft": upload.draft,
+        "form_version_id": upload.version_id,
+        "instance_id": upload.parsed.instance_id,
+        "xml": upload.parsed.text,
+        "xml_sha256": upload.xml_sha,
+        "reason": "xml_differs",
+        "submitter_id": upload.actor_id,
+        "device_id": upload.device_id,
+        "user_agent": upload.user_agent,
+        "received_at": utcnow(),
+        **_dropped(upload.ignored),
+    }
+    identity = ["form_id", "instance_id", "xml_sha256"]
+    inserted = insert_or_ignore(upload.db, CONFLICTS, values, conflict=identity)
+    if inserted:
+        upload.db.execute(
+            sa.insert(AUDIT).values(
+                **event_row(upload, "submission.conflict.create", utcnow(), submission_id)
+            )
+        )
+    kept = upload.db.execute(
+        sa.select(
+            CONFLICTS.c.id,
+            CONFLICTS.c.resolved_at,
+            CONFLICTS.c.attachments_dropped,
+            CONFLICTS.c.dropped_names,
+        ).where(*(CONFLICTS.c[name] == values[name] for name in identity))
+    ).one()
+    if kept.resolved_at is None:  # a settled conflict takes nothing more
+        if not inserted and upload.ignored:
+            upload.db.execute(
+                sa.update(CONFLICTS)
+                .where(CONFLICTS.c.id == kept.id)
+                .values(**_dropped(upload.ignored, kept.dropped_names, kept.attachments_dropped))
+            )
+        for name, (blob_id, content_type) in upload.received.items():
+            insert_or_ignore(
+                upload.db,
+                CONFLICT_FILES,
+                {
+                    "conflict_id": kept.id,
+                    "name": name,
+                    "blob_id": blob_id,
+                    "content_type": content_type,
+                },
+                conflict=["conflict_id", "name"],
+            )
     log.warning(
         "conflicting resend kept for review",
         extra={

@@ -18,7 +18,7 @@ from server.auth import access, app_users, members
 from server.auth.models import AppUser
 from server.forms import services as forms
 from server.openrosa import settings as collect
-from server.openrosa.protocol import base_url
+from server.openrosa.protocol import base_url, is_loopback, is_loopback_host
 from server.projects.models import Project
 from server.web import common, qr
 from server.web.views import bp
@@ -118,9 +118,13 @@ def _options(source: Mapping[str, str]) -> collect.CollectOptions:
 
 def _page(project: Project, app_user: AppUser, options: collect.CollectOptions) -> Response:
     db_session = db.session()
+    project_forms = forms.list_forms(db_session, project.id)
     token = app_users.token_of(app_user, secret_key=current_app.config["SECRET_KEY"])
     payload = svg = None
     settings = None
+    # The address in the code is this machine's own (the console opened at 127.0.0.1 and no
+    # MERIT_PUBLIC_URL): a tablet could not reach it, and the page says how to fix it.
+    unreachable = is_loopback(base_url())
     if token is not None:
         server_url = f"{base_url()}/v1/key/{token}/projects/{project.id}"
         settings = collect.settings(server_url, project.name, app_user.actor.display_name, options)
@@ -134,7 +138,11 @@ def _page(project: Project, app_user: AppUser, options: collect.CollectOptions) 
         settings=settings,
         payload=payload,
         qr_svg=svg,
-        forms=forms.list_forms(db_session, project.id),
+        unreachable=unreachable,
+        listens_on_loopback=is_loopback_host(current_app.config["HOST"]),
+        server_address=base_url(),
+        forms=project_forms,
+        titles=forms.titles(db_session, project_forms),
         assigned=members.app_user_form_ids(db_session, [app_user.actor_id])[app_user.actor_id],
         update_modes=UPDATE_MODES,
         autosend=AUTOSEND,

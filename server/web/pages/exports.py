@@ -16,7 +16,7 @@ from flask_babel import gettext, lazy_gettext
 from server import db, errors, personal
 from server.auth import access
 from server.exports import cleaning, services
-from server.exports.options import ExportOptions, parse_options
+from server.exports.options import parse_options
 from server.forms import services as forms
 from server.forms.models import Form
 from server.projects.models import Project
@@ -56,9 +56,10 @@ CHECKBOXES = (
 def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> Response:
     db_session = db.session()
     version = forms.current_version(db_session, form)
-    schema = version.schema if version is not None else {}
+    schema = version.form_schema if version is not None else None
     layout = services.load_layout(db_session, form)
     may_see_pii = personal.may_see(form)
+    defaults = services.default_options(may_see_personal=may_see_pii, console=True)
     return common.page(
         "web/exports.html",
         status=status,
@@ -66,9 +67,9 @@ def _page(project: Project, form: Form, *, status: int = 200, **extra: Any) -> R
         form=form,
         formats=FORMATS,
         pii_modes={k: v for k, v in PII_MODES.items() if k != "plain" or may_see_pii},
-        default_pii=services.default_options(may_see_personal=may_see_pii).pii,
-        defaults=ExportOptions(),
-        languages=schema.get("languages") or [],
+        default_pii=defaults.pii,
+        defaults=defaults,
+        languages=list(schema.languages) if schema is not None else [],
         default_language=labels.for_schema(schema, common.ui_language()),
         states=REVIEW_STATES,
         submitters=overview.submitters(db_session, form.id),
@@ -98,7 +99,15 @@ def _parameters() -> dict[str, str]:
     args = request.args
     params = {
         name: args.get(name, "").strip()
-        for name in ("headers", "language", "separator", "formVersion", "submitterId", "pii")
+        for name in (
+            "headers",
+            "language",
+            "choiceLabels",
+            "separator",
+            "formVersion",
+            "submitterId",
+            "pii",
+        )
     }
     from_form = args.get("options") == "form"
     for name in CHECKBOXES:
@@ -122,7 +131,8 @@ def export_download(project_id: int, xml_form_id: str) -> Response:
     fmt = services.check_format(request.args.get("format", "csv.zip"))
     may_see_personal = personal.may_see(form)
     options = parse_options(
-        _parameters(), base=services.default_options(may_see_personal=may_see_personal)
+        _parameters(),
+        base=services.default_options(may_see_personal=may_see_personal, console=True),
     )
     exporter = services.Exporter(
         actor_id=actor.id, via="console", may_see_personal=may_see_personal

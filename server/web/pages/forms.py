@@ -96,7 +96,9 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
     may_update = access.can("form.update", project_id=project.id, form_id=form.id)
     shown = draft if draft is not None and may_update else current
     draft_media = forms.attachments(db_session, draft) if draft is not None else []
-    languages, rows = structure(shown.schema if shown is not None else None)
+    current_media = forms.attachments(db_session, current) if current is not None else []
+    schema = shown.form_schema if shown is not None else None
+    languages, rows = structure(schema)
     return common.page(
         "web/form.html",
         status=status,
@@ -110,9 +112,12 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         draft_media=draft_media,
         missing=[a.name for a, blob in draft_media if blob is None],
         versions=forms.published_versions(db_session, form),
-        current_media=forms.attachments(db_session, current) if current is not None else [],
+        current_media=current_media,
+        current_missing=[a.name for a, blob in current_media if blob is None],
         may_update=may_update,
-        ui_form_language=labels.for_schema(shown.schema if shown else None, common.ui_language()),
+        ui_form_language=labels.for_schema(schema, common.ui_language()),
+        open_conflicts=common.open_conflicts(form),
+        long_list=common.LONG_LIST,
         **extra,
     )
 
@@ -177,11 +182,24 @@ def publish(project_id: int, xml_form_id: str) -> Response:
     project, found = common.form_for(project_id, xml_form_id, "form.update")
     actor = access.require_actor()
     version = request.form.get("version", "").strip() or None
+    # Central publishes with media missing; here the coordinator confirms it first.
+    confirmed = request.form.get("missing_ok") == "1"
     try:
-        published = forms.publish_draft(db.session(), found, version=version, actor_id=actor.id)
-    except (errors.MissingMedia, errors.VersionConflict) as refused:
+        published = forms.publish_draft(
+            db.session(), found, version=version, actor_id=actor.id, allow_missing_media=confirmed
+        )
+    except errors.MissingMedia:
+        message = gettext(
+            "Some files the form needs are missing. Attach them, or tick the box to publish "
+            "this version without them."
+        )
+        return form_page(project, found, status=409, publish_message=message)
+    except errors.VersionConflict as refused:
         return form_page(project, found, status=409, publish_message=refused.render_message())
-    flash(gettext("Version %(version)s is published.", version=published.version or "—"))
+    if published.version:
+        flash(gettext("Version %(version)s is published.", version=published.version))
+    else:  # the settings sheet names no version
+        flash(gettext("The form is published."))
     return _back_to(project, found)
 
 
@@ -232,6 +250,50 @@ def download_xform(project_id: int, xml_form_id: str, version_id: int) -> Respon
         f"{found.xml_form_id}-{label}.xml"
     )
     return response
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<int:version_id>/choices")
+def choice_list(project_id: int, xml_form_id: str, version_id: int) -> Response:
+    """Show one choice list of a version (``?list=``) whole: filtered, paged."""
+    project, found = common.form_for(project_id, xml_form_id)
+    version = _version(found, version_id)
+    schema = version.form_schema
+    key = request.args.get("list", "")
+    if key not in schema.choice_lists:
+        raise errors.NotFound()
+    languages = list(schema.languages) or ["default"]
+    items = [
+        (c.name, [labels.pick(c.labels, language) for language in languages])
+        for c in schema.choice_lists[key]
+    ]
+    query = request.args.get("q", "").strip()
+    if query:
+        items = [item for item in items if common.matching(query, [item[0], *item[1]])]
+    shown = common.paged(items, request.args.get("page"), gettext("Page"))
+    language = labels.for_schema(schema, common.ui_language())
+    questions = [labels.pick(f.labels, language, f.name) for f in schema.fields if f.choices == key]
+
+    def page_url(number: int) -> str:
+        return common.query_url(
+            "web.choice_list",
+            {"list": key, "q": query, "page": number if number > 1 else None},
+            project_id=project.id,
+            xml_form_id=found.xml_form_id,
+            version_id=version.id,
+        )
+
+    return common.page(
+        "web/choices.html",
+        project=project,
+        form=found,
+        version=version,
+        key=key,
+        questions=questions,
+        languages=languages,
+        shown=shown,
+        query=query,
+        **common.pager_links(shown, page_url),
+    )
 
 
 @bp.get("/projects/<int:project_id>/forms/<xml_form_id>/versions/<int:version_id>/source")

@@ -122,6 +122,7 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
         if rows and more_newer
         else None,
         may_review=access.can("submission.update", project_id=project.id, form_id=form.id),
+        open_conflicts=common.open_conflicts(form),
     )
 
 
@@ -176,7 +177,7 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
     wanted = request.args.get("version")
     shown = next((v for v in every_version if v.instance_id == wanted), every_version[0])
     form_version = db_session.get(FormVersion, shown.form_version_id)
-    schema = form_version.schema if form_version is not None else {}
+    schema = form_version.form_schema if form_version is not None else None
     disclosure = personal.for_form(db_session, form)
     document = disclosure.document(
         shown.raw_document, instance_id=record.instance_id, channel="console"
