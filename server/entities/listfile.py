@@ -134,3 +134,24 @@ def forget() -> None:
     """Empty this process's cache of hashes (tests, and after a restore)."""
     with _lock:
         _hashes.clear()
+
+
+MAX_INTEGRITY_IDS = 10_000
+
+
+def states(db_session: Session, dataset: Dataset, ids: list[str]) -> list[tuple[str, bool]]:
+    """Return (uuid, deleted) for the entities of the list among ``ids`` (Collect's check).
+
+    Collect asks, for the entities it created offline, whether the server still has them, and
+    removes those reported deleted; ids the server never saw are not listed (as in Central).
+    """
+    wanted = sorted({u for u in (services.normal_uuid(i) for i in ids) if u is not None})
+    found: list[tuple[str, bool]] = []
+    for start in range(0, min(len(wanted), MAX_INTEGRITY_IDS), 500):
+        rows = db_session.execute(
+            sa.select(Entity.uuid, Entity.deleted_at.is_not(None)).where(
+                Entity.dataset_id == dataset.id, Entity.uuid.in_(wanted[start : start + 500])
+            )
+        ).all()
+        found.extend((uuid, bool(deleted)) for uuid, deleted in rows)
+    return sorted(found)

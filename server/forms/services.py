@@ -235,6 +235,25 @@ def manifest_files(db_session: Session, version: FormVersion) -> list[ManifestFi
     return files
 
 
+def forms_reading_list(db_session: Session, dataset: Dataset) -> list[Form]:
+    """Return the forms whose published version or draft has a file made from this list."""
+    return list(
+        db_session.scalars(
+            sa.select(Form)
+            .join(FormAttachment, FormAttachment.form_id == Form.id)
+            .where(
+                FormAttachment.dataset_id == dataset.id,
+                Form.deleted_at.is_(None),
+                sa.or_(
+                    FormAttachment.form_version_id == Form.current_version_id,
+                    FormAttachment.form_version_id == Form.draft_version_id,
+                ),
+            )
+            .distinct()
+        )
+    )
+
+
 def linked_list(db_session: Session, attachment: FormAttachment) -> Dataset | None:
     """Return the entity list a media file is made from, if it is linked to one."""
     if attachment.dataset_id is None:

@@ -476,3 +476,42 @@ def test_a_list_requiring_approval_is_marked_so_in_the_manifest(client, programm
         headers=programme["headers"],
     )
     assert _manifest(client, programme["tablets"][0])["type"] == "approvalEntityList"
+
+
+def test_collect_checks_the_entities_it_created_offline(client, programme):
+    from lxml import etree
+
+    tablet = programme["tablets"][1]
+    kept = _created(client, programme)
+    gone = _created(client, programme)
+    never = str(uuidlib.uuid4())
+    deleted = client.delete(
+        f"/v1/projects/{programme['project']}/datasets/participants/entities/{gone}",
+        headers=programme["headers"],
+    )
+    assert deleted.status_code == 200
+    url = _manifest_integrity_url(client, tablet)
+    assert url.endswith(f"/projects/{programme['project']}/datasets/participants/integrity")
+    path = url[url.index("/v1/") :]
+    answer = client.get(
+        f"{path}?id={kept},{gone.upper()},{never},not-a-uuid", headers={"X-OpenRosa-Version": "1.0"}
+    )
+    assert answer.status_code == 200 and answer.headers["X-OpenRosa-Version"] == "1.0"
+    found = {
+        e.get("id"): e.findtext("deleted") for e in etree.fromstring(answer.data).iter("entity")
+    }
+    assert found == {kept: "false", gone: "true"}
+    # A coordinator may ask too (refusals: test_route_matrix.py).
+    by_manager = client.get(
+        f"/v1/projects/{programme['project']}/datasets/participants/integrity?id={kept}",
+        headers=programme["headers"],
+    )
+    assert by_manager.status_code == 200
+
+
+def _manifest_integrity_url(client, tablet: str) -> str:
+    from lxml import etree
+
+    answer = client.get(f"{tablet}/forms/review/manifest", headers={"X-OpenRosa-Version": "1.0"})
+    (media,) = etree.fromstring(answer.data).findall(f"{MANIFEST_NS}mediaFile")
+    return media.findtext(f"{MANIFEST_NS}integrityUrl")
