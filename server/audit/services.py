@@ -83,6 +83,7 @@ ACTIONS: Mapping[str, Any] = {
     "entity.bulk.create": lazy_gettext("Entities created"),
     "entity.update.version": lazy_gettext("Entity changed"),
     "entity.delete": lazy_gettext("Entity deleted"),
+    "entity.update.resolve": lazy_gettext("Entity conflict resolved"),
     "entity.error": lazy_gettext("Entity not applied from a submission"),
     "submission.backlog.hold": lazy_gettext("Entity update held until the earlier one arrives"),
     "submission.backlog.reprocess": lazy_gettext("Held entity update applied in order"),

@@ -670,10 +670,12 @@ def update_entity(
     force: bool,
     actor_id: int | None,
     user_agent: str | None,
+    resolve: bool = False,
 ) -> EntityRow:
     """Write a new version of an entity: the label and values given, the others kept. Commits.
 
     ``base_version`` must be the current version unless ``force``; 409.15 otherwise.
+    ``resolve`` also clears the entity's conflict (Central's ``?resolve=true``).
     """
     row = get_entity(db_session, dataset, uuid)
     entity, current = row.entity, row.version
@@ -715,9 +717,37 @@ def update_entity(
         entity_id=entity.id,
         details={"dataset": dataset.name, "uuid": entity.uuid, "version": version.version},
     )
+    if resolve:
+        _resolve(db_session, dataset, entity, actor_id=actor_id)
     touch(db_session, dataset.id)
     db_session.commit()
     return EntityRow(entity, version, row.versions + 1, row.creator_name)
+
+
+def _resolve(
+    db_session: Session, dataset: Dataset, entity: Entity, *, actor_id: int | None
+) -> None:
+    if entity.conflict is None:
+        return
+    _audit(
+        db_session,
+        "entity.update.resolve",
+        actor_id=actor_id,
+        project_id=dataset.project_id,
+        entity_id=entity.id,
+        details={"dataset": dataset.name, "uuid": entity.uuid, "conflict": entity.conflict},
+    )
+    entity.conflict = None
+
+
+def resolve_conflict(
+    db_session: Session, dataset: Dataset, uuid: str, *, actor_id: int | None
+) -> EntityRow:
+    """Mark an entity's conflict as seen and settled, its values unchanged (audited). Commits."""
+    row = get_entity(db_session, dataset, uuid)
+    _resolve(db_session, dataset, row.entity, actor_id=actor_id)
+    db_session.commit()
+    return row
 
 
 def delete_entity(

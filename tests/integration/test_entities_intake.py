@@ -353,6 +353,15 @@ def test_the_programme_follow_up_as_the_issue_tells_it(client, programme):
         None,
         ["last_review_date", "risk_status"],
     ]
+    # The coordinator has looked at it: the conflict is resolved, the values kept.
+    entity_url = f"/v1/projects/{programme['project']}/datasets/participants/entities/{uuid}"
+    shown = client.get(entity_url, headers=programme["headers"]).json
+    assert shown["conflict"] == "hard"
+    resolved = client.patch(f"{entity_url}?resolve=true", headers=programme["headers"])
+    assert resolved.status_code == 200, resolved.json
+    assert resolved.json["conflict"] is None
+    assert resolved.json["currentVersion"]["version"] == 4
+    assert _entity(uuid).conflict is None and "entity.update.resolve" in _actions()
 
 
 def test_merit_entities_backlog_and_the_periodic_pass_apply_what_waited(client, programme, app):
