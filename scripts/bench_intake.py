@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -636,6 +637,7 @@ def remove_checkout(where: Path) -> None:
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False
     )
+    shutil.rmtree(where.parent, ignore_errors=True)
 
 
 def main() -> None:

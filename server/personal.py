@@ -46,7 +46,7 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from lxml import etree
 
 from server import errors
-from server.forms.schema import FormSchema, parts_of, values_at
+from server.forms.schema import Field, FormSchema, parts_of, values_at
 
 PII_VERB = "submission.pii"
 AUDIT_ACTION = "submission.pii.read"
@@ -307,6 +307,18 @@ class Disclosure:
         for path, parts in self._parts.items():
             redacted = _replace(redacted, parts, lambda v, p=path: self.value(p, v))
         return redacted
+
+    def answers(
+        self, document: Any, fields: Iterable[Field], *, instance_id: str, channel: str
+    ) -> list[list[Any]]:
+        """Return the values of a few fields in a record, as this reader may see them.
+
+        A read in clear is noted (audited) only when one of the fields is personal.
+        """
+        chosen = list(fields)
+        if self.clear and any(self.fields.is_personal(f.path) for f in chosen):
+            self.note(channel, [instance_id])
+        return [[self.value(f.path, v) for v in f.values_in(document)] for f in chosen]
 
     def instance_name(self, name: str | None, *, instance_id: str, channel: str) -> str | None:
         """Return a record's instanceName as this reader may see it."""

@@ -17,6 +17,7 @@ RESOURCES = (
     "server.api.projects",
     "server.api.users",
     "server.api.app_users",
+    "server.api.public_links",
     "server.api.forms",
     "server.api.encryption",
     "server.api.exports",

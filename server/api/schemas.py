@@ -477,3 +477,16 @@ class FormAttachmentOut(Output):
     blobExists = out(fields.Boolean)
     datasetExists = out(fields.Boolean)
     updatedAt = out(Timestamp)
+
+
+# public links
+
+
+class PublicLinkIn(Input):
+    displayName = text(required=True, validate=validate.Length(min=1, max=255))
+    once = boolean(load_default=False)
+
+
+class PublicLinkOut(ActorOut):
+    once = out(fields.Boolean)
+    token = out(fields.String)

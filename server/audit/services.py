@@ -7,7 +7,7 @@ English; the API shows the code, as Central does). An action not in the table is
 event nobody can read back is a bug.
 
 Every change of who may do what is recorded by the service that makes it (accounts, roles,
-app users, projects): the interfaces (API, console, command line) cannot forget it.
+app users, public links, projects): the interfaces (API, console, command line) cannot forget it.
 ``tests/integration/test_route_matrix.py`` checks it for every route.
 """
 
@@ -41,6 +41,9 @@ ACTIONS: Mapping[str, Any] = {
     "field_key.create": lazy_gettext("App user (tablet) created"),
     "field_key.revoke": lazy_gettext("App user (tablet) access revoked"),
     "field_key.delete": lazy_gettext("App user (tablet) deleted"),
+    "public_link.create": lazy_gettext("Public link created"),
+    "public_link.revoke": lazy_gettext("Public link revoked"),
+    "public_link.delete": lazy_gettext("Public link deleted"),
     # projects
     "project.create": lazy_gettext("Project created"),
     "project.update": lazy_gettext("Project changed"),

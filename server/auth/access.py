@@ -39,7 +39,9 @@ class Principal:
 
     @property
     def is_app_user(self) -> bool:
-        return self.type == "field_key"
+        """A token holder: a tablet, or a public link (the same limits: no console, no
+        project beyond its own, 404 for what it may not read)."""
+        return self.type in ("field_key", "public_link")
 
 
 def current_actor() -> Principal | None:
@@ -134,7 +136,8 @@ def visible_project_ids() -> set[int] | None:
     """Return the projects the actor holds any role in; None means all (site-wide role)."""
     app_user = current_app_user()
     if app_user is not None:
-        return {app_user.project_id}
+        # A tablet sees its project; a public link only its form, not even the project's name.
+        return {app_user.project_id} if app_user.type == "field_key" else set()
     ids: set[int] = set()
     for actee, granted in _grants():
         if actee == "*" and "project.read" in granted:

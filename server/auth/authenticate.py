@@ -2,8 +2,9 @@
 
 The ways in, as ODK Central accepts them:
 
-* ``/v1/key/<token>/...``: an app user (a tablet); a bad or revoked token is 403, never 401,
-  so that Collect does not ask for a password the device does not have;
+* ``/v1/key/<token>/...``: an app user (a tablet), or a public link's browser page; a bad or
+  revoked token is 403, never 401, so that Collect does not ask for a password the device
+  does not have;
 * ``Authorization: Bearer <token>``: a session opened with ``POST /v1/sessions`` (pyodk);
 * ``Authorization: Basic``: email and password, over HTTPS only (Collect never sends Basic
   over plain HTTP, and neither should anyone);
@@ -28,7 +29,7 @@ import hmac
 from flask import Flask, current_app, g, request
 
 from server import db, errors
-from server.auth import access, app_users, digest, sessions
+from server.auth import access, app_users, digest, public_links, sessions
 from server.auth.access import Principal
 from server.auth.models import Actor
 from server.auth.prefix import TokenPrefixMiddleware, key_token
@@ -82,11 +83,15 @@ def authenticate() -> None:
 def _authenticate_app_user(token: str) -> None:
     # One small query on every tablet request: the token is checked each time, so that a
     # revoked tablet is refused at once, by every server process.
+    kind = "field_key"
     row = app_users.principal_by_token(db.session(), token)
+    if row is None:
+        kind = "public_link"
+        row = public_links.principal_by_token(db.session(), token)
     if row is None:
         raise errors.BadToken()
     actor_id, project_id, display_name, grants = row
-    _set(Principal(actor_id, "field_key", display_name, project_id), "key")
+    _set(Principal(actor_id, kind, display_name, project_id), "key")
     access.remember_grants(grants)
 
 

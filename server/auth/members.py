@@ -108,10 +108,11 @@ def get_app_user(db_session: Session, project_id: int, actor_id: int) -> AppUser
 
 
 def assignable_actor(db_session: Session, project_id: int, actor_id: int) -> Actor:
-    """Return an actor that may be given a role in the project (404: unknown, or another
-    project's app user)."""
+    """Return an actor that may be given a role in the project (404: unknown, another
+    project's app user, or a public link: a link holds its one role on its form, and only
+    that, so that its token can never do more than fill that form)."""
     actor = db_session.get(Actor, actor_id)
-    if actor is None or actor.deleted_at is not None:
+    if actor is None or actor.deleted_at is not None or actor.type == "public_link":
         raise errors.NotFound()
     if actor.type == "field_key":
         app_user = db_session.get(AppUser, actor_id)

@@ -69,6 +69,31 @@ class AppUser(Base):
     actor: Mapped[Actor] = relationship(lazy="joined", foreign_keys=[actor_id])
 
 
+class PublicLink(Base):
+    """A link anyone holding it may use to fill one form in a browser, without an account.
+
+    As ODK Central's public links: an actor of type ``public_link`` holding the ``pub-link``
+    role on the form, authenticated by a token (kept as its hash, and sealed so that the
+    console can show the link again). ``once`` asks the browser page to take one record only
+    per browser, as Central's single-submission links. Revoking clears the token at once.
+    """
+
+    __tablename__ = "public_links"
+
+    actor_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("actors.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"), index=True)
+    form_id: Mapped[int] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"), index=True)
+    once: Mapped[bool] = mapped_column(default=False)
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    token_sealed: Mapped[str | None] = mapped_column(sa.Text)
+    created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    actor: Mapped[Actor] = relationship(lazy="joined", foreign_keys=[actor_id])
+
+
 class AuthSession(Base):
     """A console session or an API bearer token, found by the SHA-256 of its secret."""
 

@@ -11,6 +11,7 @@ on every start, so adding a verb here is enough.
 | viewer    | an analyst: reads and exports                  |
 | formfill  | a data collector with a personal account       |
 | app-user  | a tablet (device account)                      |
+| pub-link  | a public link: fills one form in a browser     |
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ _MANAGE = (
     "field_key.create",
     "field_key.list",
     "field_key.delete",
+    "public_link.create",
+    "public_link.list",
+    "public_link.delete",
     "assignment.list",
     "assignment.create",
     "assignment.delete",

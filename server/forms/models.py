@@ -33,6 +33,8 @@ class Form(Base):
         sa.ForeignKey("form_versions.id", use_alter=True, name="fk_forms_draft_version")
     )
     key_id: Mapped[int | None] = mapped_column(sa.ForeignKey("project_keys.id"))
+    # Paths of the questions whose answers the console's submissions table shows (a few).
+    list_columns: Mapped[list | None] = mapped_column(sa.JSON)
     created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("actors.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, onupdate=utcnow)

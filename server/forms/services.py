@@ -237,19 +237,20 @@ def manifest_files(db_session: Session, version: FormVersion) -> list[ManifestFi
 
 def forms_reading_list(db_session: Session, dataset: Dataset) -> list[Form]:
     """Return the forms whose published version or draft has a file made from this list."""
+    linked = (
+        sa.select(FormAttachment.form_id)
+        .join(Form, Form.id == FormAttachment.form_id)
+        .where(
+            FormAttachment.dataset_id == dataset.id,
+            sa.or_(
+                FormAttachment.form_version_id == Form.current_version_id,
+                FormAttachment.form_version_id == Form.draft_version_id,
+            ),
+        )
+    )
     return list(
         db_session.scalars(
-            sa.select(Form)
-            .join(FormAttachment, FormAttachment.form_id == Form.id)
-            .where(
-                FormAttachment.dataset_id == dataset.id,
-                Form.deleted_at.is_(None),
-                sa.or_(
-                    FormAttachment.form_version_id == Form.current_version_id,
-                    FormAttachment.form_version_id == Form.draft_version_id,
-                ),
-            )
-            .distinct()
+            sa.select(Form).where(Form.id.in_(linked), Form.deleted_at.is_(None)).order_by(Form.id)
         )
     )
 
@@ -868,6 +869,48 @@ def set_state(db_session: Session, form: Form, state: str, *, actor_id: int | No
             form_id=form.id,
             details={"state": state},
         )
+    db_session.commit()
+    return form
+
+
+# ---- the submissions table's answer columns --------------------------------------------------
+
+MAX_LIST_COLUMNS = 6
+
+
+def list_column_choices(form_schema: schema.FormSchema) -> list[schema.Field]:
+    """The questions whose answers the submissions table can show: one value per record (not
+    inside a repeat), text not a file, not the meta block."""
+    return [
+        f
+        for f in form_schema.questions
+        if not f.repeats and not f.repeat and not f.is_binary and not f.is_meta
+    ]
+
+
+def list_columns(form: Form, form_schema: schema.FormSchema) -> list[schema.Field]:
+    """The questions the form's submissions table shows, those its version still has."""
+    chosen = {f.path: f for f in list_column_choices(form_schema)}
+    return [chosen[p] for p in form.list_columns or () if p in chosen]
+
+
+def set_list_columns(
+    db_session: Session, form: Form, form_schema: schema.FormSchema, paths: list[str]
+) -> Form:
+    """Keep the questions whose answers the submissions table shows (for everyone). Commits."""
+    offered = {f.path for f in list_column_choices(form_schema)}
+    unknown = [p for p in paths if p not in offered]
+    if unknown:
+        raise errors.UnexpectedValue(
+            field="columns", reason=_("not a question of this form: %(path)s", path=unknown[0])
+        )
+    if len(paths) > MAX_LIST_COLUMNS:
+        raise errors.UnexpectedValue(
+            field="columns",
+            reason=_("at most %(count)s questions", count=MAX_LIST_COLUMNS),
+        )
+    form.list_columns = list(dict.fromkeys(paths)) or None
+    form.updated_at = utcnow()
     db_session.commit()
     return form
 

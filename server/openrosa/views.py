@@ -181,7 +181,14 @@ def submission(project_id: int) -> Response:
         if not access.can("submission.create", project_id=project_id, form_id=form.id):
             raise errors.FormNotFound(form_id=form.xml_form_id)
 
-    receipt = _receive(project_id, actor.id, authorize=authorize, draft=False)
+    def authorize_edit(form: intake.FormRef) -> None:
+        # A public link fills new records only: its holder edits nothing, even what it sent.
+        if actor.type == "public_link":
+            raise errors.Forbidden()
+
+    receipt = _receive(
+        project_id, actor.id, authorize=authorize, authorize_edit=authorize_edit, draft=False
+    )
     return _answer(receipt)
 
 
@@ -204,7 +211,9 @@ def _read_upload() -> tuple[bytes, list[intake.IncomingFile]]:
     return xml, files
 
 
-def _receive(project_id: int, actor_id: int | None, *, authorize, draft: bool) -> intake.Receipt:
+def _receive(
+    project_id: int, actor_id: int | None, *, authorize, draft: bool, authorize_edit=None
+) -> intake.Receipt:
     try:
         xml, files = _read_upload()
         receipt = intake.receive(
@@ -217,6 +226,7 @@ def _receive(project_id: int, actor_id: int | None, *, authorize, draft: bool) -
             user_agent=request.user_agent.string,
             draft=draft,
             authorize=authorize,
+            authorize_edit=authorize_edit,
         )
     except Exception as exc:
         metrics.record_rejected(exc)  # ops metrics: rejections by problem code

@@ -90,6 +90,25 @@ def count_all_open(db_session: Session) -> int:
     ).scalar_one()
 
 
+def open_for_record(db_session: Session, record: Submission) -> list[int]:
+    """Return the ids of a record's conflicts still to settle (any version's instanceID)."""
+    instance_ids = sa.select(SubmissionVersion.instance_id).where(
+        SubmissionVersion.submission_id == record.id
+    )
+    return list(
+        db_session.scalars(
+            sa.select(SubmissionConflict.id)
+            .where(
+                SubmissionConflict.form_id == record.form_id,
+                SubmissionConflict.draft.is_(record.draft),
+                SubmissionConflict.instance_id.in_(instance_ids),
+                SubmissionConflict.resolved_at.is_(None),
+            )
+            .order_by(SubmissionConflict.id)
+        )
+    )
+
+
 def list_conflicts(
     db_session: Session,
     form_id: int,
@@ -298,7 +317,7 @@ def resolve(
         values["version_id"] = version.id
         details["versionInstanceId"] = version.instance_id
     elif resolution == "discard":
-        values.update(xml="", attachments_dropped=0, dropped_names=None)
+        values.update(xml="", attachments_dropped=0, dropped_names=sa.null())
         db_session.execute(sa.delete(FILES).where(FILES.c.conflict_id == conflict.id))
     # Whoever settles first wins: a second request (another coordinator) finds it settled.
     settled = db_session.execute(

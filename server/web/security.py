@@ -14,11 +14,13 @@ every error are covered too), gives each response
   holds no cookie. Images and media still display, in a page or opened alone.
 
 Only the console's pages (:func:`server.web.common.page`) set a policy of their own, the
-console's (:func:`content_security_policy`): they may run only the scripts and styles the
-console serves itself, may not be framed, and never leak their address to another site. Images
-come from the console itself (photos through its own routes), ``data:`` URLs, and the map tile
-server when one is configured (``MERIT_TILE_URL``). A new route therefore serves sandboxed
-content unless it renders a console page: forgetting fails closed.
+console's (:func:`content_security_policy`; the pages holding ODK Web Forms a wider one,
+:func:`webform_content_security_policy`, that lets the form engine run): they may run only
+the scripts and styles the console serves itself, may not be framed, and never leak their
+address to another site. Images come from the console itself (photos through its own routes),
+``data:`` URLs, and the map tile server when one is configured (``MERIT_TILE_URL``). A new
+route therefore serves sandboxed content unless it renders a console page: forgetting fails
+closed.
 """
 
 from __future__ import annotations
@@ -67,6 +69,51 @@ def content_security_policy() -> str:
             "frame-ancestors 'none'",
         )
     )
+
+
+def webform_content_security_policy() -> str:
+    """Return the policy of the pages holding ODK Web Forms: the console's, plus what the
+    form engine needs and nothing else.
+
+    * ``'wasm-unsafe-eval'``: the XPath parser is WebAssembly (compiling it; no ``eval``);
+    * ``style-src 'unsafe-inline'``: Web Forms and its components (PrimeVue) insert their
+      style sheets and set styles from script;
+    * ``font-src data:``: its fonts are inlined in its style sheet;
+    * ``img-src``/``media-src blob:``: images, audio and video of the form's media and of
+      the answers (a photo just taken) are shown from in-memory ``blob:`` addresses;
+    * ``connect-src 'self' data:``: it fetches the form, its media and records from this
+      server, and reads its inlined WebAssembly from a ``data:`` address;
+    * ``worker-src blob: data:``: photos are scaled down to the form's ``max-pixels`` in a
+      worker the engine starts from its own inlined code.
+
+    Scripts still come only from the server ('self'), and the page may not be framed.
+    """
+    images = ["'self'", "data:", "blob:"]
+    origin = tile_origin(current_app.config.get("TILE_URL"))
+    if origin:
+        images.append(origin)
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self' 'wasm-unsafe-eval'",
+            "style-src 'self' 'unsafe-inline'",
+            f"img-src {' '.join(images)}",
+            "media-src 'self' blob:",
+            "font-src 'self' data:",
+            "connect-src 'self' data:",
+            "worker-src 'self' blob: data:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
+def webform_page(response: Response) -> Response:
+    """Give a page holding ODK Web Forms its policy (:func:`webform_content_security_policy`)."""
+    response.headers["Content-Security-Policy"] = webform_content_security_policy()
+    return response
 
 
 def console_page(response: Response) -> Response:

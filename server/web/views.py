@@ -17,6 +17,8 @@ the same services the API calls (never the API over HTTP), and render.
     /projects/<p>/forms/<f>/conflicts[/<id>]   records sent again with other answers, settled
     /projects/<p>/forms/<f>/overview    charts and map
     /projects/<p>/forms/<f>/export      export options, downloads, the cleaning log
+    /projects/<p>/forms/<f>/fill        the form in the browser (ODK Web Forms; also draft/fill,
+                                        submissions/<id>/edit, public links and /-/<token>)
     /audit                              the audit log (administrators and managers)
 
 Every console response carries strict security headers (:mod:`server.web.security`): pages
@@ -62,6 +64,7 @@ PAGES = (
     "server.web.pages.overview",
     "server.web.pages.exports",
     "server.web.pages.audit",
+    "server.web.pages.webforms",
 )
 
 for _name in PAGES:

@@ -139,9 +139,13 @@ def test_a_coordinator_compares_a_conflict_and_takes_the_second_as_an_edit(
     assert any("Nom du membre" in label for label in labels), labels
     age = compare.locator("tr.differs", has_text="Âge").locator("td").all_inner_texts()
     assert [cell.strip() for cell in age] == ["34", "36"]
-    # The record's photo is shown; the payload's file is named and said received.
-    assert compare.locator("img.photo").count() == 1
-    assert "1715090599999.png" in compare.inner_text()
+    # Both photos are shown, the record's and the one sent again (served from the conflict).
+    photos = compare.locator("img.photo")
+    assert photos.count() == 2
+    for index in range(2):
+        photos.nth(index).scroll_into_view_if_needed()
+        assert photos.nth(index).evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "/files/1715090599999.png" in photos.nth(1).get_attribute("src")
     assert "Fichiers gardés avec la fiche renvoyée : 1715090599999.png" in page.content()
     support.screenshot(page, f"{database}-conflict-03-compare-laptop")
     phone = chromium.new_context(viewport=support.PHONE, locale="fr-FR")

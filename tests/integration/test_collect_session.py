@@ -8,6 +8,7 @@ its photo byte-identical.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import itertools
@@ -20,11 +21,16 @@ import sqlalchemy as sa
 from lxml import etree
 
 from server.db import create_engine
+from tests.fixtures.forms import workbooks
 from tests.support.collect import LIST_NS, MANIFEST_NS, CollectClient
 from tests.support.servers import ROOT, ServerProcess, server_env
 
 pytestmark = pytest.mark.slow
 ADMIN = ("admin@example.org", "un mot de passe de test assez long")
+# A 1×1 PNG: a form's image media.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,9 @@ def tablet(server):
     settings = api.get(
         f"{server.url}/v1/projects/1/app-users/{app_user['id']}/collect-settings"
     ).json()["settings"]
-    return CollectClient(settings["general"]["server_url"])
+    client = CollectClient(settings["general"]["server_url"])
+    client.app_user_id = app_user["id"]
+    return client
 
 
 def photo(seed: int) -> bytes:
@@ -170,7 +178,39 @@ def raw_get(url: str, **headers: str) -> requests.Response:
     return response
 
 
-def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(tablet):
+def _publish_with_media(server_url: str, app_user_id: int) -> bytes:
+    """Publish the household form with its media (a CSV of villages over a kilobyte)."""
+    api = requests.Session()
+    token = api.post(
+        f"{server_url}/v1/sessions", json={"email": ADMIN[0], "password": ADMIN[1]}
+    ).json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    created = api.post(
+        f"{server_url}/v1/projects/1/forms",
+        data=workbooks.xlsx(workbooks.text("household.md")),
+        headers={
+            "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "X-XlsForm-FormId-Fallback": "household",
+        },
+    )
+    assert created.status_code == 200, created.text
+    villages = "name,label\n" + "".join(f"v{n},Village numéro {n}\n" for n in range(200))
+    media = {"villages.csv": villages.encode(), "besoins.png": PNG, "needs.png": PNG}
+    for name, content in media.items():
+        attached = api.post(
+            f"{server_url}/v1/projects/1/forms/household/draft/attachments/{name}", data=content
+        )
+        assert attached.status_code == 200, attached.text
+    assert api.post(f"{server_url}/v1/projects/1/forms/household/draft/publish").ok
+    assigned = api.post(
+        f"{server_url}/v1/projects/1/forms/household/assignments/app-user/{app_user_id}"
+    )
+    assert assigned.json() == {"success": True}, assigned.text
+    return media["villages.csv"]
+
+
+def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(server, tablet):
+    villages = _publish_with_media(server.url, tablet.app_user_id)
     listed = raw_get(f"{tablet.server_url}/formList")
     assert listed.status_code == 200
     assert listed.headers["Content-Encoding"] == "gzip"
@@ -191,7 +231,8 @@ def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(tab
     # Collect hashes the bytes after HTTP decompression: they are the listed hash.
     listed_hash = needs.findtext(f"{{{LIST_NS}}}hash").removeprefix("md5:")
     assert hashlib.md5(plain).hexdigest() == listed_hash
-    manifest = raw_get(needs.findtext(f"{{{LIST_NS}}}manifestUrl"))
+    household = entries["household"]
+    manifest = raw_get(household.findtext(f"{{{LIST_NS}}}manifestUrl"))
     assert manifest.headers["X-OpenRosa-Version"] == "1.0"
     files = {
         item.findtext(f"{{{MANIFEST_NS}}}filename"): item
@@ -201,13 +242,17 @@ def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(tab
             else manifest.wire
         ).findall(f"{{{MANIFEST_NS}}}mediaFile")
     }
-    cercles_url = files["cercles.csv"].findtext(f"{{{MANIFEST_NS}}}downloadUrl")
+    assert set(files) == {"villages.csv", "besoins.png", "needs.png"}
+    png = raw_get(files["needs.png"].findtext(f"{{{MANIFEST_NS}}}downloadUrl"))
+    assert "Content-Encoding" not in png.headers and png.wire == PNG  # images travel as they are
+    cercles_url = files["villages.csv"].findtext(f"{{{MANIFEST_NS}}}downloadUrl")
     cercles = raw_get(cercles_url)
     assert cercles.headers["Content-Encoding"] == "gzip"
     assert cercles.headers["ETag"].startswith('W/"')
     assert "Accept-Ranges" not in cercles.headers
     content = gzip.decompress(cercles.wire)
-    assert hashlib.md5(content).hexdigest() == files["cercles.csv"].findtext(
+    assert content == villages
+    assert hashlib.md5(content).hexdigest() == files["villages.csv"].findtext(
         f"{{{MANIFEST_NS}}}hash"
     ).removeprefix("md5:")
     # The gzip variant's tag revalidates it: 304, the same weak tag.

@@ -276,6 +276,10 @@ def test_the_coordinator_sees_the_count_compares_and_takes_the_second_in_the_con
     for page in (site["console"], site["console"] + "/submissions"):
         shown = re.sub(r"\s+", " ", console.get(page).text)
         assert "1 fiche a été renvoyée avec d’autres réponses et attend votre décision." in shown
+    on_record = re.sub(r"\s+", " ", console.get(f"{site['console']}/submissions/{iid}").text)
+    assert "Cette fiche a été renvoyée avec d’autres réponses : comparez-les et décidez." in (
+        on_record
+    )
     listed = console.get(site["console"] + "/conflicts")
     assert listed.status_code == 200 and iid in listed.text
     link = re.search(r'href="(/projects/[^"]+/conflicts/\d+)"', listed.text)[1]
@@ -287,6 +291,10 @@ def test_the_coordinator_sees_the_count_compares_and_takes_the_second_in_the_con
     assert len(differing) == 2
     assert ">34<" in re.sub(r"\s+", "", differing[0]) and ">35<" in re.sub(r"\s+", "", differing[0])
     assert "Fichiers gardés avec la fiche renvoyée : 1715090599999.jpg" in text
+    photo = console.get(f"{link}/files/1715090599999.jpg")  # the photo sent again, to compare
+    assert photo.status_code == 200 and photo.data == jpeg(2)
+    assert "sandbox" in photo.headers["Content-Security-Policy"]
+    assert console.get(f"{link}/files/autre.jpg").status_code == 404
     taken = console.post(
         link + "/resolve",
         data={"resolution": "takeSecond", "csrf_token": _csrf(console, link)},
@@ -297,6 +305,7 @@ def test_the_coordinator_sees_the_count_compares_and_takes_the_second_in_the_con
     assert "35" in record_page
     for page in (site["console"], site["console"] + "/submissions"):
         assert "attend votre décision" not in console.get(page).text
+    assert "comparez-les et décidez" not in record_page
     settled = console.get(site["console"] + "/conflicts?state=settled").text
     assert "seconde fiche prise comme modification" in settled
     again = console.post(

@@ -200,6 +200,7 @@ def _post_routes(app, site) -> list[str]:
         "member_id": site["people"]["viewer"].actor_id,
         "correction_id": 1,
         "conflict_id": 1,  # refused before it is looked up: no conflict needed
+        "link_id": site["app_user"].actor_id,  # refused for its missing token before lookup
     }
     urls = []
     with app.test_request_context():
@@ -875,3 +876,35 @@ def test_a_form_without_a_version_is_published_in_words(client, site):
         follow_redirects=True,
     )
     assert "Le formulaire est publié." in published.text and "La version —" not in published.text
+
+
+def test_a_coordinator_picks_answer_columns_and_personal_ones_stay_hidden(client, db_session, site):
+    from server.forms.models import FormVersion
+
+    # The name is personal: the coordinator (with the right) reads it, an analyst its pseudonym.
+    version = db_session.scalars(sa.select(FormVersion)).one()
+    fields = [{**f, "pii": f["path"] == "/data/name"} for f in version.schema["fields"]]
+    version.schema = {**version.schema, "fields": fields}
+    db_session.commit()
+    token = as_role(client, site, "manager")
+    p = site["project"].id
+    base = f"/projects/{p}/forms/menage/submissions"
+    page = client.get(base).text
+    assert 'id="columns"' in page and 'value="/data/photo"' not in page  # files are not offered
+    assert 'value="/data/members/member_name"' not in page  # nor answers inside a repeat
+    chosen = client.post(
+        f"{base}/columns",
+        data={"csrf_token": token, "column": ["/data/name", "/data/age"]},
+    )
+    assert chosen.status_code == 303
+    shown = html.unescape(client.get(base).text)
+    assert re.search(r"<th>name</th>\s*<th>age</th>", shown)
+    assert re.search(r'<td data-label="name">Awa Traoré</td>\s*<td data-label="age">34</td>', shown)
+    refused = client.post(f"{base}/columns", data={"csrf_token": token, "column": "/data/nope"})
+    assert refused.status_code == 400 and "/data/nope" in html.unescape(refused.text)
+    client.post("/logout", data={"csrf_token": csrf_of(client)})
+    as_role(client, site, "viewer")
+    analyst = html.unescape(client.get(base).text)
+    assert "Awa Traoré" not in analyst and re.search(r'data-label="name">pid_\w+</td>', analyst)
+    assert 'id="columns"' not in analyst  # only those who may change the form choose
+    assert client.post(f"{base}/columns", data={"csrf_token": csrf_of(client)}).status_code == 403

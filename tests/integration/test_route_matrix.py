@@ -16,6 +16,8 @@ server answers otherwise on purpose, a comment says so. The principals:
     device          an app user of the project (a tablet), its token in the path
                     (``/v1/key/<token>/...``), assigned to the project's forms
     other_device    an app user of the other project, assigned to that project's form
+    link            a public link to the project's household form (issue 18), its token in
+                    the path as a tablet's: it may fill that form and do nothing else
 
 A cell is one of:
 
@@ -98,7 +100,7 @@ PHOTO = "1715090512345.jpg"
 ALLOW, DENY, HIDE, EMPTY = "ALLOW", "DENY", "HIDE", "EMPTY"
 
 WEB_PRINCIPALS = ("anonymous", "admin", "manager", "viewer", "formfill", "other_manager")
-DEVICES = ("device", "other_device")
+DEVICES = ("device", "other_device", "link")  # token holders: the token is in the path
 PRINCIPALS = WEB_PRINCIPALS + DEVICES
 
 # Names for the groups the matrix uses most.
@@ -108,7 +110,7 @@ GROUPS = {
     "members": ("admin", "manager", "viewer", "formfill"),  # hold a role in the project
     "readers": ("admin", "manager", "viewer"),  # read and export the records
     "managers": ("admin", "manager"),  # run the project
-    "submitters": ("admin", "manager", "formfill", "device"),  # may send records
+    "submitters": ("admin", "manager", "formfill", "device", "link"),  # may send records
 }
 
 
@@ -135,8 +137,8 @@ WF = WP + "/forms/<xml_form_id>"
 
 # A form's records, the same under .../submissions and .../draft/submissions (a draft's test
 # records): Central checks the same verbs on both. Devices submit but read nothing back.
-RECORDS = who("readers", hide="device other_device")
-RECORD_CHANGES = who("managers", hide="device other_device")
+RECORDS = who("readers", hide="device other_device link")
+RECORD_CHANGES = who("managers", hide="device other_device link")
 SUBMISSIONS: dict[tuple[str, str], dict[str, str]] = {
     ("", "GET"): RECORDS,
     ("", "POST"): who("submitters", hide="other_device"),
@@ -168,7 +170,7 @@ ODATA = {
 }
 
 # Reading a published form: every member, and the tablets it is assigned to.
-FORM_READERS = who("members device", hide="other_device")
+FORM_READERS = who("members device link", hide="other_device")
 # A draft is read and changed only by those who may change the form (Central reads an
 # unpublished definition with form.update). Devices are refused with 403, not hidden.
 DRAFT = who("managers")
@@ -213,14 +215,19 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (F + "/assignments/<role>", "GET"): who("managers"),
     (F + "/assignments/<role>/<int:actor_id>", "POST"): who("managers"),
     (F + "/assignments/<role>/<int:actor_id>", "DELETE"): who("managers"),
+    (F + "/public-links", "GET"): who("managers"),
+    (F + "/public-links", "POST"): who("managers"),
+    (F + "/public-links/<int:link_id>", "DELETE"): who("managers"),
     # ---- forms
     (P + "/forms", "GET"): who("members"),  # tablets list their forms with OpenRosa's formList
     (P + "/forms", "POST"): who("managers"),
     (F, "GET"): FORM_READERS,
     (F, "PATCH"): who("managers"),  # its state
     (F + ".xml", "GET"): FORM_READERS,
-    (F + ".xlsx", "GET"): FORM_READERS,
-    (F + ".xls", "GET"): FORM_READERS,
+    # The spreadsheet asked for is the "simple" form's: the public link (to the household
+    # form) may not read it.
+    (F + ".xlsx", "GET"): who("members device", hide="other_device link"),
+    (F + ".xls", "GET"): who("members device", hide="other_device link"),
     (F + "/versions", "GET"): FORM_READERS,
     (F + "/versions/<version>.xml", "GET"): FORM_READERS,
     (F + "/fields", "GET"): FORM_READERS,
@@ -274,7 +281,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (DATASET + ".svc/$metadata", "GET"): who("readers"),
     (DATASET + ".svc/Entities", "GET"): who("readers"),
     # ---- OpenRosa: what ODK Collect calls
-    (P + "/formList", "GET"): who("members device", empty="other_device"),
+    (P + "/formList", "GET"): who("members device link", empty="other_device"),
     (F + "/manifest", "GET"): FORM_READERS,
     (F + "/attachments/<path:name>", "GET"): FORM_READERS,
     # Collect's check of the entities it created offline: who may list entities, or a device
@@ -335,7 +342,16 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/draft", "POST"): who("managers"),
     (WF + "/draft/delete", "POST"): who("managers"),
     (WF + "/state", "POST"): who("managers"),
+    # Forms in the browser (ODK Web Forms): who may send records fills; managers try drafts
+    # and edit records; a public link's page opens to whoever holds its token.
+    (WF + "/fill", "GET"): who("admin manager formfill"),
+    (WF + "/draft/fill", "GET"): who("managers"),
+    (WF + "/submissions/<instance_id>/edit", "GET"): who("managers"),
+    (WF + "/public-links", "POST"): who("managers"),
+    (WF + "/public-links/<int:link_id>/revoke", "POST"): who("managers"),
+    ("/-/<token>", "GET"): who("everyone"),
     (WF + "/submissions", "GET"): who("readers"),
+    (WF + "/submissions/columns", "POST"): who("managers"),  # the table's answer columns
     (WF + "/submissions/<instance_id>", "GET"): who("readers"),
     (WF + "/submissions/<instance_id>/attachments/<name>", "GET"): who("readers"),
     (WF + "/submissions/review", "POST"): who("managers"),
@@ -344,6 +360,7 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (WF + "/conflicts", "GET"): who("managers"),
     (WF + "/conflicts/<int:conflict_id>", "GET"): who("managers"),
     (WF + "/conflicts/<int:conflict_id>/resolve", "POST"): who("managers"),
+    (WF + "/conflicts/<int:conflict_id>/files/<name>", "GET"): who("managers"),
     (WF + "/overview", "GET"): who("readers"),
     (WF + "/overview/choices", "GET"): who("readers"),
     (WF + "/export", "GET"): who("readers"),
@@ -367,7 +384,7 @@ OUTSIDE_ROUTING: dict[tuple[str, str], dict[str, str]] = {
 # access check on purpose: (endpoint, principal) -> status.
 NOT_DONE_BY_DESIGN = {
     # No bearer session to restore: a device's token, or no credentials (Central: 404 too).
-    **{("api.restore_session", p): 404 for p in ("anonymous", "device", "other_device")},
+    **{("api.restore_session", p): 404 for p in ("anonymous", *DEVICES)},
     # A passphrase too short (400.21): turning managed encryption on would give every form of
     # the site a new, encrypted version under the walk's feet.
     **{("api.enable_managed_encryption", p): 400 for p in PRINCIPALS},
@@ -417,6 +434,7 @@ class Site:
     conflicts: list[int]  # two payloads sent again for ``record``: API, console
     extra_session: str
     draft_token: str
+    links: dict[str, int] = field(default_factory=dict)  # public links' actor ids
     bearer: dict[str, str] = field(default_factory=dict)
     cookie: dict[str, tuple[str, str]] = field(default_factory=dict)  # (session, csrf)
     spare_cookie: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -544,6 +562,15 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
     )
     assert entity.status_code == 200, entity.text
 
+    # Public links to the household form: the link principal's, and two to revoke.
+    links = {}
+    for name in ("link", "doomed_api", "doomed_web"):
+        created = client.post(
+            f"{base}/forms/{FORM_ID}/public-links", json={"displayName": name}, headers=admin
+        )
+        assert created.status_code == 200, created.text
+        links[name], tokens[name] = created.json["id"], created.json["token"]
+
     # A cleaning log of two corrections (one to revoke through the API, one in the console).
     log = (
         "KEY,column,old value,new value,reason\n"
@@ -586,6 +613,7 @@ def build_site(app: Flask, client: FlaskClient, db_session, principal: str) -> S
         ),
         extra_session=_bearer(client, "extra@example.org"),
         draft_token=draft_token,
+        links=links,
     )
     assert len(site.corrections) == 2
     assert len(site.conflicts) == 2
@@ -672,6 +700,9 @@ _TARGETS: dict[str, Callable[[Site], dict[str, Any]]] = {
     "web.publish": lambda s: {"xml_form_id": "brouillon_web"},
     "web.revoke_correction": lambda s: {"correction_id": s.corrections[1]},
     "web.resolve_conflict": lambda s: {"conflict_id": s.conflicts[1]},
+    "api.delete_public_link": lambda s: {"link_id": s.links["doomed_api"]},
+    "web.revoke_public_link": lambda s: {"link_id": s.links["doomed_web"]},
+    "web.public_form": lambda s: {"token": s.tokens["link"]},
 }
 
 # Query strings some checks need.
@@ -714,6 +745,8 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
     # Too short a passphrase (see NOT_DONE_BY_DESIGN).
     "api.enable_managed_encryption": lambda s: {"json": {"passphrase": "court"}},
     "api.create_app_user": lambda s: {"json": {"displayName": "Tablette 9"}},
+    "api.create_public_link": lambda s: {"json": {"displayName": "Saisie au bureau"}},
+    "web.create_public_link": lambda s: {"data": {"name": "Saisie au bureau", "once": "1"}},
     "api.create_form": lambda s: {"data": _xform("nouveau"), "content_type": "application/xml"},
     "api.update_form": lambda s: {"json": {"state": "open"}},
     "api.upload_draft_attachment": lambda s: {"data": VILLAGES_CSV, "content_type": "text/csv"},
@@ -766,6 +799,7 @@ _BODIES: dict[str, Callable[[Site], dict[str, Any]]] = {
         "data": {"name": "villages.csv", "file": (io.BytesIO(VILLAGES_CSV), "villages.csv")}
     },
     "web.set_state": lambda s: {"data": {"state": "open"}},
+    "web.submission_columns": lambda s: {"data": {"column": "/data/name"}},
     "web.bulk_review": lambda s: {"data": {"state": "approved", "instance_id": s.record}},
     "web.review": lambda s: {"data": {"state": "hasIssues", "comment": "Âge à vérifier"}},
     "web.comment": lambda s: {"data": {"body": "Vu avec le superviseur"}},
@@ -911,6 +945,9 @@ def credentials(site: Site) -> dict[str, tuple[str, tuple[str, ...]]]:
         site.tokens["lost_api"]: ("a tablet's token", managers),
         site.tokens["lost_web"]: ("a tablet's token", managers),
         site.tokens["other_device"]: ("another project's tablet token", ("other_device",)),
+        site.tokens["link"]: ("the public link's token", (*managers, "link")),
+        site.tokens["doomed_api"]: ("a public link's token", managers),
+        site.tokens["doomed_web"]: ("a public link's token", managers),
         site.extra_session: ("another account's session", ()),
     }
 
@@ -919,6 +956,8 @@ def leak(check: Check, principal: str, response, secrets) -> str | None:  # type
     """Return what the answer shows that the principal may not hold (None when nothing)."""
     body = response.get_data() + str(response.headers).encode()
     for token, (what, allowed) in secrets.items():
+        if check.endpoint == "web.public_form" and what == "the public link's token":
+            continue  # its page is opened with it: whoever sees the page holds it already
         if principal not in allowed and token.encode() in body:
             return f"{check.method} {check.rule} [{check.endpoint}] shows {principal} {what}"
     return None
@@ -933,6 +972,7 @@ def rights(db_session) -> tuple[Any, int]:  # type: ignore[no-untyped-def]
         "SELECT id, type, deleted_at IS NULL FROM actors",
         "SELECT actor_id, email, password_hash, digest_ha1 FROM users",
         "SELECT actor_id, project_id, token_hash, revoked_at IS NULL FROM app_users",
+        "SELECT actor_id, form_id, token_hash, revoked_at IS NULL FROM public_links",
         "SELECT id, deleted_at IS NULL, archived FROM projects",
     )
     state = tuple(frozenset(map(tuple, db_session.execute(sa.text(q)).all())) for q in queries)
@@ -950,7 +990,7 @@ def unaudited(check: Check, principal: str, before, after) -> str | None:  # typ
         changed = [
             name
             for name, old, new in zip(
-                ("roles", "actors", "accounts", "tablets", "projects"),
+                ("roles", "actors", "accounts", "tablets", "public links", "projects"),
                 before[0],
                 after[0],
                 strict=True,

@@ -1,7 +1,7 @@
 """conflicts a coordinator can settle, and files dropped from a record counted
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-08
 
 Issue 19, items 1 and 9. ``submission_conflicts`` gains what settling a conflict needs: whether
@@ -17,7 +17,7 @@ from alembic import op
 import server.db
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -56,6 +56,7 @@ def receive(
     user_agent: str | None = None,
     draft: bool = False,
     authorize: Callable[[FormRef], None] | None = None,
+    authorize_edit: Callable[[FormRef], None] | None = None,
     require_deprecation: bool = False,
     stored: list[Durable] | None = None,
 ) -> Receipt:
@@ -63,7 +64,8 @@ def receive(
 
     1. Read the XML (400: not XML, too large, too deep, not UTF-8).
     2. Find the form and the version it names: 404 (unknown form or version), 403
-       (``authorize`` refused), 409 (closed form).
+       (``authorize`` refused, or ``authorize_edit`` for a record with ``deprecatedID``), 409
+       (closed form).
     3. Read the record against that version: its instanceID, minted when absent; that it is
        the form's instance; its document and the files it names (400).
     4. Make the files it names durable, outside any transaction (503 when the attachments
@@ -77,6 +79,8 @@ def receive(
     """
     parsed = parsing.read_submission(xml)
     found = target.find(db_session, project_id, parsed, draft=draft, authorize=authorize)
+    if parsed.deprecated_id and authorize_edit is not None:
+        authorize_edit(found.form)
     record = upload.read(
         db_session,
         found,

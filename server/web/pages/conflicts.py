@@ -8,12 +8,15 @@ may see them) with the three ways to settle it (:mod:`server.submissions.conflic
 
 from __future__ import annotations
 
+import mimetypes
+
 from flask import Response, flash, redirect, request, url_for
 from flask_babel import gettext, lazy_gettext
 
 from server import db, errors, personal
 from server.auth import access
-from server.submissions import conflicts
+from server.storage import downloads
+from server.submissions import conflicts, filenames
 from server.submissions import services as submissions
 from server.web import common, labels, structure
 from server.web.views import bp
@@ -107,7 +110,13 @@ def conflict(project_id: int, xml_form_id: str, conflict_id: int) -> Response:
         found.schema,
         sent,
         labels.for_schema(found.schema, language),
-        lambda _name: "",  # the payload's files are not served: their names are shown
+        lambda name: url_for(
+            "web.conflict_file",
+            project_id=project.id,
+            xml_form_id=form.xml_form_id,
+            conflict_id=row.conflict.id,
+            name=name,
+        ),
         kept_files,
         hidden=disclosure.hidden,
     )
@@ -157,4 +166,32 @@ def resolve_conflict(project_id: int, xml_form_id: str, conflict_id: int) -> Res
     return redirect(
         url_for("web.conflict_list", project_id=project.id, xml_form_id=form.xml_form_id),
         code=303,
+    )
+
+
+@bp.get("/projects/<int:project_id>/forms/<xml_form_id>/conflicts/<int:conflict_id>/files/<name>")
+def conflict_file(project_id: int, xml_form_id: str, conflict_id: int, name: str) -> Response:
+    """Serve a file kept with a conflicting payload (a photo sent again, to compare)."""
+    _project, form = common.form_for(project_id, xml_form_id, VERB)
+    db_session = db.session()
+    row = conflicts.get(db_session, form.id, conflict_id)
+    wanted = filenames.comparable(name)
+    found = next(
+        (
+            (kept, blob)
+            for kept, blob in conflicts.files(db_session, row.conflict)
+            if filenames.comparable(kept.name) == wanted
+        ),
+        None,
+    )
+    if found is None:
+        raise errors.NotFound()
+    kept, blob = found
+    document = conflicts.contents(db_session, form, row.conflict).document
+    personal.for_form(db_session, form).check_file(
+        document, kept.name, instance_id=row.conflict.instance_id, channel="console.conflict"
+    )
+    content_type = kept.content_type or mimetypes.guess_type(kept.name)[0]
+    return downloads.send_blob(
+        blob, kept.name, content_type or "application/octet-stream", inline=True
     )

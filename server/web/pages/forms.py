@@ -23,6 +23,7 @@ from server.storage import downloads
 from server.storage.base import content_disposition
 from server.web import common, labels
 from server.web.pages.projects import project_page
+from server.web.pages.webforms import links_of
 from server.web.structure import structure
 from server.web.views import bp
 
@@ -118,6 +119,9 @@ def form_page(project: Project, form: Form, *, status: int = 200, **extra: Any) 
         ui_form_language=labels.for_schema(schema, common.ui_language()),
         open_conflicts=common.open_conflicts(form),
         long_list=common.LONG_LIST,
+        public_links=links_of(form)
+        if access.can("public_link.list", project_id=project.id, form_id=form.id)
+        else None,
         **extra,
     )
 

@@ -17,8 +17,9 @@ from server import db, errors, personal
 from server.auth import access
 from server.forms import services as forms
 from server.forms.models import FormVersion
+from server.forms.schema import Field, FormSchema
 from server.storage import downloads
-from server.submissions import overview
+from server.submissions import conflicts, overview
 from server.submissions import services as submissions
 from server.submissions.models import REVIEW_STATE_WORDS
 from server.submissions.services import SETTABLE_REVIEW_STATES, SubmissionFilter
@@ -93,6 +94,27 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
         )
         for row in rows
     }
+    published = forms.current_version(db_session, form)
+    form_schema = published.form_schema if published is not None else None
+    choices = forms.list_column_choices(form_schema) if form_schema is not None else []
+    columns = forms.list_columns(form, form_schema) if form_schema is not None else []
+    language = labels.for_schema(form_schema, common.ui_language())
+    cells = {
+        row.submission.id: [
+            _shown(form_schema, field, values, language)
+            for field, values in zip(
+                columns,
+                disclosure.answers(
+                    row.version.raw_document,
+                    columns,
+                    instance_id=row.submission.instance_id,
+                    channel="console",
+                ),
+                strict=True,
+            )
+        ]
+        for row in rows
+    }
     return common.page(
         "web/submissions.html",
         project=project,
@@ -123,6 +145,39 @@ def submission_list(project_id: int, xml_form_id: str) -> Response:
         else None,
         may_review=access.can("submission.update", project_id=project.id, form_id=form.id),
         open_conflicts=common.open_conflicts(form),
+        columns=columns,
+        column_choices=choices,
+        column_labels={f.path: labels.pick(f.labels, language, f.name) for f in choices},
+        cells=cells,
+        max_columns=forms.MAX_LIST_COLUMNS,
+        may_choose_columns=access.can("form.update", project_id=project.id, form_id=form.id),
+    )
+
+
+def _shown(form_schema: FormSchema, field: Field, values: list, language: str | None) -> list:
+    """A select's answers as its choices' labels (a pseudonym stays as it is)."""
+    if not field.is_select:
+        return [v for v in values if v not in (None, "")]
+    names = form_schema.choice_labels(field)
+    return [
+        labels.pick(names.get(name), language, name)
+        for value in values
+        if isinstance(value, str)
+        for name in field.chosen(value)
+    ]
+
+
+@bp.post("/projects/<int:project_id>/forms/<xml_form_id>/submissions/columns")
+def submission_columns(project_id: int, xml_form_id: str) -> Response:
+    """Keep the questions whose answers the form's submissions table shows."""
+    project, form = common.form_for(project_id, xml_form_id, "form.update")
+    db_session = db.session()
+    published = forms.published_version(db_session, form)
+    forms.set_list_columns(db_session, form, published.form_schema, request.form.getlist("column"))
+    flash(gettext("The table shows the answers you chose."))
+    return redirect(
+        url_for("web.submission_list", project_id=project.id, xml_form_id=form.xml_form_id),
+        code=303,
     )
 
 
@@ -203,6 +258,7 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
         )
 
     language = labels.for_schema(schema, common.ui_language())
+    may_review = access.can("submission.update", project_id=project.id, form_id=form.id)
     return common.page(
         "web/submission.html",
         project=project,
@@ -223,7 +279,8 @@ def submission(project_id: int, xml_form_id: str, instance_id: str) -> Response:
         history=submissions.audit_events(db_session, record),
         states=REVIEW_STATES,
         actions=REVIEW_ACTIONS,
-        may_review=access.can("submission.update", project_id=project.id, form_id=form.id),
+        may_review=may_review,
+        record_conflicts=conflicts.open_for_record(db_session, record) if may_review else [],
     )
 
 

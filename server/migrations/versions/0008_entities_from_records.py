@@ -1,7 +1,7 @@
 """entities from records: versions made by records, conflicts, offline branches, list revisions
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-08
 
 Records of forms that declare entities create and update them in their own transaction
@@ -16,8 +16,8 @@ from alembic import op
 
 import server.db
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
