@@ -26,6 +26,7 @@ from server.app import create_app
 COMMAND_GROUPS: tuple[str, ...] = (
     "server.storage.cli:storage",
     "server.forms.cli:forms",
+    "server.entities.cli:entities",
     "server.exports.cli:export",
     "server.ops.cli:backup",
     "server.ops.cli:restore",

@@ -305,6 +305,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Map tile server for the console map (`https://.../{z}/{x}/{y}.png`); empty draws "
         "points on a plain background, with no outside network.",
     ),
+    Setting(
+        "ENTITY_BACKLOG_HOURS",
+        "MERIT_ENTITY_BACKLOG_HOURS",
+        int,
+        120,
+        "How long an entity update made offline waits for the tablet's earlier update of the "
+        "same entity before it is applied on top of the latest version (Central waits 5 days).",
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

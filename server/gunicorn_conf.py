@@ -39,7 +39,9 @@ Tablets on 2G upload a photo over minutes. The choices, and why:
 
 At start (``on_starting``, in the master process, before any worker) the staging folder is
 emptied, since files in it only belong to requests in progress and a crash may have left some,
-and so is the Prometheus folder through which the workers share their metrics.
+and so is the Prometheus folder through which the workers share their metrics. Each worker,
+once it has loaded the application, starts the periodic pass that applies held offline entity
+updates whose wait is over (``MERIT_ENTITY_BACKLOG_HOURS``).
 """
 
 import os
@@ -93,6 +95,13 @@ def on_starting(server) -> None:
     if _metrics_dir.exists():
         shutil.rmtree(_metrics_dir)
     _files.private_dir(_metrics_dir)
+
+
+def post_worker_init(worker) -> None:
+    """Start the worker's periodic pass over held entity updates (server/entities/backlog.py)."""
+    from server.entities import backlog
+
+    backlog.start(worker.wsgi)
 
 
 def child_exit(server, worker) -> None:

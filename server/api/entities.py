@@ -156,7 +156,7 @@ def version_json(version: EntityVersion) -> dict[str, Any]:
             "baseVersion": version.base_version,
             "data": dict(version.data or {}),
             "dataReceived": received,
-            "conflictingProperties": None,
+            "conflictingProperties": version.conflicting_properties,
             "source": {k: v for k, v in source.items() if k != "dataReceived"} or None,
         }
     )
@@ -171,7 +171,7 @@ def entity_json(row: services.EntityRow, actors: dict[int, Actor] | None = None)
         "createdAt": entity.created_at,
         "updatedAt": entity.updated_at,
         "deletedAt": entity.deleted_at,
-        "conflict": None,
+        "conflict": entity.conflict,
         "currentVersion": version_json(row.version),
     }
     if actors is None:
@@ -301,12 +301,21 @@ def get_entity(project_id: int, name: str, uuid: str):
 @documented(
     body=EntityUpdateIn,
     response=EntityOut,
-    query={"baseVersion": "integer", "force": "boolean"},
+    query={"baseVersion": "integer", "force": "boolean", "resolve": "boolean"},
 )
 def update_entity(project_id: int, name: str, uuid: str):
-    """Write a new version of an entity; ``?baseVersion=`` must be current, or ``?force=true``."""
+    """Write a new version of an entity; ``?baseVersion=`` must be current, or ``?force=true``.
+
+    ``?resolve=true`` clears the entity's conflict: alone (no label nor data), nothing else
+    changes; with a change, the change is written and the conflict cleared together.
+    """
     dataset, actor_id = _dataset(project_id, name, "entity.update")
     force = query_bool("force", False)
+    resolve = query_bool("resolve", False)
+    raw = request.get_data(cache=True)
+    if resolve and not raw.strip(b" \r\n\t{}"):
+        row = services.resolve_conflict(db.session(), dataset, uuid, actor_id=actor_id)
+        return jsonify(entity_json(row))
     base_version = query_int("baseVersion", None, minimum=1)
     if not force and base_version is None:
         raise errors.MissingParameter(field="baseVersion")
@@ -321,6 +330,7 @@ def update_entity(project_id: int, name: str, uuid: str):
         force=force,
         actor_id=actor_id,
         user_agent=request.user_agent.string or None,
+        resolve=resolve,
     )
     return jsonify(entity_json(row))
 
@@ -423,7 +433,7 @@ def _entity_row(row: services.EntityRow, props: list[DatasetProperty]) -> dict[s
             "updates": row.versions - 1,
             "updatedAt": iso(entity.updated_at),
             "version": version.version,
-            "conflict": None,
+            "conflict": entity.conflict,
         },
     }
     for prop in props:

@@ -86,6 +86,11 @@ ACTIONS: Mapping[str, Any] = {
     "entity.bulk.create": lazy_gettext("Entities created"),
     "entity.update.version": lazy_gettext("Entity changed"),
     "entity.delete": lazy_gettext("Entity deleted"),
+    "entity.update.resolve": lazy_gettext("Entity conflict resolved"),
+    "entity.error": lazy_gettext("Entity not applied from a submission"),
+    "submission.backlog.hold": lazy_gettext("Entity update held until the earlier one arrives"),
+    "submission.backlog.reprocess": lazy_gettext("Held entity update applied in order"),
+    "submission.backlog.force": lazy_gettext("Held entity update applied after the wait"),
 }
 
 
@@ -124,6 +129,12 @@ DETAILS: Mapping[str, Any] = {
     "source": lazy_gettext("Source"),
     "uuid": lazy_gettext("Entity"),
     "property": lazy_gettext("Property"),
+    "properties": lazy_gettext("Properties"),
+    "form": lazy_gettext("Form"),
+    "conflict": lazy_gettext("Conflict"),
+    "submissionDefId": lazy_gettext("Submission version number"),
+    "errorMessage": lazy_gettext("Reason"),
+    "problem": lazy_gettext("Problem code"),
     "approvalRequired": lazy_gettext("Approval required"),
     "format": lazy_gettext("Format"),
     "options": lazy_gettext("Options"),

@@ -33,9 +33,9 @@ from server.entities.models import Dataset, DatasetProperty, Entity, EntityVersi
 RESERVED_PROPERTIES = {"name", "label"}
 MAX_LABEL = 10_000
 MAX_VALUE = 100_000
-# An entity's conflict, as a column an OData $filter can name: conflicts are not kept here
-# (an update never conflicts silently: 409.15), so it is always null.
-CONFLICT = sa.cast(sa.null(), sa.String)
+# An entity's conflict, as a column an OData $filter can name: None, "soft" or "hard" (an
+# update from a record based on an older version; the API's updates refuse that with 409.15).
+CONFLICT = Entity.conflict
 
 
 @dataclass
@@ -79,6 +79,13 @@ def _audit(
         project_id=project_id,
         entity_id=entity_id,
         details=details,
+    )
+
+
+def touch(db_session: Session, dataset_id: int) -> None:
+    """Raise a list's revision: what its CSV holds has changed (in the caller's transaction)."""
+    db_session.execute(
+        sa.update(Dataset).where(Dataset.id == dataset_id).values(revision=Dataset.revision + 1)
     )
 
 
@@ -159,6 +166,30 @@ def _check_name(field: str, name: str, valid: Callable[[str], bool], rule: str) 
     return name
 
 
+def _list_name(field: str, name: str) -> str:
+    return _check_name(
+        field,
+        name,
+        valid_list_name,
+        gettext(
+            "expected a name that starts with a letter, : or _, holds only letters, digits, "
+            ":, _ and -, and does not start with __"
+        ),
+    )
+
+
+def _property_name(field: str, name: str) -> str:
+    return _check_name(
+        field,
+        name,
+        valid_property_name,
+        gettext(
+            "expected a name that starts with a letter or _, holds only letters, digits, "
+            "_, - and ., and does not start with __"
+        ),
+    )
+
+
 def create_dataset(
     db_session: Session,
     project_id: int,
@@ -168,15 +199,7 @@ def create_dataset(
     actor_id: int | None,
 ) -> Dataset:
     """Create an entity list (published at once, as Central's API does). Commits."""
-    name = _check_name(
-        "name",
-        name,
-        valid_list_name,
-        gettext(
-            "expected a name that starts with a letter, : or _, holds only letters, digits, "
-            ":, _ and -, and does not start with __"
-        ),
-    )
+    name = _list_name("name", name)
     clash = db_session.execute(
         sa.select(Dataset.name).where(
             Dataset.project_id == project_id, sa.func.lower(Dataset.name) == name.lower()
@@ -242,15 +265,7 @@ def add_property(
     db_session: Session, dataset: Dataset, name: str, *, actor_id: int | None
 ) -> DatasetProperty:
     """Add a property to an entity list. Commits."""
-    name = _check_name(
-        "name",
-        name,
-        valid_property_name,
-        gettext(
-            "expected a name that starts with a letter or _, holds only letters, digits, "
-            "_, - and ., and does not start with __"
-        ),
-    )
+    name = _property_name("name", name)
     if name.lower() in RESERVED_PROPERTIES:
         raise errors.UnexpectedValue(
             field="name", reason=gettext("name and label are reserved names")
@@ -275,8 +290,117 @@ def add_property(
         project_id=dataset.project_id,
         details={"name": dataset.name, "property": name},
     )
+    touch(db_session, dataset.id)
     db_session.commit()
     return prop
+
+
+# ---- lists declared by forms -------------------------------------------------------------------
+
+# entities-version values a form may declare (Central accepts 2022.1.0 to 2025.1.x).
+_ENTITIES_VERSION = re.compile(r"^(\d{4})\.(\d+)\.\d+$")
+
+
+def check_entities_version(version: str | None) -> None:
+    """Refuse a form whose entities-version this server cannot read (400.8)."""
+    match = _ENTITIES_VERSION.match(version or "")
+    if match is None or not ((2022, 1) <= (int(match[1]), int(match[2])) <= (2025, 1)):
+        raise errors.UnexpectedValue(
+            field="entities-version",
+            reason=gettext(
+                "the form declares entities with version %(version)s; this server reads "
+                "2022.1.0 to 2025.1.x (update pyxform or ODK's form tools)"
+            )
+            % {"version": version or "(none)"},
+        )
+
+
+def declare(
+    db_session: Session,
+    project_id: int,
+    blocks: Sequence[Mapping[str, Any]],
+    *,
+    actor_id: int | None,
+    form_id: str,
+) -> dict[str, Dataset]:
+    """Create the lists and properties a form being published writes to (not committed).
+
+    ``blocks`` are the schema's entity blocks (:func:`server.forms.schema.extract`). Lists
+    and properties already there are kept; new ones are created, each audited. Names that
+    differ only by capitalisation from existing ones are refused (409.16, 409.17), as are
+    names that are not XML names (400.8). Returns the lists by name.
+    """
+    wanted: dict[str, list[str]] = {}
+    for block in blocks:
+        props = wanted.setdefault(block["dataset"], [])
+        for entry in block["properties"]:
+            if entry["property"] not in props:
+                props.append(entry["property"])
+    found: dict[str, Dataset] = {}
+    for name, props in wanted.items():
+        name = _list_name("dataset", name)
+        dataset = db_session.execute(
+            sa.select(Dataset).where(
+                Dataset.project_id == project_id, sa.func.lower(Dataset.name) == name.lower()
+            )
+        ).scalar_one_or_none()
+        now = utcnow()
+        if dataset is not None and dataset.name != name:
+            raise errors.DatasetNameConflict(current=dataset.name, provided=name)
+        if dataset is None:
+            dataset = Dataset(project_id=project_id, name=name, created_at=now, published_at=now)
+            db_session.add(dataset)
+            db_session.flush()
+            _audit(
+                db_session,
+                "dataset.create",
+                actor_id=actor_id,
+                project_id=project_id,
+                details={"name": name, "approvalRequired": False, "form": form_id},
+            )
+        existing = {p.name.lower(): p.name for p in properties(db_session, dataset)}
+        added = []
+        for prop in props:
+            prop = _property_name("property", prop)
+            if prop.lower() in RESERVED_PROPERTIES:
+                raise errors.UnexpectedValue(
+                    field="property", reason=gettext("name and label are reserved names")
+                )
+            known = existing.get(prop.lower())
+            if known is not None and known != prop:
+                raise errors.PropertyNameConflict(current=known, provided=prop)
+            if known is None:
+                db_session.add(
+                    DatasetProperty(
+                        dataset_id=dataset.id, name=prop, created_at=now, published_at=now
+                    )
+                )
+                existing[prop.lower()] = prop
+                added.append(prop)
+        if added:
+            db_session.flush()
+            touch(db_session, dataset.id)
+            _audit(
+                db_session,
+                "dataset.update",
+                actor_id=actor_id,
+                project_id=project_id,
+                details={"name": name, "properties": added, "form": form_id},
+            )
+        found[name] = dataset
+    return found
+
+
+def find_datasets(db_session: Session, project_id: int, names: Sequence[str]) -> dict[str, Dataset]:
+    """Return the project's lists with these names, by name (missing ones left out)."""
+    if not names:
+        return {}
+    return {
+        d.name: d
+        for d in db_session.scalars(
+            sa.select(Dataset).where(Dataset.project_id == project_id, Dataset.name.in_(names))
+        )
+    }
 
 
 # ---- entities ----------------------------------------------------------------------------------
@@ -367,6 +491,21 @@ def versions(db_session: Session, entity: Entity) -> list[EntityVersion]:
             .order_by(EntityVersion.version)
         )
     )
+
+
+def normal_uuid(value: str | None) -> str | None:
+    """Return a UUID as Central keeps it (lower case, no ``uuid:``), or None if it is not one."""
+    return _uuid_or_none(value)
+
+
+def clean_values(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """Check the values a record gives its properties (text, not too long)."""
+    return _clean_data(data, set(data or {}))
+
+
+def clean_label(label: Any) -> str:
+    """Check a label (non-blank text, not too long)."""
+    return _clean_label(label)
 
 
 def _uuid_or_none(value: str | None) -> str | None:
@@ -515,6 +654,7 @@ def create_entities(
             entity_id=created[0].id,
             details={"dataset": dataset.name, "uuid": created[0].uuid},
         )
+    touch(db_session, dataset.id)
     db_session.commit()
     return created
 
@@ -530,10 +670,12 @@ def update_entity(
     force: bool,
     actor_id: int | None,
     user_agent: str | None,
+    resolve: bool = False,
 ) -> EntityRow:
     """Write a new version of an entity: the label and values given, the others kept. Commits.
 
     ``base_version`` must be the current version unless ``force``; 409.15 otherwise.
+    ``resolve`` also clears the entity's conflict (Central's ``?resolve=true``).
     """
     row = get_entity(db_session, dataset, uuid)
     entity, current = row.entity, row.version
@@ -575,8 +717,37 @@ def update_entity(
         entity_id=entity.id,
         details={"dataset": dataset.name, "uuid": entity.uuid, "version": version.version},
     )
+    if resolve:
+        _resolve(db_session, dataset, entity, actor_id=actor_id)
+    touch(db_session, dataset.id)
     db_session.commit()
     return EntityRow(entity, version, row.versions + 1, row.creator_name)
+
+
+def _resolve(
+    db_session: Session, dataset: Dataset, entity: Entity, *, actor_id: int | None
+) -> None:
+    if entity.conflict is None:
+        return
+    _audit(
+        db_session,
+        "entity.update.resolve",
+        actor_id=actor_id,
+        project_id=dataset.project_id,
+        entity_id=entity.id,
+        details={"dataset": dataset.name, "uuid": entity.uuid, "conflict": entity.conflict},
+    )
+    entity.conflict = None
+
+
+def resolve_conflict(
+    db_session: Session, dataset: Dataset, uuid: str, *, actor_id: int | None
+) -> EntityRow:
+    """Mark an entity's conflict as seen and settled, its values unchanged (audited). Commits."""
+    row = get_entity(db_session, dataset, uuid)
+    _resolve(db_session, dataset, row.entity, actor_id=actor_id)
+    db_session.commit()
+    return row
 
 
 def delete_entity(
@@ -593,4 +764,5 @@ def delete_entity(
         entity_id=row.entity.id,
         details={"dataset": dataset.name, "uuid": row.entity.uuid},
     )
+    touch(db_session, dataset.id)
     db_session.commit()

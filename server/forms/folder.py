@@ -142,6 +142,8 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
     compiled: list[tuple[Path, compiler.CompiledForm, dict[str, bytes]]] = []
     failed = BuildFailed()
     seen: dict[str, Path] = {}
+    declared: set[str] = set()  # the entity lists the forms create or update
+    absent: dict[str, tuple[Path, list[str]]] = {}
     for path in sources(source_dir):
         try:
             form = compiler.compile_upload(
@@ -167,7 +169,9 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
         media_dir = source_dir / "media" / form.form_id
         if not media_dir.is_dir():
             media_dir = source_dir / "media" / path.stem
-        referenced = [m.name for m in schema.FormSchema.of(schema.extract(form.xml)).media]
+        extracted = schema.extract(form.xml)
+        referenced = [m.name for m in schema.FormSchema.of(extracted).media]
+        declared.update(block["dataset"] for block in extracted["entities"])
         files: dict[str, bytes] = {}
         missing = []
         for name in referenced:
@@ -178,13 +182,19 @@ def build(source_dir: Path, out_dir: Path, *, validate: bool = True) -> list[Bui
                 files[name] = candidate.read_bytes()
             else:
                 missing.append(name)
+        absent[path.name] = (media_dir, missing)
+        compiled.append((path, form, files))
+    # A <list>.csv no file gives is an entity list when a form declares that list: the server
+    # makes it from the entities (server/entities/listfile.py).
+    for path, form, _files in list(compiled):
+        media_dir, missing = absent[path.name]
+        missing = [n for n in missing if not (n.endswith(".csv") and n[:-4] in declared)]
         if missing:
             failed.problems[path.name] = [
                 f"media file missing from {_relative(media_dir, source_dir.parent)}/: {name}"
                 for name in missing
             ]
-            continue
-        compiled.append((path, form, files))
+            compiled.remove((path, form, _files))
     if failed.problems:
         raise failed
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,6 +354,7 @@ def _publish_one(db_session: Session, forms_dir: Path, xml_path: Path, project_i
         published = {
             a.name: blob.md5 if blob else None
             for a, blob in services.attachments(db_session, current)
+            if a.dataset_id is None  # an entity list: made by the server, never a file
         }
         if published == {name: _md5(data) for name, data in media.items()}:
             return Outcome(ident.form_id, "unchanged", ident.version)

@@ -15,7 +15,17 @@ together with its readers::
       "submissionUrl": str | None,
       "media": [{"name": str, "type": "image" | "audio" | "video" | "file"}],
       "choiceLists": {key: [{"name": str, "labels": {lang_or_"default": str}}]},
-      "fields": [field, ...]            # document order; groups and repeats are entries too
+      "fields": [field, ...],           # document order; groups and repeats are entries too
+      "entitiesVersion": str | None,    # entities:entities-version of the model
+      "entities": [entity, ...]         # the entity blocks (meta/entity), document order
+    }
+
+    entity = {
+      "dataset": str,                   # the entity list it creates or updates
+      "path": "/data/meta/entity",      # the block's element (one per repeat instance)
+      "container": "/data",             # where its properties are read (parent of meta)
+      "create": bool, "update": bool,   # the actions the form declares (attribute present)
+      "properties": [{"path": str, "property": str}]   # fields with entities:saveto
     }
 
     field = {
@@ -46,6 +56,9 @@ written inline in the body. Selects answered from an ``external_choices`` sheet
 (``select_one_external``) are ``input`` controls with no choice list; their ``itemsets.csv``
 appears in ``media``.
 
+A field with ``entities:saveto`` feeds the entity block of its nearest enclosing container that
+has one (pyxform's rule for forms writing to several lists).
+
 Repeats appear once: pyxform writes each repeat twice in the instance (the ``jr:template``
 copy and a first instance), and both are merged by path.
 
@@ -69,6 +82,8 @@ from lxml import etree
 
 from server.forms import xform
 from server.forms.xform import JR, NS, XFORMS
+
+ENTITIES = "http://www.opendatakit.org/xforms/entities"
 
 MEDIA_TYPES = {
     "images": "image",
@@ -473,7 +488,53 @@ def extract(
         "media": _media(root, body_element),
         "choiceLists": choice_lists,
         "fields": fields,
+        "entitiesVersion": model.get(f"{{{ENTITIES}}}entities-version"),
+        "entities": _entities(instance_root, binds),
     }
+
+
+def _entities(data: etree._Element, binds: Mapping[str, etree._Element]) -> list[dict[str, Any]]:
+    """Return the entity blocks of the primary instance and the fields saved to each."""
+    blocks: dict[str, dict[str, Any]] = {}
+
+    def walk(element: etree._Element, path: str) -> None:
+        for child in _elements(element):
+            child_path = f"{path}/{_local(child)}"
+            if _local(child) == "entity" and _local(element) == "meta" and child.get("dataset"):
+                blocks.setdefault(
+                    child_path,
+                    {
+                        "dataset": child.get("dataset"),
+                        "path": child_path,
+                        "container": child_path.rsplit("/", 2)[0],
+                        "create": child.get("create") is not None,
+                        "update": child.get("update") is not None,
+                        "properties": [],
+                    },
+                )
+                continue
+            walk(child, child_path)
+
+    walk(data, f"/{_local(data)}")
+    by_container = sorted(blocks.values(), key=lambda b: -len(b["container"]))
+    for nodeset, bind in binds.items():
+        saveto = bind.get(f"{{{ENTITIES}}}saveto")
+        if not saveto:
+            continue
+        for block in by_container:
+            if nodeset.startswith(block["container"] + "/"):
+                block["properties"].append({"path": nodeset, "property": saveto.strip()})
+                break
+    return list(blocks.values())
+
+
+def entity_lists_used(schema: Mapping[str, Any]) -> list[str]:
+    """Return the names of the entity lists a form may read: its ``<name>.csv`` files."""
+    return [
+        m["name"][:-4]
+        for m in schema.get("media", [])
+        if m["name"].lower().endswith(".csv") and m["name"] != "itemsets.csv"
+    ]
 
 
 def _field(
@@ -713,6 +774,9 @@ class FormSchema:
     media: tuple[MediaFile, ...] = ()
     choice_lists: Mapping[str, tuple[Choice, ...]] = field(default_factory=dict)
     fields: tuple[Field, ...] = ()
+    entities_version: str | None = None
+    # The entity blocks (the stored dict's "entities"), as the module docstring shapes them.
+    entities: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def of(cls, schema: FormSchema | Mapping[str, Any] | None) -> FormSchema:
@@ -740,6 +804,8 @@ class FormSchema:
                 for key, items in (schema.get("choiceLists") or {}).items()
             },
             fields=tuple(_field_of(f, root) for f in schema.get("fields") or () if f.get("path")),
+            entities_version=schema.get("entitiesVersion"),
+            entities=tuple(schema.get("entities") or ()),
         )
 
     @cached_property

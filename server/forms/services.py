@@ -44,6 +44,9 @@ from server.auth.models import Assignment
 from server.auth.tokens import new_token
 from server.crypto.managed import prepare_for_publish
 from server.db import utcnow
+from server.entities import listfile
+from server.entities import services as entity_lists
+from server.entities.models import Dataset
 from server.forms import compiler, schema, xform
 from server.forms.messages import _
 from server.forms.models import FORM_STATES, Form, FormAttachment, FormVersion
@@ -204,9 +207,59 @@ def find_attachment(
     return (found[0], found[1]) if found is not None else None
 
 
-def present_media(db_session: Session, version: FormVersion) -> list[tuple[FormAttachment, Blob]]:
-    """Return the media files of a version that the server has, by name (a manifest's list)."""
-    return [(a, blob) for a, blob in attachments(db_session, version) if blob is not None]
+@dataclass
+class ManifestFile:
+    """One file of a version's manifest: a media file, or an entity list made on demand."""
+
+    attachment: FormAttachment
+    md5: str
+    type: str | None = None  # "entityList" or "approvalEntityList" for a list
+    dataset: Dataset | None = None
+
+
+def manifest_files(db_session: Session, version: FormVersion) -> list[ManifestFile]:
+    """Return what a version's manifest lists: present media, and linked entity lists."""
+    rows = db_session.execute(
+        _media(version)
+        .add_columns(Dataset)
+        .outerjoin(Dataset, Dataset.id == FormAttachment.dataset_id)
+        .order_by(FormAttachment.name)
+    ).all()
+    files = []
+    for attachment, blob, dataset in rows:
+        if dataset is not None:
+            md5, _size = listfile.fingerprint(db_session, dataset)
+            files.append(ManifestFile(attachment, md5, listfile.media_type(dataset), dataset))
+        elif blob is not None:
+            files.append(ManifestFile(attachment, blob.md5))
+    return files
+
+
+def forms_reading_list(db_session: Session, dataset: Dataset) -> list[Form]:
+    """Return the forms whose published version or draft has a file made from this list."""
+    linked = (
+        sa.select(FormAttachment.form_id)
+        .join(Form, Form.id == FormAttachment.form_id)
+        .where(
+            FormAttachment.dataset_id == dataset.id,
+            sa.or_(
+                FormAttachment.form_version_id == Form.current_version_id,
+                FormAttachment.form_version_id == Form.draft_version_id,
+            ),
+        )
+    )
+    return list(
+        db_session.scalars(
+            sa.select(Form).where(Form.id.in_(linked), Form.deleted_at.is_(None)).order_by(Form.id)
+        )
+    )
+
+
+def linked_list(db_session: Session, attachment: FormAttachment) -> Dataset | None:
+    """Return the entity list a media file is made from, if it is linked to one."""
+    if attachment.dataset_id is None:
+        return None
+    return db_session.get(Dataset, attachment.dataset_id)
 
 
 def versions_with_media(db_session: Session, version_ids: list[int]) -> set[int]:
@@ -250,8 +303,33 @@ def open_forms(
 
 
 def missing_media(db_session: Session, version: FormVersion) -> list[str]:
-    """Return the names of the media files the version references and does not have yet."""
-    return [a.name for a, blob in attachments(db_session, version) if blob is None]
+    """Return the names of the media files the version references and does not have yet.
+
+    A file linked to an entity list is never missing: the server makes it from the list.
+    """
+    return [
+        a.name
+        for a, blob in attachments(db_session, version)
+        if blob is None and a.dataset_id is None
+    ]
+
+
+def link_entity_lists(db_session: Session, form: Form, version: FormVersion) -> None:
+    """Link each ``<list>.csv`` the version references to the project's list of that name.
+
+    Only files for which nothing was uploaded are linked (an uploaded CSV is the coordinator's
+    choice, as in Central); ``itemsets.csv`` never is. Flushed, not committed.
+    """
+    names = schema.entity_lists_used(version.schema)
+    found = entity_lists.find_datasets(db_session, form.project_id, names)
+    if not found:
+        return
+    for attachment, blob in attachments(db_session, version):
+        dataset = found.get(attachment.name[:-4]) if attachment.name.endswith(".csv") else None
+        if dataset is not None and blob is None and attachment.dataset_id is None:
+            attachment.dataset_id = dataset.id
+            attachment.updated_at = utcnow()
+    db_session.flush()
 
 
 def source_file(db_session: Session, version: FormVersion) -> tuple[Blob, str, str] | None:
@@ -421,6 +499,7 @@ def _attach_media(
             row.updated_at = inherited[name].updated_at
         db_session.add(row)
     db_session.flush()
+    link_entity_lists(db_session, form, version)
     _refresh_choices(db_session, version)
 
 
@@ -651,6 +730,14 @@ def _publish(
     allow_missing_media: bool = False,
 ) -> FormVersion:
     """Publish a draft (flushed, not committed); see :func:`publish_draft`."""
+    blocks = draft.schema.get("entities") or []
+    if blocks:
+        # The lists and properties the form writes to exist from now on (audited).
+        entity_lists.check_entities_version(draft.schema.get("entitiesVersion"))
+        entity_lists.declare(
+            db_session, form.project_id, blocks, actor_id=actor_id, form_id=form.xml_form_id
+        )
+    link_entity_lists(db_session, form, draft)
     missing = missing_media(db_session, draft)
     if missing and not allow_missing_media:
         raise errors.MissingMedia(missing=", ".join(missing), files=missing)

@@ -35,6 +35,10 @@ class MediaEntry:
     filename: str
     md5: str
     download_url: str
+    # "entityList" / "approvalEntityList": Collect keeps the file as an entity list.
+    type: str | None = None
+    # Where Collect checks that the entities it created offline still exist (lists only).
+    integrity_url: str | None = None
 
 
 def _serialise(root: etree._Element) -> bytes:
@@ -67,9 +71,23 @@ def manifest(entries: list[MediaEntry]) -> bytes:
     root = etree.Element(f"{{{MANIFEST}}}manifest", nsmap={None: MANIFEST})
     for entry in entries:
         media = etree.SubElement(root, f"{{{MANIFEST}}}mediaFile")
+        if entry.type:
+            media.set("type", entry.type)
         _add(media, MANIFEST, "filename", entry.filename)
         _add(media, MANIFEST, "hash", f"md5:{entry.md5}")
         _add(media, MANIFEST, "downloadUrl", entry.download_url)
+        if entry.integrity_url:
+            _add(media, MANIFEST, "integrityUrl", entry.integrity_url)
+    return _serialise(root)
+
+
+def entity_states(states: list[tuple[str, bool]]) -> bytes:
+    """Return the answer to Collect's integrity check: which entities are deleted."""
+    root = etree.Element("data")
+    listed = etree.SubElement(root, "entities")
+    for uuid, deleted in states:
+        entity = etree.SubElement(listed, "entity", id=uuid)
+        etree.SubElement(entity, "deleted").text = "true" if deleted else "false"
     return _serialise(root)
 
 

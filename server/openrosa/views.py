@@ -2,7 +2,8 @@
 
     GET       /v1/projects/<p>/formList                     forms this device may fill
     GET       /v1/projects/<p>/forms/<f>/manifest           a form's media, with md5 hashes
-    GET       /v1/projects/<p>/forms/<f>/attachments/<n>    one media file
+    GET       /v1/projects/<p>/forms/<f>/attachments/<n>    one media file (or entity list)
+    GET       /v1/projects/<p>/datasets/<name>/integrity    which offline-created entities are gone
     HEAD|POST /v1/projects/<p>/submission                   preflight (204), upload (201)
 
 The same routes serve ``/v1/key/<token>/projects/...`` (app users: the token is moved out of
@@ -16,17 +17,20 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, request, stream_with_context
 from flask_babel import gettext
 
 from server import db, errors, metrics
 from server.auth import access
 from server.auth.prefix import draft_token
+from server.entities import listfile
+from server.entities import services as entity_lists
 from server.forms import services as forms
 from server.forms.models import Form, FormVersion
 from server.openrosa import documents, protocol
 from server.openrosa.protocol import external_url, quoted
 from server.storage import downloads
+from server.storage.base import content_disposition
 from server.submissions import intake, parsing
 
 bp = Blueprint("openrosa", __name__)
@@ -87,11 +91,17 @@ def _manifest(project_id: int, form: Form, version: FormVersion, *, draft: bool)
         base += "/draft"
     entries = [
         documents.MediaEntry(
-            filename=attachment.name,
-            md5=blob.md5,
-            download_url=external_url(f"{base}/attachments/{quoted(attachment.name)}"),
+            filename=file.attachment.name,
+            md5=file.md5,
+            download_url=external_url(f"{base}/attachments/{quoted(file.attachment.name)}"),
+            type=file.type,
+            integrity_url=external_url(
+                f"/projects/{project_id}/datasets/{quoted(file.dataset.name)}/integrity"
+            )
+            if file.dataset is not None
+            else None,
         )
-        for attachment, blob in forms.present_media(db.session(), version)
+        for file in forms.manifest_files(db.session(), version)
     ]
     return protocol.xml_response(documents.manifest(entries), no_cache=True)
 
@@ -105,6 +115,18 @@ def manifest(project_id: int, xml_form_id: str) -> Response:
 
 def _send_form_attachment(version: FormVersion, name: str) -> Response:
     found = forms.find_attachment(db.session(), version, name)
+    dataset = forms.linked_list(db.session(), found[0]) if found is not None else None
+    if dataset is not None:
+        # An entity list, written from the current entities as it is sent.
+        return Response(
+            stream_with_context(listfile.download(db.session(), dataset)),
+            content_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": content_disposition(found[0].name),
+                "Cache-Control": "private, no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
     if found is None or found[1] is None:
         raise errors.NotFound()
     attachment, blob = found
@@ -118,6 +140,26 @@ def form_attachment(project_id: int, xml_form_id: str, name: str) -> Response:
     """Serve one media file of a form's published version."""
     form = _readable_form(project_id, xml_form_id)
     return _send_form_attachment(forms.published_version(db.session(), form), name)
+
+
+@bp.get("/v1/projects/<int:project_id>/datasets/<name>/integrity")
+def entity_integrity(project_id: int, name: str) -> Response:
+    """Tell Collect which of the entities it names (``?id=a,b``) are deleted (Central's check).
+
+    Who may list the project's entities may ask, and so may whoever may read a form that
+    reads the list (a tablet); anyone else is refused (403), as in Central.
+    """
+    access.require_actor()
+    db_session = db.session()
+    dataset = entity_lists.get_dataset(db_session, project_id, name)
+    if not access.can("entity.list", project_id=project_id) and not any(
+        access.can("form.read", project_id=project_id, form_id=form.id)
+        for form in forms.forms_reading_list(db_session, dataset)
+    ):
+        raise errors.Forbidden()
+    ids = [i for value in request.args.getlist("id") for i in value.split(",") if i.strip()]
+    states = listfile.states(db_session, dataset, ids)
+    return protocol.xml_response(documents.entity_states(states), no_cache=True)
 
 
 # ---- submissions -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from server.audit import services as audit
 from server.audit.models import AuditEvent
 from server.auth.models import Actor
 from server.db import utcnow
+from server.entities import records as entity_records
 from server.forms.models import FormVersion
 from server.storage.models import Blob
 from server.submissions import filenames
@@ -349,6 +350,9 @@ def set_review_state(
         reviewState=state,
         previousReviewState=previous,
     )
+    if state == "approved" and previous != "approved":
+        # Lists that require approval get their entities now (same transaction).
+        entity_records.on_approval(db_session, submission)
     if comment and comment.strip():
         _add_comment(db_session, submission, actor_id, comment, project_id)
     db_session.commit()
@@ -396,6 +400,8 @@ def bulk_review(
             previousReviewState=previous,
             bulk=True,
         )
+        if state == "approved" and previous != "approved":
+            entity_records.on_approval(db_session, submission)
         if comment and comment.strip():
             _add_comment(db_session, submission, actor_id, comment, project_id)
     db_session.commit()

@@ -293,6 +293,7 @@ def test_only_the_personal_data_module_reads_raw_answers():
         "server/submissions/conflicts.py": "reads a conflict's payload to compare or take it",
         "server/api/conflicts.py": "hands both documents and the XML to the disclosure",
         "server/web/pages/conflicts.py": "hands both documents and the name to the disclosure",
+        "server/entities/records.py": "reads a held or approved record's entity block",
     }
     raw = {"raw_xml", "raw_document", "raw_instance_name"}
     columns = {"xml", "document", "instance_name"}

@@ -271,3 +271,44 @@ def test_what_the_tablet_downloads_travels_gzipped_with_its_openrosa_headers(ser
         timeout=10,
     )
     assert head.status_code == 204 and head.headers["X-OpenRosa-Accept-Content-Length"]
+
+
+def test_a_tablet_follows_a_participant_with_the_entity_list_over_http(server):
+    """The follow-up forms as Collect uses them: the list's hash is the MD5 of what it gets."""
+    api = requests.Session()
+    token = api.post(
+        f"{server.url}/v1/sessions", json={"email": ADMIN[0], "password": ADMIN[1]}
+    ).json()["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    app_user = api.post(
+        f"{server.url}/v1/projects/1/app-users", json={"displayName": "Tablette suivi"}
+    ).json()
+    for form_id in ("participant_intake", "risk_review"):
+        assigned = api.post(
+            f"{server.url}/v1/projects/1/forms/{form_id}/assignments/app-user/{app_user['id']}"
+        )
+        assert assigned.json() == {"success": True}, assigned.text
+    settings = api.get(
+        f"{server.url}/v1/projects/1/app-users/{app_user['id']}/collect-settings"
+    ).json()["settings"]
+    tablet = CollectClient(settings["general"]["server_url"])
+    # CollectClient checks every manifest hash against the MD5 of the bytes it receives.
+    assert sorted(tablet.update_forms()) == ["participant_intake", "risk_review"]
+    before = tablet.forms["risk_review"].media["participants.csv"]
+    entity_id, code = str(uuid.uuid4()), f"SEG-{uuid.uuid4().int % 10_000:04d}"
+    intake = (
+        '<?xml version="1.0"?><data xmlns:jr="http://openrosa.org/javarosa" '
+        'xmlns:orx="http://openrosa.org/xforms" id="participant_intake" version="2026120801">'
+        f"<today>2026-03-01</today><identification><participant_code>{code}</participant_code>"
+        "<full_name>Awa Traoré</full_name><sex>female</sex><age_group>age_18_24</age_group>"
+        "<site>segou_prison</site><entry_date>2026-02-20</entry_date></identification>"
+        "<initial_status>new</initial_status>"
+        f'<meta><entity dataset="participants" create="1" id="{entity_id}">'
+        f"<label>{code}</label></entity><instanceID>uuid:{uuid.uuid4()}</instanceID></meta></data>"
+    ).encode()
+    assert [r.status_code for r in tablet.send(intake, {})] == [201]
+    (manifest_url,) = [e["manifestUrl"] for e in tablet.form_list() if e["formID"] == "risk_review"]
+    after = tablet._media(manifest_url)["participants.csv"]
+    assert after != before and f"{entity_id},{code},1,1,,{code},female".encode() in after
+    assert b"Traor" not in after  # the name never reaches a tablet
+    assert tablet._media(manifest_url)["participants.csv"] == after

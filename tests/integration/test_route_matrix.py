@@ -284,6 +284,10 @@ MATRIX: dict[tuple[str, str], dict[str, str]] = {
     (P + "/formList", "GET"): who("members device link", empty="other_device"),
     (F + "/manifest", "GET"): FORM_READERS,
     (F + "/attachments/<path:name>", "GET"): FORM_READERS,
+    # Collect's check of the entities it created offline: who may list entities, or a device
+    # reading a form that uses the list (the site's list is used by no form: see
+    # test_entities_intake.py for a tablet's check).
+    (DATASET + "/integrity", "GET"): who("readers"),
     # The preflight only says where to send and how much: anyone signed in gets its 204; the
     # 401 makes Collect send its credentials (Central answers it without any).
     (P + "/submission", "HEAD"): who("signed_in"),

@@ -84,7 +84,10 @@ def test_form_level_values(extracted):
         "media",
         "choiceLists",
         "fields",
+        "entitiesVersion",
+        "entities",
     ]
+    assert extracted["entitiesVersion"] is None and extracted["entities"] == []
 
 
 def test_choice_lists_in_both_languages_including_the_external_csv(extracted):

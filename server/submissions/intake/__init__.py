@@ -21,8 +21,9 @@ are committed, and only then does the caller answer success.
 
 Each stage is a module, in the order of :func:`receive`: :mod:`.target` (the form and version a
 record names, and its typed field schema), :mod:`.upload` (the record read against them),
-:mod:`.durable` (its files stored), :mod:`.decision` (what it is, and the races) and
-:mod:`.writing` (its rows).
+:mod:`.durable` (its files stored), :mod:`.decision` (what it is, and the races),
+:mod:`.writing` (its rows) and :mod:`.entities` (the entities it creates or updates, in the
+same transaction).
 
 Speed: a record costs a handful of statements (identity of the device, its rights, the form
 and version in one query, the insert, the commit), in SQLAlchemy Core rather than the ORM; the

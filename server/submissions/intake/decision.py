@@ -12,6 +12,8 @@ Decided inside one transaction that writes it (:mod:`~server.submissions.intake.
   once a coordinator has settled that payload, sending it again is answered as a retry;
 * a record in the trash takes nothing (409).
 
+A new record or an edit then applies its entity blocks (:mod:`.entities`) before the commit.
+
 Races: two identical uploads on two workers must give one record. On PostgreSQL a new record
 is first tried in one statement guarded by the unique constraint on (form, draft, instanceID);
 whoever finds the identity taken falls back to the careful path, which takes an advisory lock
@@ -29,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server import errors
 from server.submissions import attachments
-from server.submissions.intake import durable, writing
+from server.submissions.intake import durable, entities, writing
 from server.submissions.intake.upload import Receipt, Upload
 
 VERSIONS, SUBMISSIONS = writing.VERSIONS, writing.SUBMISSIONS
@@ -46,6 +48,7 @@ def settle(upload: Upload) -> Receipt:
         try:
             durable.catalogue(upload)
             receipt = _decide(upload)
+            entities.apply(upload, receipt)  # in the same transaction: durable together
             db_session.commit()
         except IntegrityError:
             # Another process inserted the same identity between our check and our insert;

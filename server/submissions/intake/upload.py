@@ -64,6 +64,8 @@ class Upload:
     ignored: list[str] = field(default_factory=list)
     # name -> (blob id, content type) of the durable files, once catalogued
     received: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # The entity blocks the form declares (applied by server.submissions.intake.entities).
+    entity_blocks: tuple[dict[str, Any], ...] = ()
 
 
 def read(
@@ -102,6 +104,7 @@ def read(
         actor_id=actor_id,
         device_id=device_id,
         user_agent=(user_agent or "")[:255] or None,
+        entity_blocks=target.schema.entities,
     )
 
 
