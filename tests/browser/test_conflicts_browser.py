@@ -21,12 +21,12 @@ import requests
 from tests.browser.test_console_browser import (
     INSTANCE_ID,
     household_record,
-    png,
     send_as_collect,
     watch_for_page_errors,
 )
 from tests.fixtures.forms import workbooks
 from tests.support import browser as support
+from tests.support.browser import png
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -248,7 +248,8 @@ def fill_everything(page, photo: Path, choices: dict[str, str]) -> None:  # type
     Geopoints are left empty (the browser has no position).
     """
     done: set[str] = set()
-    for _round in range(12):
+    settled = False
+    for _round in range(20):
         containers = page.locator(".question-container")
         progressed = False
         for index in range(containers.count()):
@@ -283,8 +284,14 @@ def fill_everything(page, photo: Path, choices: dict[str, str]) -> None:  # type
                 continue
             done.add(label)
             progressed = True
-        if not progressed:
+        if progressed:
+            settled = False
+        elif settled:
             return
+        else:
+            # Answers reveal questions, later on a loaded machine: look once more after a pause.
+            settled = True
+            page.wait_for_timeout(1_500)
 
 
 def test_a_programme_form_opens_and_fills_in_the_browser(
