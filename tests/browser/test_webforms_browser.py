@@ -272,6 +272,8 @@ def fill_everything(page, photo: Path, choices: dict[str, str]) -> None:  # type
                     box.get_by_text(wanted, exact=True).first.click()
                 else:
                     (radios if radios.count() else checks).first.click(force=True)
+                if box.locator("input:checked").count() == 0:
+                    continue  # the click did not take (the form was busy): next round
             elif files.count():
                 files.first.set_input_files(str(photo))
             elif numbers.count():
