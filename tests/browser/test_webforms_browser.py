@@ -303,12 +303,14 @@ def test_a_programme_form_opens_and_fills_in_the_browser(
     photo = tmp_path / "site.png"
     photo.write_bytes(png())
     with support.console_server(database_url, tmp_path, MERIT_FORMS_DIR=str(forms)) as server:
-        fill_programme_form(chromium, server.url, photo)
+        table, names = fill_programme_form(chromium, server.url, photo)
+    assert "Réponse de test" in table
+    assert any(name.startswith("media/") and name.endswith(".png") for name in names), names
 
 
-def fill_programme_form(chromium, console: str, photo: Path) -> None:  # type: ignore[no-untyped-def]
-    """Fill the needs assessment (consent, the region → cercle cascade, a photo), send it and
-    find the record in the CSV export."""
+def fill_programme_form(chromium, console: str, photo: Path) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Fill the needs assessment (consent, the region → cercle cascade, a photo), send it;
+    return the CSV export's main table and the export's file names."""
     context = chromium.new_context(viewport=support.LAPTOP, locale="fr-FR")
     context.set_default_timeout(30_000)
     page = context.new_page()
@@ -348,7 +350,4 @@ def fill_programme_form(chromium, console: str, photo: Path) -> None:  # type: i
         timeout=60,
     )
     with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
-        table = archive.read("needs_assessment.csv").decode("utf-8")
-        names = archive.namelist()
-    assert "Réponse de test" in table
-    assert any(name.startswith("media/") and name.endswith(".png") for name in names), names
+        return archive.read("needs_assessment.csv").decode("utf-8"), archive.namelist()

@@ -184,6 +184,7 @@ def test_a_forms_xml_and_files_are_served_sandboxed(site):
         f"{tablet}/attachments/villages.csv", headers=headers, timeout=30
     )
     _served_sandboxed(media)
+    assert media.content, "the tablet gets the media's bytes, sandboxed"
 
 
 def test_the_end_to_end_attack_is_refused_and_the_xml_is_sandboxed(site):
