@@ -164,19 +164,12 @@ def apply(db_session: Session, source: Source) -> None:
                 _apply_block(db_session, source, datasets, block)
     except (errors.Problem, IntegrityError) as exc:
         reason = exc.render_message() if isinstance(exc, errors.Problem) else str(exc.orig)
-        audit.record(
+        _event(
             db_session,
+            source,
             "entity.error",
-            actor_id=source.actor_id,
-            project_id=source.project_id,
-            form_id=source.form_id,
-            submission_id=source.submission_id,
-            details={
-                "instanceId": source.instance_id,
-                "submissionDefId": source.version_id,
-                "errorMessage": reason[:2000],
-                "problem": getattr(exc, "code", None),
-            },
+            errorMessage=reason[:2000],
+            problem=getattr(exc, "code", None),
         )
         log.info(
             "entity not applied",
@@ -348,21 +341,7 @@ def _create(
     db_session.add(version)
     db_session.flush()
     services.touch(db_session, dataset.id)
-    audit.record(
-        db_session,
-        "entity.create",
-        actor_id=source.actor_id,
-        project_id=source.project_id,
-        form_id=source.form_id,
-        submission_id=source.submission_id,
-        entity_id=entity.id,
-        details={
-            "dataset": dataset.name,
-            "uuid": uuid,
-            "instanceId": source.instance_id,
-            "submissionDefId": source.version_id,
-        },
-    )
+    _event(db_session, source, "entity.create", entity.id, dataset=dataset.name, uuid=uuid)
     return version
 
 
@@ -486,22 +465,15 @@ def _update(
     entity.updated_at = now
     db_session.flush()
     services.touch(db_session, dataset.id)
-    audit.record(
+    _event(
         db_session,
+        source,
         "entity.update.version",
-        actor_id=source.actor_id,
-        project_id=source.project_id,
-        form_id=source.form_id,
-        submission_id=source.submission_id,
-        entity_id=entity.id,
-        details={
-            "dataset": dataset.name,
-            "uuid": uuid,
-            "version": version.version,
-            "instanceId": source.instance_id,
-            "submissionDefId": source.version_id,
-            **({"conflict": conflict} if conflicting is not None else {}),
-        },
+        entity.id,
+        dataset=dataset.name,
+        uuid=uuid,
+        version=version.version,
+        **({"conflict": conflict} if conflicting is not None else {}),
     )
     return version
 
@@ -538,10 +510,13 @@ def _hold(
         )
     )
     db_session.flush()
-    _backlog_event(db_session, source, "submission.backlog.hold")
+    _event(db_session, source, "submission.backlog.hold")
 
 
-def _backlog_event(db_session: Session, source: Source, action: str) -> None:
+def _event(
+    db_session: Session, source: Source, action: str, entity_id: int | None = None, **details: Any
+) -> None:
+    """Audit what a record did to an entity (the record named in the details, as Central)."""
     audit.record(
         db_session,
         action,
@@ -549,7 +524,8 @@ def _backlog_event(db_session: Session, source: Source, action: str) -> None:
         project_id=source.project_id,
         form_id=source.form_id,
         submission_id=source.submission_id,
-        details={"instanceId": source.instance_id, "submissionDefId": source.version_id},
+        entity_id=entity_id,
+        details={"instanceId": source.instance_id, "submissionDefId": source.version_id, **details},
     )
 
 
@@ -578,7 +554,7 @@ def _take(db_session: Session, held: EntityBacklog, event: str) -> None:
     source = load_source(db_session, held.submission_version_id, event=event)
     if source is None:
         return
-    _backlog_event(db_session, source, event)
+    _event(db_session, source, event)
     apply(db_session, source)
 
 
